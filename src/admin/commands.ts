@@ -1,0 +1,174 @@
+// Admin commands shared by the `gatehouse` CLI and the embedded control socket. Each takes argv
+// and returns a JSON-serialisable result; errors are CommandError with a message for the operator.
+import { parseArgs } from 'node:util';
+import { ZodError } from 'zod';
+import type { Deps } from '../app.ts';
+
+export class CommandError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'CommandError';
+  }
+}
+
+type CommandDeps = Pick<Deps, 'accounts' | 'clients' | 'resources' | 'keys' | 'audit' | 'config'>;
+type Handler = (deps: CommandDeps, args: string[]) => Promise<unknown>;
+
+const many = { type: 'string', multiple: true } as const;
+const one = { type: 'string' } as const;
+const flag = { type: 'boolean' } as const;
+
+function parse<T extends Record<string, { type: 'string' | 'boolean'; multiple?: boolean }>>(args: string[], options: T) {
+  try {
+    return parseArgs({ args, options, allowPositionals: true, strict: true });
+  } catch (err) {
+    throw new CommandError((err as Error).message);
+  }
+}
+
+/** "a,b c" and repeated flags both work for list options. */
+const splitList = (v: string[] | undefined) => (v ?? []).flatMap((s) => s.split(/[\s,]+/)).filter(Boolean);
+
+async function adminAudit(deps: CommandDeps, type: string, subject: string | null, details: Record<string, unknown> = {}) {
+  await deps.audit.record({ type, actor: 'cli', subject, details });
+}
+
+const commands: Record<string, Handler> = {
+  async 'user create'(deps, args) {
+    const { values } = parse(args, { email: one, password: one, name: one, role: many, verified: flag });
+    if (!values.email) throw new CommandError('--email is required');
+    const user = await deps.accounts.createUser({
+      email: values.email,
+      password: values.password,
+      name: values.name,
+      roles: values.role ? splitList(values.role) : ['user'],
+      emailVerified: Boolean(values.verified),
+    });
+    await adminAudit(deps, 'admin.user.create', user.id, { roles: values.role ?? ['user'] });
+    return user;
+  },
+  async 'user list'(deps, args) {
+    const { values } = parse(args, { limit: one, offset: one });
+    return deps.accounts.listUsers({ limit: Number(values.limit ?? 100), offset: Number(values.offset ?? 0) });
+  },
+  async 'user disable'(deps, args) {
+    const { values, positionals } = parse(args, { email: one, id: one });
+    const user = await findUser(deps, values.email ?? positionals[0], values.id);
+    await deps.accounts.setActive(user.id, false);
+    await adminAudit(deps, 'admin.user.disable', user.id);
+    return { id: user.id, email: user.email, active: false };
+  },
+  async 'user enable'(deps, args) {
+    const { values, positionals } = parse(args, { email: one, id: one });
+    const user = await findUser(deps, values.email ?? positionals[0], values.id);
+    await deps.accounts.setActive(user.id, true);
+    await adminAudit(deps, 'admin.user.enable', user.id);
+    return { id: user.id, email: user.email, active: true };
+  },
+  async 'client create'(deps, args) {
+    const { values } = parse(args, {
+      name: one, type: one, 'redirect-uri': many, 'post-logout-redirect-uri': many, grant: many,
+      'auth-method': one, 'first-party': flag, scope: one,
+    });
+    if (!values.name) throw new CommandError('--name is required');
+    const { client, clientSecret } = await deps.clients.createClient({
+      name: values.name,
+      type: values.type as 'public' | 'confidential' | undefined,
+      redirectUris: splitList(values['redirect-uri']),
+      postLogoutRedirectUris: splitList(values['post-logout-redirect-uri']),
+      grantTypes: values.grant ? (splitList(values.grant) as never) : undefined,
+      authMethod: values['auth-method'] as never,
+      firstParty: Boolean(values['first-party']),
+      scope: values.scope,
+    });
+    await adminAudit(deps, 'admin.client.create', client.clientId);
+    // The secret is shown once, here; it is stored encrypted and never printed again.
+    return { ...client, ...(clientSecret ? { client_secret: clientSecret } : {}) };
+  },
+  async 'client list'(deps) {
+    return deps.clients.listClients();
+  },
+  async 'client delete'(deps, args) {
+    const { positionals, values } = parse(args, { id: one });
+    const id = values.id ?? positionals[0];
+    if (!id) throw new CommandError('client id is required');
+    if (!(await deps.clients.deleteClient(id))) throw new CommandError(`no client ${id}`);
+    await adminAudit(deps, 'admin.client.delete', id);
+    return { deleted: id };
+  },
+  async 'resource create'(deps, args) {
+    const { values } = parse(args, { uri: one, name: one, scope: many, scopes: many, ttl: one, signing: one });
+    if (!values.uri) throw new CommandError('--uri is required');
+    const { resource, hs256Secret } = await deps.resources.createResource({
+      uri: values.uri,
+      name: values.name,
+      scopes: splitList([...(values.scope ?? []), ...(values.scopes ?? [])]),
+      accessTokenTtl: values.ttl ? Number(values.ttl) : undefined,
+      signing: values.signing as never,
+    });
+    await adminAudit(deps, 'admin.resource.create', resource.uri);
+    return { ...resource, ...(hs256Secret ? { hs256_secret: hs256Secret } : {}) };
+  },
+  async 'resource list'(deps) {
+    return deps.resources.listResources();
+  },
+  async 'resource delete'(deps, args) {
+    const { values, positionals } = parse(args, { uri: one });
+    const uri = values.uri ?? positionals[0];
+    if (!uri) throw new CommandError('--uri is required');
+    if (!(await deps.resources.deleteResource(uri))) throw new CommandError(`no resource ${uri}`);
+    await adminAudit(deps, 'admin.resource.delete', uri);
+    return { deleted: uri };
+  },
+  async 'keys rotate'(deps) {
+    // Old keys stay published for as long as anything they signed can still be valid.
+    const publishFor = Math.max(deps.config.ID_TOKEN_TTL, deps.config.ACCESS_TOKEN_TTL) + 300;
+    const kids = await deps.keys.rotate(publishFor);
+    await adminAudit(deps, 'admin.keys.rotate', null, { kids });
+    return { rotated: kids, previousPublishedForSeconds: publishFor };
+  },
+  async 'keys list'(deps) {
+    return deps.keys.list();
+  },
+};
+
+async function findUser(deps: CommandDeps, email?: string, id?: string) {
+  const user = id ? await deps.accounts.findUserById(id) : email ? await deps.accounts.findUserByEmail(email) : undefined;
+  if (!user) throw new CommandError(id || email ? `no user ${id ?? email}` : '--email or --id is required');
+  return user;
+}
+
+export const COMMAND_NAMES = Object.keys(commands);
+
+export function usage(): string {
+  return [
+    'usage: gatehouse <command> [options]',
+    '  serve                              start the server (default)',
+    '  migrate                            apply database migrations',
+    '  user create --email E [--password P] [--name N] [--role R ...] [--verified]',
+    '  user list | user disable --email E | user enable --email E',
+    '  client create --name N [--type public|confidential] [--redirect-uri U ...] [--grant G ...]',
+    '                [--post-logout-redirect-uri U ...] [--auth-method client_secret_basic|client_secret_post] [--first-party]',
+    '  client list | client delete ID',
+    '  resource create --uri U [--scope S ...] [--name N] [--ttl SECONDS] [--signing jwks|hs256]',
+    '  resource list | resource delete --uri U',
+    '  keys rotate | keys list',
+  ].join('\n');
+}
+
+/** Run one command; argv is e.g. ['user', 'create', '--email', 'a@b.c']. */
+export async function runCommand(deps: CommandDeps, argv: string[]): Promise<unknown> {
+  const name = argv.slice(0, 2).join(' ');
+  const handler = commands[name];
+  if (!handler) throw new CommandError(`unknown command "${name}"\n${usage()}`);
+  try {
+    return await handler(deps, argv.slice(2));
+  } catch (err) {
+    if (err instanceof ZodError) {
+      throw new CommandError(err.issues.map((i) => `${i.path.join('.') || 'input'}: ${i.message}`).join('; '));
+    }
+    if (err instanceof CommandError) throw err;
+    if (err instanceof Error && /taken|exists|unknown role|already|password/i.test(err.message)) throw new CommandError(err.message);
+    throw err;
+  }
+}

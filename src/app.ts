@@ -1,0 +1,174 @@
+// Builds the Koa app: no listen, so tests mount it on any server. Dependencies are passed in
+// (STYLE.md §4); main.ts and the tests assemble them with `assemble()`.
+import fs from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import Koa from 'koa';
+import compose from 'koa-compose';
+import cors from '@koa/cors';
+import pug from 'pug';
+import type Provider from 'oidc-provider';
+import type { Config } from './config/index.ts';
+import { createPgDb, createPgliteDb, type Db } from './store/db.ts';
+import { createMemoryKv, createRedisKv, type Kv } from './store/kv.ts';
+import { migrate } from './store/migrate.ts';
+import type { Logger } from './http/log.ts';
+import { createAudit, type Audit } from './audit/index.ts';
+import { createAccounts, type Accounts } from './accounts/users.ts';
+import { createClients, type Clients } from './oidc/clients.ts';
+import { createResources, type Resources } from './oidc/resources.ts';
+import { createSigningKeys, type SigningKeys } from './oidc/keys.ts';
+import { loadInstanceSecrets } from './oidc/secrets.ts';
+import { buildProvider } from './oidc/provider.ts';
+import { startSweeper } from './oidc/adapter.ts';
+import { createInteractionRouter } from './interaction/router.ts';
+import { errorHandler, PayloadTooLarge } from './http/errors.ts';
+import { accessLog, healthRoutes, requestId, securityHeaders } from './http/middleware.ts';
+import type { SecretBox } from './crypto/secretbox.ts';
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+
+export interface Deps {
+  config: Config;
+  db: Db;
+  kv: Kv;
+  log: Logger;
+  box: SecretBox;
+  cookieKeys: string[];
+  audit: Audit;
+  accounts: Accounts;
+  clients: Clients;
+  resources: Resources;
+  keys: SigningKeys;
+}
+
+/** Open stores, run migrations, load secrets and keys. The caller owns `close()`. */
+export async function assemble(config: Config, log: Logger, opts: { memoryDb?: boolean } = {}): Promise<Deps & { close(): Promise<void>; warnings: string[] }> {
+  const db = config.DATABASE_URL
+    ? createPgDb(config.DATABASE_URL)
+    : await createPgliteDb(opts.memoryDb ? undefined : config.DATA_DIR);
+  try {
+    await migrate(db);
+    const kv = config.REDIS_URL ? createRedisKv(config.REDIS_URL, config.REDIS_KEY_PREFIX) : createMemoryKv(config.REDIS_KEY_PREFIX);
+    const { box, cookieKeys, warnings } = await loadInstanceSecrets(config, db);
+    const audit = createAudit(db, log);
+    const keys = createSigningKeys(db, box);
+    await keys.ensure();
+    if (!config.REDIS_URL) warnings.push('REDIS_URL is not set: revocation lists, rate limits and pub/sub are in-process; run a single Gatehouse process only.');
+    return {
+      config, db, kv, log, box, cookieKeys, audit, keys, warnings,
+      accounts: createAccounts(db, audit),
+      clients: createClients(db, box),
+      resources: createResources(db, box),
+      async close() {
+        await kv.close();
+        await db.close();
+      },
+    };
+  } catch (err) {
+    await db.close().catch(() => {});
+    throw err;
+  }
+}
+
+/** oidc-provider and the routes bound to it; rebuilt when the signing keys change. */
+interface OidcLayer {
+  provider: Provider;
+  middleware: Koa.Middleware;
+}
+
+async function buildOidcLayer(deps: Deps): Promise<OidcLayer> {
+  const provider = buildProvider({ ...deps, jwks: await deps.keys.privateJwks() });
+  const interaction = createInteractionRouter({ provider, config: deps.config, accounts: deps.accounts, audit: deps.audit, log: deps.log });
+  // oidc-provider is a Koa app; composing its middleware runs it on our context (what koa-mount does).
+  return { provider, middleware: compose([interaction.routes(), interaction.allowedMethods(), ...provider.middleware]) as Koa.Middleware };
+}
+
+const renderError = pug.compileFile(path.join(ROOT, 'views/error.pug'));
+const STYLESHEET = fs.readFileSync(path.join(ROOT, 'public/style.css'));
+
+function parseLimit(s: string): number {
+  const m = /^(\d+)(b|kb|mb)$/i.exec(s)!;
+  return Number(m[1]) * ({ b: 1, kb: 1024, mb: 1024 * 1024 } as Record<string, number>)[m[2].toLowerCase()];
+}
+
+export interface GatehouseApp {
+  app: Koa;
+  /** The current provider (replaced when signing keys change). */
+  provider(): Provider;
+  /** Re-read signing keys now; returns true when they changed. */
+  refreshKeys(): Promise<boolean>;
+  close(): Promise<void>;
+}
+
+export async function createApp(deps: Deps): Promise<GatehouseApp> {
+  const { config, log } = deps;
+  let layer = await buildOidcLayer(deps);
+  let keysVersion = await deps.keys.version();
+
+  async function refreshKeys() {
+    const v = await deps.keys.version();
+    if (v === keysVersion) return false;
+    layer = await buildOidcLayer(deps);
+    keysVersion = v;
+    log.info('signing keys changed; provider reloaded');
+    return true;
+  }
+  const keyTimer = setInterval(() => {
+    refreshKeys().catch((err) => log.warn({ err }, 'signing key refresh failed'));
+  }, config.KEYS_REFRESH_SECONDS * 1000);
+  keyTimer.unref();
+  const stopSweeper = startSweeper(deps.db, 5 * 60_000, log);
+
+  const app = new Koa();
+  app.proxy = config.TRUST_PROXY;
+  app.keys = deps.cookieKeys;
+  const bodyLimit = parseLimit(config.BODY_LIMIT);
+
+  app.use(requestId());
+  app.use(accessLog(log));
+  app.use(securityHeaders(['/interaction', '/account', '/admin', '/assets']));
+  app.use(errorHandler(log, (status, error, description) => renderError({ title: 'Error', error, description, status })));
+  app.use(healthRoutes([
+    { name: 'database', check: () => deps.db.ping() },
+    { name: deps.kv.kind === 'redis' ? 'redis' : 'store', check: () => deps.kv.ping() },
+  ]));
+  app.use(async function rejectLargeBodies(ctx, next) {
+    const length = Number(ctx.get('content-length') || 0);
+    if (length > bodyLimit) throw new PayloadTooLarge(`request body exceeds ${config.BODY_LIMIT}`);
+    await next();
+  });
+  app.use(async function serveAssets(ctx, next) {
+    if (ctx.path !== '/assets/style.css') return next();
+    ctx.type = 'text/css';
+    ctx.set('Cache-Control', 'public, max-age=3600');
+    ctx.body = STYLESHEET;
+  });
+  app.use(async function oauthServerMetadata(ctx, next) {
+    // RFC 8414 metadata is the same document as OIDC discovery.
+    if (ctx.path === '/.well-known/oauth-authorization-server') ctx.path = '/.well-known/openid-configuration';
+    await next();
+  });
+  app.use(cors({
+    origin: (ctx) => (config.CORS_ORIGINS.includes(ctx.get('origin')) ? ctx.get('origin') : ''),
+    allowMethods: ['GET', 'POST'],
+    credentials: false,
+  }) as Koa.Middleware);
+  app.use(async function auditRevocation(ctx, next) {
+    await next();
+    if (ctx.path === '/token/revocation' && ctx.method === 'POST' && ctx.status === 200) {
+      void deps.audit.record({ type: 'token.revoke', clientId: (ctx as unknown as { oidc?: { client?: { clientId: string } } }).oidc?.client?.clientId ?? null, ip: ctx.ip, requestId: ctx.state.requestId });
+    }
+  });
+  app.use((ctx, next) => layer.middleware(ctx, next));
+
+  return {
+    app,
+    provider: () => layer.provider,
+    refreshKeys,
+    async close() {
+      clearInterval(keyTimer);
+      stopSweeper();
+    },
+  };
+}

@@ -1,0 +1,72 @@
+// `gatehouse` command line. Commands print JSON. In embedded mode, when a server is running on the
+// same DATA_DIR, the command is sent to it over the control socket (PGlite is single-process);
+// otherwise the CLI opens the database itself (PostgreSQL, or PGlite when no server runs).
+import { loadConfig, ConfigError } from '../config/index.ts';
+import { createLogger } from '../http/log.ts';
+import { createPgDb, createPgliteDb } from '../store/db.ts';
+import { migrate, MigrationError } from '../store/migrate.ts';
+import { assemble } from '../app.ts';
+import { CommandError, runCommand, usage } from '../admin/commands.ts';
+import { sendControlCommand } from '../admin/control.ts';
+
+function fail(message: string, code = 1): never {
+  process.stderr.write(`gatehouse: ${message}\n`);
+  process.exit(code);
+}
+
+export async function cli(argv: string[]): Promise<void> {
+  const [cmd] = argv;
+  if (!cmd || cmd === 'serve' || cmd === 'start') {
+    const { main } = await import('../main.ts');
+    return main();
+  }
+  if (cmd === 'help' || cmd === '--help' || cmd === '-h') {
+    process.stdout.write(`${usage()}\n`);
+    return;
+  }
+  let config;
+  try {
+    config = loadConfig();
+  } catch (err) {
+    if (err instanceof ConfigError) fail(err.message);
+    throw err;
+  }
+  const log = createLogger(process.env.LOG_LEVEL ?? 'warn', process.stderr);
+
+  if (config.embedded) {
+    const forwarded = await sendControlCommand(config.DATA_DIR, argv);
+    if (forwarded) {
+      if (forwarded.status !== 200) fail(forwarded.body.error ?? `server answered ${forwarded.status}`);
+      process.stdout.write(`${JSON.stringify(forwarded.body.result, null, 2)}\n`);
+      return;
+    }
+  }
+
+  if (cmd === 'migrate') {
+    const db = config.DATABASE_URL ? createPgDb(config.DATABASE_URL) : await createPgliteDb(config.DATA_DIR);
+    try {
+      const applied = await migrate(db);
+      process.stdout.write(`${JSON.stringify({ applied }, null, 2)}\n`);
+    } catch (err) {
+      fail(err instanceof MigrationError ? err.message : String(err));
+    } finally {
+      await db.close();
+    }
+    return;
+  }
+
+  const deps = await assemble(config, log);
+  try {
+    const result = await runCommand(deps, argv);
+    process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);
+  } catch (err) {
+    if (err instanceof CommandError) fail(err.message, 2);
+    throw err;
+  } finally {
+    await deps.close();
+  }
+}
+
+if (process.argv[1]?.endsWith('cli/main.ts')) {
+  cli(process.argv.slice(2)).catch((err) => fail((err as Error).stack ?? String(err)));
+}

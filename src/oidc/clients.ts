@@ -1,0 +1,129 @@
+// OAuth clients in PostgreSQL. The secret is sealed with the DEK (oidc-provider compares it in
+// plain, so it is encrypted, not hashed). oidc-provider reads clients through `findMetadata`.
+import crypto from 'node:crypto';
+import { z } from 'zod';
+import type { Queryable } from '../store/db.ts';
+import type { SecretBox } from '../crypto/secretbox.ts';
+
+export const GRANT_TYPES = [
+  'authorization_code',
+  'refresh_token',
+  'client_credentials',
+  'urn:ietf:params:oauth:grant-type:device_code',
+  'urn:ietf:params:oauth:grant-type:token-exchange',
+] as const;
+
+const isLoopback = (h: string) => h === 'localhost' || h === '127.0.0.1' || h === '[::1]';
+
+/** https anywhere; http only on loopback (RFC 8252 §7.3); private-use schemes for native apps (§7.1). */
+export const redirectUri = z.string().refine((s) => {
+  try {
+    const u = new URL(s);
+    if (u.hash) return false;
+    if (u.protocol === 'https:') return true;
+    if (u.protocol === 'http:') return isLoopback(u.hostname);
+    return /^[a-z][a-z0-9+.-]*\.[a-z0-9+.-]+:$/.test(u.protocol); // reverse-DNS custom scheme
+  } catch {
+    return false;
+  }
+}, 'redirect URIs must be https, loopback http, or a reverse-DNS private-use scheme, without a fragment');
+
+export const clientInput = z.object({
+  name: z.string().min(1).max(200),
+  type: z.enum(['public', 'confidential']).default('confidential'),
+  redirectUris: z.array(redirectUri).default([]),
+  postLogoutRedirectUris: z.array(redirectUri).default([]),
+  grantTypes: z.array(z.enum(GRANT_TYPES)).min(1).default(['authorization_code', 'refresh_token']),
+  authMethod: z.enum(['client_secret_basic', 'client_secret_post']).default('client_secret_basic'),
+  firstParty: z.boolean().default(false),
+  scope: z.string().optional(),
+  origin: z.string().default('cli'),
+}).superRefine((c, ctx) => {
+  if (c.grantTypes.includes('authorization_code') && c.redirectUris.length === 0) {
+    ctx.addIssue({ code: 'custom', path: ['redirectUris'], message: 'authorization_code clients need at least one redirect URI' });
+  }
+  if (c.type === 'public' && c.grantTypes.includes('client_credentials')) {
+    ctx.addIssue({ code: 'custom', path: ['grantTypes'], message: 'public clients cannot use client_credentials' });
+  }
+});
+export type ClientInput = z.input<typeof clientInput>;
+
+export interface ClientRecord {
+  clientId: string;
+  name: string;
+  type: 'public' | 'confidential';
+  metadata: Record<string, unknown>;
+  firstParty: boolean;
+  origin: string;
+  createdAt: Date;
+}
+
+interface Row {
+  client_id: string;
+  client_secret_enc: string | null;
+  metadata: Record<string, unknown>;
+  first_party: boolean;
+  origin: string;
+  created_at: Date;
+}
+
+const toRecord = (r: Row): ClientRecord => ({
+  clientId: r.client_id,
+  name: String(r.metadata.client_name ?? ''),
+  type: r.metadata.token_endpoint_auth_method === 'none' ? 'public' : 'confidential',
+  metadata: r.metadata,
+  firstParty: r.first_party,
+  origin: r.origin,
+  createdAt: r.created_at,
+});
+
+export function createClients(db: Queryable, box: SecretBox) {
+  return {
+    async createClient(input: ClientInput): Promise<{ client: ClientRecord; clientSecret?: string }> {
+      const c = clientInput.parse(input);
+      const clientId = `gh_${crypto.randomBytes(12).toString('base64url')}`;
+      const secret = c.type === 'confidential' ? crypto.randomBytes(32).toString('base64url') : undefined;
+      const usesCode = c.grantTypes.includes('authorization_code');
+      const metadata: Record<string, unknown> = {
+        client_name: c.name,
+        redirect_uris: c.redirectUris,
+        post_logout_redirect_uris: c.postLogoutRedirectUris,
+        grant_types: c.grantTypes,
+        response_types: usesCode ? ['code'] : [],
+        token_endpoint_auth_method: c.type === 'public' ? 'none' : c.authMethod,
+        first_party: c.firstParty,
+        ...(c.scope ? { scope: c.scope } : {}),
+      };
+      const r = await db.query<Row>(
+        `INSERT INTO clients (client_id, client_secret_enc, metadata, first_party, origin)
+         VALUES ($1, $2, $3, $4, $5) RETURNING *`,
+        [clientId, secret ? box.seal(secret) : null, JSON.stringify(metadata), c.firstParty, c.origin],
+      );
+      return { client: toRecord(r.rows[0]), clientSecret: secret };
+    },
+    async listClients(): Promise<ClientRecord[]> {
+      const r = await db.query<Row>('SELECT * FROM clients ORDER BY created_at, client_id');
+      return r.rows.map(toRecord);
+    },
+    async findClient(clientId: string): Promise<ClientRecord | undefined> {
+      const r = await db.query<Row>('SELECT * FROM clients WHERE client_id = $1', [clientId]);
+      return r.rows[0] && toRecord(r.rows[0]);
+    },
+    async deleteClient(clientId: string): Promise<boolean> {
+      const r = await db.query('DELETE FROM clients WHERE client_id = $1', [clientId]);
+      return r.rowCount > 0;
+    },
+    /** oidc-provider client metadata, secret included, or undefined for an unknown client. */
+    async findMetadata(clientId: string): Promise<Record<string, unknown> | undefined> {
+      const r = await db.query<Row>('SELECT * FROM clients WHERE client_id = $1', [clientId]);
+      const row = r.rows[0];
+      if (!row) return undefined;
+      return {
+        ...row.metadata,
+        client_id: row.client_id,
+        ...(row.client_secret_enc ? { client_secret: box.open(row.client_secret_enc) } : {}),
+      };
+    },
+  };
+}
+export type Clients = ReturnType<typeof createClients>;

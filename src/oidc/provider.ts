@@ -1,0 +1,225 @@
+// oidc-provider configuration. oidc-provider does the protocol; this file only says how Gatehouse
+// wants it: storage, accounts, keys, lifetimes, features, pages. Anything it can do, we configure
+// rather than re-implement.
+import pug from 'pug';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import Provider, { errors, type Configuration, type KoaContextWithOIDC } from 'oidc-provider';
+import type { JWK } from 'jose';
+import type { Config } from '../config/index.ts';
+import type { Db } from '../store/db.ts';
+import type { Logger } from '../http/log.ts';
+import type { Audit } from '../audit/index.ts';
+import type { Accounts } from '../accounts/users.ts';
+import { CLAIMS } from '../accounts/users.ts';
+import { createAdapterFactory } from './adapter.ts';
+import type { Clients } from './clients.ts';
+import type { Resources } from './resources.ts';
+
+export interface ProviderDeps {
+  config: Config;
+  db: Db;
+  log: Logger;
+  audit: Audit;
+  accounts: Accounts;
+  clients: Clients;
+  resources: Resources;
+  cookieKeys: string[];
+  jwks: { keys: JWK[] };
+  /** Extra configuration from feature modules (e.g. token exchange registers itself afterwards). */
+  extend?: (configuration: Configuration) => void;
+}
+
+const VIEWS = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../views');
+const renderView = (name: string, locals: Record<string, unknown>) =>
+  pug.renderFile(path.join(VIEWS, `${name}.pug`), { cache: true, ...locals });
+
+/** acr values Gatehouse issues; the MFA issue adds the stronger one. */
+export const ACR_PASSWORD = 'urn:gatehouse:acr:pwd';
+export const ACR_MFA = 'urn:gatehouse:acr:mfa';
+
+export function buildProvider(deps: ProviderDeps): Provider {
+  const { config, accounts, resources, clients, audit } = deps;
+  const secureCookies = config.ISSUER.startsWith('https://');
+
+  const configuration: Configuration = {
+    adapter: createAdapterFactory(deps.db, { clientFinder: (id: string) => clients.findMetadata(id) }) as never,
+    jwks: deps.jwks as never,
+    cookies: {
+      keys: deps.cookieKeys,
+      long: { signed: true, httpOnly: true, sameSite: 'lax', secure: secureCookies } as never,
+      short: { signed: true, httpOnly: true, sameSite: 'lax', secure: secureCookies } as never,
+    },
+    async findAccount(_ctx, sub) {
+      const user = await accounts.findUserById(sub);
+      if (!user || !user.active) return undefined;
+      return {
+        accountId: user.id,
+        async claims(_use, scope) {
+          return accounts.claimsFor(user.id, new Set(String(scope ?? '').split(' ').filter(Boolean))) as never;
+        },
+      };
+    },
+    claims: CLAIMS as never,
+    scopes: ['openid', 'offline_access', 'email', 'profile', 'roles'],
+    acrValues: [ACR_PASSWORD, ACR_MFA],
+    clientDefaults: {
+      grant_types: ['authorization_code', 'refresh_token'],
+      response_types: ['code'],
+      token_endpoint_auth_method: 'client_secret_basic',
+      id_token_signed_response_alg: 'RS256',
+    },
+    extraClientMetadata: {
+      // first_party: consent is implied (the interaction router skips the consent page).
+      properties: ['first_party'],
+      validator(_ctx, key, value) {
+        if (key === 'first_party' && value !== undefined && typeof value !== 'boolean') {
+          throw new errors.InvalidClientMetadata('first_party must be a boolean');
+        }
+      },
+    },
+    // PKCE: required for public clients (oidc-provider's default), S256 only.
+    pkce: { required: (_ctx, client) => client.clientAuthMethod === 'none' },
+    interactions: { url: (_ctx, interaction) => `/interaction/${interaction.uid}` },
+    features: {
+      devInteractions: { enabled: false },
+      introspection: { enabled: true },
+      revocation: { enabled: true },
+      userinfo: { enabled: true },
+      clientCredentials: { enabled: true },
+      pushedAuthorizationRequests: { enabled: true, requirePushedAuthorizationRequests: false },
+      deviceFlow: { enabled: true },
+      rpInitiatedLogout: {
+        enabled: true,
+        async logoutSource(ctx, form) {
+          const client = ctx.oidc.client;
+          ctx.type = 'html';
+          ctx.body = renderView('logout', { form, clientName: client?.clientName ?? client?.clientId, title: 'Sign out' });
+        },
+        async postLogoutSuccessSource(ctx) {
+          ctx.type = 'html';
+          ctx.body = renderView('logged-out', { clientName: ctx.oidc.client?.clientName, title: 'Signed out' });
+        },
+      },
+      resourceIndicators: {
+        enabled: true,
+        // No implicit resource: without `resource=` the access token is opaque and only good for userinfo.
+        defaultResource: (_ctx, _client, oneOf) => (oneOf ? oneOf : undefined) as never,
+        useGrantedResource: () => true,
+        async getResourceServerInfo(_ctx, indicator) {
+          const rs = await resources.findResource(indicator);
+          if (!rs) throw new errors.InvalidTarget('resource is not registered with this server');
+          return {
+            scope: rs.scopes.join(' '),
+            audience: rs.uri,
+            accessTokenTTL: Math.min(rs.accessTokenTtl, config.ACCESS_TOKEN_TTL),
+            accessTokenFormat: 'jwt',
+            jwt: rs.signing === 'hs256' && rs.hs256Secret
+              ? { sign: { alg: 'HS256', key: Buffer.from(rs.hs256Secret) } as never }
+              : { sign: { alg: 'ES256' } },
+          };
+        },
+      },
+    },
+    // Refresh tokens: rotated on every use; oidc-provider revokes the whole grant when a rotated
+    // (consumed) token is presented again — reuse detection.
+    rotateRefreshToken: true,
+    ttl: {
+      AccessToken: config.ACCESS_TOKEN_TTL,
+      ClientCredentials: config.ACCESS_TOKEN_TTL,
+      AuthorizationCode: config.AUTHORIZATION_CODE_TTL,
+      IdToken: config.ID_TOKEN_TTL,
+      DeviceCode: config.DEVICE_CODE_TTL,
+      Interaction: config.INTERACTION_TTL,
+      Session: config.SESSION_TTL,
+      Grant: config.REFRESH_TOKEN_ABSOLUTE_TTL,
+      // Sliding window, capped by the absolute lifetime counted from the first refresh token (iiat).
+      RefreshToken(_ctx, token) {
+        const now = Math.floor(Date.now() / 1000);
+        const first = (token as unknown as { iiat?: number }).iiat ?? token.iat ?? now;
+        const absoluteLeft = first + config.REFRESH_TOKEN_ABSOLUTE_TTL - now;
+        return Math.max(1, Math.min(config.REFRESH_TOKEN_TTL, absoluteLeft));
+      },
+    },
+    // Origin grant and session travel in JWT access tokens so revocation of either reaches them.
+    async extraTokenClaims(_ctx, token) {
+      const t = token as unknown as { grantId?: string; sessionUid?: string; kind: string };
+      if (t.kind !== 'AccessToken') return undefined;
+      return { ...(t.grantId ? { gid: t.grantId } : {}), ...(t.sessionUid ? { sid: t.sessionUid } : {}) };
+    },
+    clientBasedCORS(_ctx, origin, client) {
+      if (config.CORS_ORIGINS.includes(origin)) return true;
+      // A browser client may call token/userinfo from the origin of its own redirect URIs.
+      return (client.redirectUris ?? []).some((u: string) => {
+        try {
+          return new URL(u).origin === origin;
+        } catch {
+          return false;
+        }
+      });
+    },
+    async renderError(ctx, out, error) {
+      ctx.type = 'html';
+      const status = (error as { status?: number }).status ?? 500;
+      ctx.body = renderView('error', {
+        title: 'Something went wrong',
+        error: status >= 500 ? 'server_error' : out.error,
+        description: status >= 500 ? 'The server could not complete the request.' : out.error_description,
+      });
+    },
+    conformIdTokenClaims: true,
+  };
+
+  deps.extend?.(configuration);
+  const provider = new Provider(config.ISSUER, configuration);
+  provider.proxy = config.TRUST_PROXY;
+  attachAuditListeners(provider, audit, deps.log);
+  return provider;
+}
+
+function ip(ctx: KoaContextWithOIDC | undefined) {
+  return ctx?.ip ?? null;
+}
+
+/** Token issue, refresh, revoke and errors go to the audit log — identifiers only, never tokens. */
+function attachAuditListeners(provider: Provider, audit: Audit, log: Logger) {
+  provider.on('grant.success', (ctx: KoaContextWithOIDC) => {
+    const params = ctx.oidc.params as Record<string, unknown> | undefined;
+    void audit.record({
+      type: params?.grant_type === 'refresh_token' ? 'token.refresh' : 'token.issue',
+      subject: ctx.oidc.account?.accountId ?? null,
+      clientId: ctx.oidc.client?.clientId ?? null,
+      ip: ip(ctx),
+      requestId: ctx.get('x-request-id') || null,
+      details: { grant_type: params?.grant_type },
+    });
+  });
+  provider.on('grant.error', (ctx: KoaContextWithOIDC, err: Error & { error?: string }) => {
+    const params = ctx.oidc?.params as Record<string, unknown> | undefined;
+    void audit.record({
+      type: 'token.issue',
+      outcome: 'failure',
+      clientId: ctx.oidc?.client?.clientId ?? null,
+      ip: ip(ctx),
+      requestId: ctx.get('x-request-id') || null,
+      details: { grant_type: params?.grant_type, error: err.error ?? err.name },
+    });
+  });
+  provider.on('grant.revoked', (ctx: KoaContextWithOIDC, grantId: string) => {
+    void audit.record({
+      type: 'grant.revoke',
+      clientId: ctx?.oidc?.client?.clientId ?? null,
+      ip: ip(ctx),
+      details: { grant_id: grantId },
+    });
+  });
+  provider.on('revocation.error', (ctx: KoaContextWithOIDC, err: Error & { error?: string }) => {
+    void audit.record({ type: 'token.revoke', outcome: 'failure', clientId: ctx.oidc?.client?.clientId ?? null, ip: ip(ctx), details: { error: err.error ?? err.name } });
+  });
+  provider.on('end_session.success', (ctx: KoaContextWithOIDC) => {
+    void audit.record({ type: 'logout', subject: ctx.oidc.session?.accountId ?? null, clientId: ctx.oidc.client?.clientId ?? null, ip: ip(ctx) });
+  });
+  provider.on('server_error', (_ctx: unknown, err: Error) => {
+    log.error({ err }, 'oidc-provider server_error');
+  });
+}

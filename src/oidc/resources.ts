@@ -1,0 +1,88 @@
+// Resource servers (RFC 8707): MCP servers and APIs. Tokens for them are RFC 9068 JWTs with
+// aud = the URI exactly as registered. A lookup tolerates a trailing-slash difference.
+import crypto from 'node:crypto';
+import { z } from 'zod';
+import type { Queryable } from '../store/db.ts';
+import type { SecretBox } from '../crypto/secretbox.ts';
+
+const scopeToken = z.string().regex(/^[\x21\x23-\x5B\x5D-\x7E]+$/, 'scope tokens are printable ASCII without spaces, quotes or backslashes');
+
+export const resourceInput = z.object({
+  uri: z.url().refine((s) => {
+    const u = new URL(s);
+    // RFC 8707 §2: an absolute URI without a fragment.
+    return (u.protocol === 'https:' || u.protocol === 'http:') && !u.hash;
+  }, 'resource must be an absolute http(s) URI without a fragment'),
+  name: z.string().min(1).max(200).optional(),
+  scopes: z.array(scopeToken).default([]),
+  accessTokenTtl: z.number().int().min(30).max(900).default(900),
+  signing: z.enum(['jwks', 'hs256']).default('jwks'),
+});
+export type ResourceInput = z.input<typeof resourceInput>;
+
+export interface ResourceServer {
+  uri: string;
+  name: string;
+  scopes: string[];
+  accessTokenTtl: number;
+  signing: 'jwks' | 'hs256';
+  createdAt: Date;
+}
+
+interface Row {
+  uri: string;
+  name: string;
+  scopes: string[];
+  access_token_ttl: number;
+  signing: 'jwks' | 'hs256';
+  hs256_secret_enc: string | null;
+  created_at: Date;
+}
+
+const toResource = (r: Row): ResourceServer => ({
+  uri: r.uri, name: r.name, scopes: r.scopes, accessTokenTtl: r.access_token_ttl, signing: r.signing, createdAt: r.created_at,
+});
+
+/** Both spellings of a URI, with and without one trailing slash. */
+export function uriVariants(uri: string): string[] {
+  const bare = uri.replace(/\/+$/, '');
+  return [uri, bare, `${bare}/`].filter((v, i, a) => a.indexOf(v) === i);
+}
+
+export function createResources(db: Queryable, box: SecretBox) {
+  return {
+    async createResource(input: ResourceInput): Promise<{ resource: ResourceServer; hs256Secret?: string }> {
+      const r = resourceInput.parse(input);
+      const secret = r.signing === 'hs256' ? crypto.randomBytes(32).toString('base64url') : undefined;
+      const existing = await db.query('SELECT 1 FROM resource_servers WHERE uri = ANY($1)', [uriVariants(r.uri)]);
+      if (existing.rowCount) throw new ResourceExistsError(r.uri);
+      const row = await db.query<Row>(
+        `INSERT INTO resource_servers (uri, name, scopes, access_token_ttl, signing, hs256_secret_enc)
+         VALUES ($1, $2, $3, $4, $5, $6) RETURNING *`,
+        [r.uri, r.name ?? new URL(r.uri).host, r.scopes, r.accessTokenTtl, r.signing, secret ? box.seal(secret) : null],
+      );
+      return { resource: toResource(row.rows[0]), hs256Secret: secret };
+    },
+    async listResources(): Promise<ResourceServer[]> {
+      return (await db.query<Row>('SELECT * FROM resource_servers ORDER BY uri')).rows.map(toResource);
+    },
+    async deleteResource(uri: string): Promise<boolean> {
+      return (await db.query('DELETE FROM resource_servers WHERE uri = ANY($1)', [uriVariants(uri)])).rowCount > 0;
+    },
+    /** The registered resource matching `uri` (trailing slash normalised), with its HS256 secret if any. */
+    async findResource(uri: string): Promise<(ResourceServer & { hs256Secret?: string }) | undefined> {
+      const r = await db.query<Row>('SELECT * FROM resource_servers WHERE uri = ANY($1) ORDER BY uri = $2 DESC LIMIT 1', [uriVariants(uri), uri]);
+      const row = r.rows[0];
+      if (!row) return undefined;
+      return { ...toResource(row), ...(row.hs256_secret_enc ? { hs256Secret: box.open(row.hs256_secret_enc) } : {}) };
+    },
+  };
+}
+export type Resources = ReturnType<typeof createResources>;
+
+export class ResourceExistsError extends Error {
+  constructor(uri: string) {
+    super(`resource ${uri} is already registered`);
+    this.name = 'ResourceExistsError';
+  }
+}

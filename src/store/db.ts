@@ -1,0 +1,103 @@
+// One query interface over node-postgres (production) and PGlite (embedded).
+// Consumers declare what they need as functions over `Queryable`; nothing else knows which engine runs.
+import fs from 'node:fs';
+import path from 'node:path';
+import pg from 'pg';
+import { PGlite } from '@electric-sql/pglite';
+
+export interface QueryResult<T> {
+  rows: T[];
+  rowCount: number;
+}
+
+export interface Queryable {
+  query<T = Record<string, unknown>>(sql: string, params?: unknown[]): Promise<QueryResult<T>>;
+}
+
+export interface Db extends Queryable {
+  readonly kind: 'postgres' | 'pglite';
+  /** Run fn inside one transaction; it commits when fn resolves and rolls back when it throws. */
+  transaction<T>(fn: (tx: Queryable) => Promise<T>): Promise<T>;
+  ping(): Promise<void>;
+  close(): Promise<void>;
+}
+
+// Timestamps come back as Date on both engines; bigint counts as number (our counts are small).
+pg.types.setTypeParser(20, (v) => Number(v));
+
+export function createPgDb(url: string, opts: { max?: number } = {}): Db {
+  const pool = new pg.Pool({ connectionString: url, max: opts.max ?? 10 });
+  // An idle client losing its connection must not crash the process; the next query reconnects.
+  pool.on('error', () => {});
+  const db: Db = {
+    kind: 'postgres',
+    async query<T>(sql: string, params?: unknown[]) {
+      const r = await pool.query(sql, params as unknown[]);
+      return { rows: r.rows as T[], rowCount: r.rowCount ?? 0 };
+    },
+    async transaction<T>(fn: (tx: Queryable) => Promise<T>) {
+      const client = await pool.connect();
+      try {
+        await client.query('BEGIN');
+        const tx: Queryable = {
+          async query<R>(sql: string, params?: unknown[]) {
+            const r = await client.query(sql, params as unknown[]);
+            return { rows: r.rows as R[], rowCount: r.rowCount ?? 0 };
+          },
+        };
+        const out = await fn(tx);
+        await client.query('COMMIT');
+        return out;
+      } catch (err) {
+        await client.query('ROLLBACK').catch(() => {});
+        throw err;
+      } finally {
+        client.release();
+      }
+    },
+    async ping() {
+      await pool.query('SELECT 1');
+    },
+    async close() {
+      await pool.end();
+    },
+  };
+  return db;
+}
+
+/** PGlite in `dir` (persisted), or in memory when dir is undefined (tests). */
+export async function createPgliteDb(dir?: string): Promise<Db> {
+  if (dir) fs.mkdirSync(dir, { recursive: true });
+  const lite = await PGlite.create(dir ? path.join(dir, 'pglite') : undefined);
+  // PGlite is one connection: serialise transactions so two requests never interleave inside one.
+  let chain: Promise<unknown> = Promise.resolve();
+  const serial = <T>(fn: () => Promise<T>): Promise<T> => {
+    const run = chain.then(fn, fn);
+    chain = run.catch(() => {});
+    return run;
+  };
+  const q = async <T>(sql: string, params?: unknown[]) => {
+    const r = params && params.length ? await lite.query<T>(sql, params) : await lite.query<T>(sql);
+    return { rows: r.rows, rowCount: r.affectedRows ?? r.rows.length };
+  };
+  return {
+    kind: 'pglite',
+    query: <T>(sql: string, params?: unknown[]) => serial(() => q<T>(sql, params)),
+    transaction: <T>(fn: (tx: Queryable) => Promise<T>) =>
+      serial(() => lite.transaction(async (t) => {
+        const tx: Queryable = {
+          async query<R>(sql: string, params?: unknown[]) {
+            const r = await t.query<R>(sql, params ?? []);
+            return { rows: r.rows, rowCount: r.affectedRows ?? r.rows.length };
+          },
+        };
+        return fn(tx);
+      })) as Promise<T>,
+    async ping() {
+      await serial(() => lite.query('SELECT 1'));
+    },
+    async close() {
+      await serial(() => lite.close());
+    },
+  };
+}

@@ -1,0 +1,136 @@
+// The small key-value + pub/sub interface that revocation, rate limits and cross-node
+// invalidation use. Redis in production; an in-process map in embedded mode (single process only).
+import { Redis } from 'ioredis';
+
+export interface Kv {
+  readonly kind: 'redis' | 'memory';
+  get(key: string): Promise<string | null>;
+  /** ttlSeconds > 0 sets an expiry; omitted keeps the key until deleted. */
+  set(key: string, value: string, ttlSeconds?: number): Promise<void>;
+  del(key: string): Promise<void>;
+  /** Increment and return the new value; the expiry is set when the key is created. */
+  incr(key: string, ttlSeconds?: number): Promise<number>;
+  publish(channel: string, message: string): Promise<void>;
+  /** Returns an unsubscribe function. */
+  subscribe(channel: string, handler: (message: string) => void): Promise<() => Promise<void>>;
+  ping(): Promise<void>;
+  close(): Promise<void>;
+  /** The raw client for libraries that speak Redis themselves (rate-limiter-flexible). */
+  readonly redis?: Redis;
+  readonly prefix: string;
+}
+
+export function createMemoryKv(prefix = ''): Kv {
+  const data = new Map<string, { value: string; expiresAt: number }>();
+  const subs = new Map<string, Set<(m: string) => void>>();
+  const live = (key: string) => {
+    const e = data.get(key);
+    if (!e) return undefined;
+    if (e.expiresAt && e.expiresAt <= Date.now()) {
+      data.delete(key);
+      return undefined;
+    }
+    return e;
+  };
+  // Sweep expired entries so a long-running embedded server does not grow without bound.
+  const sweep = setInterval(() => {
+    const now = Date.now();
+    for (const [k, e] of data) if (e.expiresAt && e.expiresAt <= now) data.delete(k);
+  }, 60_000);
+  sweep.unref();
+  return {
+    kind: 'memory',
+    prefix,
+    async get(key) {
+      return live(key)?.value ?? null;
+    },
+    async set(key, value, ttl) {
+      data.set(key, { value, expiresAt: ttl ? Date.now() + ttl * 1000 : 0 });
+    },
+    async del(key) {
+      data.delete(key);
+    },
+    async incr(key, ttl) {
+      const e = live(key);
+      const n = (e ? Number(e.value) : 0) + 1;
+      data.set(key, { value: String(n), expiresAt: e ? e.expiresAt : ttl ? Date.now() + ttl * 1000 : 0 });
+      return n;
+    },
+    async publish(channel, message) {
+      for (const h of subs.get(channel) ?? []) queueMicrotask(() => h(message));
+    },
+    async subscribe(channel, handler) {
+      if (!subs.has(channel)) subs.set(channel, new Set());
+      subs.get(channel)!.add(handler);
+      return async () => {
+        subs.get(channel)?.delete(handler);
+      };
+    },
+    async ping() {},
+    async close() {
+      clearInterval(sweep);
+      data.clear();
+      subs.clear();
+    },
+  };
+}
+
+export function createRedisKv(url: string, prefix = 'gatehouse:'): Kv {
+  const common = {
+    // Fail fast instead of queueing forever: revocation decisions must fail closed, not hang.
+    maxRetriesPerRequest: 1,
+    enableOfflineQueue: true,
+    retryStrategy: (times: number) => Math.min(times * 200, 2000),
+    lazyConnect: false,
+  };
+  const redis = new Redis(url, { ...common, keyPrefix: prefix });
+  // Pub/sub needs a connection of its own. Channels are prefixed by hand (ioredis does not prefix them).
+  const sub = new Redis(url, { ...common });
+  redis.on('error', () => {});
+  sub.on('error', () => {});
+  const handlers = new Map<string, Set<(m: string) => void>>();
+  sub.on('message', (channel: string, message: string) => {
+    for (const h of handlers.get(channel) ?? []) h(message);
+  });
+  return {
+    kind: 'redis',
+    prefix,
+    redis,
+    async get(key) {
+      return redis.get(key);
+    },
+    async set(key, value, ttl) {
+      if (ttl) await redis.set(key, value, 'EX', Math.max(1, Math.ceil(ttl)));
+      else await redis.set(key, value);
+    },
+    async del(key) {
+      await redis.del(key);
+    },
+    async incr(key, ttl) {
+      const [[, n]] = (await redis.multi().incr(key).exec()) as [[Error | null, number]];
+      if (n === 1 && ttl) await redis.expire(key, Math.max(1, Math.ceil(ttl)));
+      return n;
+    },
+    async publish(channel, message) {
+      await redis.publish(prefix + channel, message);
+    },
+    async subscribe(channel, handler) {
+      const full = prefix + channel;
+      if (!handlers.has(full)) {
+        handlers.set(full, new Set());
+        await sub.subscribe(full);
+      }
+      handlers.get(full)!.add(handler);
+      return async () => {
+        handlers.get(full)?.delete(handler);
+      };
+    },
+    async ping() {
+      await redis.ping();
+    },
+    async close() {
+      redis.disconnect();
+      sub.disconnect();
+    },
+  };
+}
