@@ -25,6 +25,9 @@ import { createInteractionRouter } from './interaction/router.ts';
 import { errorHandler, PayloadTooLarge } from './http/errors.ts';
 import { accessLog, healthRoutes, requestId, securityHeaders } from './http/middleware.ts';
 import type { SecretBox } from './crypto/secretbox.ts';
+import { createRevocationStore, type RevocationStore } from './revocation/store.ts';
+import { registerTokenExchange } from './exchange/index.ts';
+import { createLivekitRouter } from './livekit/routes.ts';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 
@@ -40,6 +43,7 @@ export interface Deps {
   clients: Clients;
   resources: Resources;
   keys: SigningKeys;
+  revocations: RevocationStore;
 }
 
 /** Open stores, run migrations, load secrets and keys. The caller owns `close()`. */
@@ -60,6 +64,7 @@ export async function assemble(config: Config, log: Logger, opts: { memoryDb?: b
       accounts: createAccounts(db, audit),
       clients: createClients(db, box),
       resources: createResources(db, box),
+      revocations: createRevocationStore(kv),
       async close() {
         await kv.close();
         await db.close();
@@ -79,6 +84,7 @@ interface OidcLayer {
 
 async function buildOidcLayer(deps: Deps): Promise<OidcLayer> {
   const provider = buildProvider({ ...deps, jwks: await deps.keys.privateJwks() });
+  registerTokenExchange(provider, deps);
   const interaction = createInteractionRouter({ provider, config: deps.config, accounts: deps.accounts, audit: deps.audit, log: deps.log });
   // oidc-provider is a Koa app; composing its middleware runs it on our context (what koa-mount does).
   return { provider, middleware: compose([interaction.routes(), interaction.allowedMethods(), ...provider.middleware]) as Koa.Middleware };
@@ -160,6 +166,8 @@ export async function createApp(deps: Deps): Promise<GatehouseApp> {
       void deps.audit.record({ type: 'token.revoke', clientId: (ctx as unknown as { oidc?: { client?: { clientId: string } } }).oidc?.client?.clientId ?? null, ip: ctx.ip, requestId: ctx.state.requestId });
     }
   });
+  const livekit = createLivekitRouter({ ...deps, provider: () => layer.provider });
+  app.use(livekit.routes());
   app.use((ctx, next) => layer.middleware(ctx, next));
 
   return {

@@ -7,7 +7,7 @@ import { createLogger } from './http/log.ts';
 export async function main(env: NodeJS.ProcessEnv = process.env): Promise<void> {
   let gh;
   try {
-    gh = await startGatehouse({ env, controlSocket: true, port: env.PORT ? Number(env.PORT) : 3000 });
+    gh = await startGatehouse({ env, controlSocket: true });
   } catch (err) {
     if (err instanceof ConfigError || err instanceof MigrationError) {
       process.stderr.write(`gatehouse: ${err.message}\n`);

@@ -31,12 +31,14 @@ export interface StartOptions {
 
 export async function startGatehouse(opts: StartOptions = {}): Promise<RunningGatehouse> {
   const env = { ...(opts.env ?? process.env) };
+  // Validate before binding anything, so a bad value names its variable and nothing listens.
+  const early = loadConfig(env);
   const server = http.createServer();
-  const port = opts.port ?? Number(env.PORT ?? 3000);
-  const host = env.HOST || '127.0.0.1';
+  const port = opts.port ?? early.PORT;
+  const host = early.HOST;
   await new Promise<void>((resolve, reject) => server.once('error', reject).listen(port, host, resolve));
   const actualPort = (server.address() as AddressInfo).port;
-  if (!env.ISSUER) env.ISSUER = `http://${host === '0.0.0.0' || host === '127.0.0.1' ? 'localhost' : host}:${actualPort}`;
+  if (!env.ISSUER) env.ISSUER = `http://${host === '0.0.0.0' || host === '::' ? 'localhost' : host.includes(':') ? `[${host}]` : host}:${actualPort}`;
   env.PORT = String(actualPort);
   try {
     const config = loadConfig(env);

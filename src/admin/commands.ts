@@ -3,6 +3,7 @@
 import { parseArgs } from 'node:util';
 import { ZodError } from 'zod';
 import type { Deps } from '../app.ts';
+import { policyCommands } from './policy-commands.ts';
 
 export class CommandError extends Error {
   constructor(message: string) {
@@ -130,6 +131,7 @@ const commands: Record<string, Handler> = {
   async 'keys list'(deps) {
     return deps.keys.list();
   },
+  ...policyCommands,
 };
 
 async function findUser(deps: CommandDeps, email?: string, id?: string) {

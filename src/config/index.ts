@@ -57,6 +57,17 @@ export const envSchema = z.object({
   LIVEKIT_URL: z.string().regex(/^(wss?|https?):\/\//, 'must be a ws(s):// or http(s):// URL').optional(),
   LIVEKIT_API_KEY: z.string().min(1).optional(),
   LIVEKIT_API_SECRET: z.string().min(32, 'must be at least 32 characters').optional(),
+  // Participant identity is `<prefix><user id>`, so LiveKit webhooks map back to a user.
+  LIVEKIT_IDENTITY_PREFIX: z.string().regex(/^[A-Za-z0-9_.-]{0,32}$/, 'letters, digits, _ . - (at most 32)').default('user_'),
+  // Generated room names are `<prefix>_<epoch>_<random>`; unset → the participant identity, so a
+  // generated room falls inside the default "own rooms" policy pattern `{identity}_*`.
+  LIVEKIT_ROOM_PREFIX: z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/, 'letters, digits, _ . - (1 to 64)').optional(),
+  // LiveKit checks expiry only on connect; 15 min matches the access-token default (DESIGN.md).
+  LIVEKIT_TOKEN_TTL: z.coerce.number().int().min(30).max(24 * 3600).default(900),
+  // Anonymous connection-details (identity guest_<random>, no data publishing). Off: a bearer token is required.
+  LIVEKIT_GUESTS: bool.default(false),
+  // Lifetime of the delegation token connection-details hands to dispatched agents: short, it sits in participant attributes.
+  LIVEKIT_DELEGATION_TTL: z.coerce.number().int().min(30).max(900).default(300),
   NODE_ENV: z.string().default('development'),
 });
 
@@ -103,7 +114,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       { variable: e.ADMIN_EMAIL ? 'ADMIN_PASSWORD' : 'ADMIN_EMAIL', message: 'ADMIN_EMAIL and ADMIN_PASSWORD must be set together' },
     ]);
   }
-  const issuer = (e.ISSUER ?? `http://localhost:${e.PORT}`).replace(/\/+$/, '');
+  const issuer = (e.ISSUER ?? `http://${e.HOST === '0.0.0.0' ? 'localhost' : e.HOST}:${e.PORT}`).replace(/\/+$/, '');
   return Object.freeze({
     ...e,
     CORS_ORIGINS: Object.freeze([...e.CORS_ORIGINS]) as unknown as string[],

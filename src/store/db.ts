@@ -78,7 +78,7 @@ export async function createPgliteDb(dir?: string): Promise<Db> {
   };
   const q = async <T>(sql: string, params?: unknown[]) => {
     const r = params && params.length ? await lite.query<T>(sql, params) : await lite.query<T>(sql);
-    return { rows: r.rows, rowCount: r.affectedRows ?? r.rows.length };
+    return { rows: r.rows, rowCount: Math.max(r.affectedRows ?? 0, r.rows.length) };
   };
   return {
     kind: 'pglite',
@@ -88,7 +88,7 @@ export async function createPgliteDb(dir?: string): Promise<Db> {
         const tx: Queryable = {
           async query<R>(sql: string, params?: unknown[]) {
             const r = await t.query<R>(sql, params ?? []);
-            return { rows: r.rows, rowCount: r.affectedRows ?? r.rows.length };
+            return { rows: r.rows, rowCount: Math.max(r.affectedRows ?? 0, r.rows.length) };
           },
         };
         return fn(tx);

@@ -55,7 +55,7 @@ export async function startTestGatehouse(opts: { mode?: Mode; env?: Record<strin
   }
   const running = await startGatehouse({
     env,
-    port: 0,
+    port: opts.env?.PORT ? Number(opts.env.PORT) : 0,
     memoryDb: mode === 'embedded' && !opts.dataDir,
     log: createLogger('silent'),
   });

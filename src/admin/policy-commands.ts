@@ -1,0 +1,138 @@
+// CLI commands for token-exchange policy (migrations/002_exchange_policy.sql):
+//   policy client set <client_id> [--livekit] [--resource U ...] [--scope S ...] [--act] [--agent-name N]
+//   policy client get|delete <client_id> | policy client list
+//   policy role set <role> [--room PATTERN ...] [--publish] [--subscribe] [--data] [--room-admin]
+//   policy role delete <role> | policy role list
+// `set` replaces the whole policy: what a flag does not grant is denied.
+import { parseArgs } from 'node:util';
+import type { Deps } from '../app.ts';
+import { createPolicyStore, splitScope } from '../exchange/policy.ts';
+
+/**
+ * commands.ts imports this module, so importing its CommandError here at load time would be an
+ * import cycle. Handlers throw this local error; `asCliCommands` turns it into the CLI's
+ * CommandError (loaded when a command runs) so runCommand prints it as an operator message.
+ */
+class CommandError extends Error {}
+
+type PolicyCommandDeps = Pick<Deps, 'audit' | 'resources'>;
+type PolicyHandler = (deps: PolicyCommandDeps, args: string[]) => Promise<unknown>;
+
+const many = { type: 'string', multiple: true } as const;
+const one = { type: 'string' } as const;
+const flag = { type: 'boolean' } as const;
+
+function parse<T extends Record<string, { type: 'string' | 'boolean'; multiple?: boolean }>>(args: string[], options: T) {
+  try {
+    return parseArgs({ args, options, allowPositionals: true, strict: true });
+  } catch (err) {
+    throw new CommandError((err as Error).message);
+  }
+}
+
+const splitList = (v: string[] | undefined) => (v ?? []).flatMap((s) => s.split(/[\s,]+/)).filter(Boolean);
+
+/** The commands run with the full Deps (CLI, control socket); their shared type names only the common part. */
+function policyStore(deps: PolicyCommandDeps) {
+  const db = (deps as Partial<Pick<Deps, 'db'>>).db;
+  if (!db) throw new CommandError('policy commands need the database');
+  return createPolicyStore(db);
+}
+
+function positional(positionals: string[], what: string) {
+  const v = positionals[0];
+  if (!v) throw new CommandError(`${what} is required`);
+  return v;
+}
+
+async function record(deps: PolicyCommandDeps, type: string, subject: string, details: Record<string, unknown> = {}) {
+  await deps.audit.record({ type, actor: 'cli', subject, details });
+}
+
+const handlers: Record<string, PolicyHandler> = {
+  async 'policy client'(deps, args) {
+    const [verb, ...rest] = args;
+    const store = policyStore(deps);
+    if (verb === 'list') return store.listClientPolicies();
+    if (verb === 'get') {
+      const id = positional(parse(rest, {}).positionals, 'client id');
+      const p = await store.clientPolicy(id);
+      if (!p) throw new CommandError(`no policy for client ${id} (it may exchange nothing)`);
+      return p;
+    }
+    if (verb === 'delete') {
+      const id = positional(parse(rest, {}).positionals, 'client id');
+      if (!(await store.deleteClientPolicy(id))) throw new CommandError(`no policy for client ${id}`);
+      await record(deps, 'admin.policy.client.delete', id);
+      return { deleted: id };
+    }
+    if (verb !== 'set') throw new CommandError('usage: policy client set|get|delete|list');
+    const { values, positionals } = parse(rest, { livekit: flag, resource: many, scope: many, act: flag, 'agent-name': one });
+    const clientId = positional(positionals, 'client id');
+    const resources: string[] = [];
+    for (const uri of splitList(values.resource)) {
+      const rs = await deps.resources.findResource(uri);
+      if (!rs) throw new CommandError(`resource ${uri} is not registered (gatehouse resource create --uri ...)`);
+      resources.push(rs.uri);
+    }
+    const scopes = values.scope ? splitScope(splitList(values.scope).join(' ')) : null;
+    const agentName = values['agent-name'] ?? null;
+    if (agentName !== null && !/^[A-Za-z0-9_.:-]{1,256}$/.test(agentName)) throw new CommandError('--agent-name: letters, digits and _ . : -');
+    let saved;
+    try {
+      saved = await store.setClientPolicy({ clientId, livekit: Boolean(values.livekit), resources, scopes, mayAct: Boolean(values.act), agentName });
+    } catch (err) {
+      const msg = (err as Error).message;
+      if (/foreign key/i.test(msg)) throw new CommandError(`no client ${clientId}`);
+      if (/unique|duplicate/i.test(msg)) throw new CommandError(`agent name ${agentName} is already used by another client`);
+      throw err;
+    }
+    await record(deps, 'admin.policy.client.set', clientId, { livekit: saved.livekit, resources, scopes, may_act: saved.mayAct, agent_name: agentName });
+    return saved;
+  },
+  async 'policy role'(deps, args) {
+    const [verb, ...rest] = args;
+    const store = policyStore(deps);
+    if (verb === 'list') return store.listRolePolicies();
+    if (verb === 'delete') {
+      const role = positional(parse(rest, {}).positionals, 'role');
+      if (!(await store.deleteRolePolicy(role))) throw new CommandError(`no LiveKit policy for role ${role}`);
+      await record(deps, 'admin.policy.role.delete', role);
+      return { deleted: role };
+    }
+    if (verb !== 'set') throw new CommandError('usage: policy role set|delete|list');
+    const { values, positionals } = parse(rest, { room: many, publish: flag, subscribe: flag, data: flag, 'room-admin': flag });
+    const role = positional(positionals, 'role');
+    const roomPatterns = splitList(values.room);
+    for (const p of roomPatterns) {
+      if (!/^[A-Za-z0-9_.:=@*{}-]+$/.test(p)) throw new CommandError(`room pattern ${p}: letters, digits, _ . : = @ -, * and {identity}/{sub}`);
+    }
+    const saved = await store.setRolePolicy({
+      role, roomPatterns, canPublish: Boolean(values.publish), canSubscribe: Boolean(values.subscribe),
+      canPublishData: Boolean(values.data), roomAdmin: Boolean(values['room-admin']),
+    });
+    await record(deps, 'admin.policy.role.set', role, { ...saved });
+    return saved;
+  },
+};
+
+function asCliCommands(hs: Record<string, PolicyHandler>): Record<string, PolicyHandler> {
+  return Object.fromEntries(Object.entries(hs).map(([name, handler]) => [name, async (deps: PolicyCommandDeps, args: string[]) => {
+    try {
+      return await handler(deps, args);
+    } catch (err) {
+      if (!(err instanceof CommandError)) throw err;
+      const cli = await import('./commands.ts');
+      throw new cli.CommandError(err.message);
+    }
+  }]));
+}
+
+export const policyCommands = asCliCommands(handlers);
+
+export const POLICY_USAGE = [
+  '  policy client set CLIENT_ID [--livekit] [--resource U ...] [--scope S ...] [--act] [--agent-name N]',
+  '  policy client get|delete CLIENT_ID | policy client list',
+  '  policy role set ROLE [--room PATTERN ...] [--publish] [--subscribe] [--data] [--room-admin]',
+  '  policy role delete ROLE | policy role list',
+];

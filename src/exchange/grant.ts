@@ -1,0 +1,286 @@
+// The RFC 8693 token-exchange grant, as named steps read top-down (STYLE.md §1). oidc-provider has
+// already authenticated the client and checked the grant is in its grant_types; each step below
+// either adds to the exchange state or refuses with an RFC 8693 §2.2.2 error.
+import type { KoaContextWithOIDC } from 'oidc-provider';
+import type Provider from 'oidc-provider';
+import type { Config } from '../config/index.ts';
+import type { Audit } from '../audit/index.ts';
+import type { Resources } from '../oidc/resources.ts';
+import { uriVariants } from '../oidc/resources.ts';
+import type { RevocationStore } from '../revocation/store.ts';
+import { assertThat, ExchangeError, invalidRequest, invalidScope, invalidTarget, unauthorizedClient } from './errors.ts';
+import { intersectScopes, splitScope, type ClientPolicy, type PolicyStore, type UserFacts } from './policy.ts';
+import { assertNotRevoked, mintAccessToken, verifyIssuedToken, type KeyRing, type VerifiedToken } from './tokens.ts';
+import { checkAttributes, decideRoom, LIVEKIT_TOKEN_TYPE, mintLivekitToken, userParticipant, type LivekitSettings } from './livekit.ts';
+
+export const GRANT_TYPE = 'urn:ietf:params:oauth:grant-type:token-exchange';
+export const ACCESS_TOKEN_TYPE = 'urn:ietf:params:oauth:token-type:access_token';
+
+/** Parameters the grant reads; resource, audience and agent_name may repeat. */
+export const PARAMETERS = [
+  'subject_token', 'subject_token_type', 'actor_token', 'actor_token_type', 'requested_token_type',
+  'resource', 'audience', 'scope', 'room', 'participant_name', 'participant_metadata', 'agent_name',
+];
+export const REPEATABLE = ['resource', 'audience', 'agent_name'];
+
+/** Exchange tokens are capped at 15 minutes whatever the resource says (DESIGN.md). */
+const MAX_RESOURCE_TOKEN_TTL = 900;
+
+/**
+ * The seam for rate limits (a separate issue): called once the client and subject are known, before
+ * anything is minted. Throw to refuse (e.g. an error carrying 429 + Retry-After).
+ */
+export interface ExchangeRateLimit {
+  consume(key: { clientId: string; subject?: string; ip: string }): Promise<void>;
+}
+export const noRateLimit: ExchangeRateLimit = { async consume() {} };
+
+export interface ExchangeDeps {
+  config: Config;
+  audit: Audit;
+  resources: Resources;
+  revocations: RevocationStore;
+  policy: PolicyStore;
+  keyRing(): Promise<KeyRing>;
+  livekit: LivekitSettings | undefined;
+  rateLimit: ExchangeRateLimit;
+}
+
+interface Params {
+  subjectToken: string;
+  actorToken?: string;
+  requestedTokenType: string;
+  targets: string[];
+  scope?: string[];
+  room?: string;
+  participantName?: string;
+  participantMetadata?: string;
+  agentNames: string[];
+}
+
+/** What the steps learn; also what the audit event records (never the tokens). */
+interface Exchange {
+  clientId: string;
+  params?: Params;
+  policy?: ClientPolicy;
+  subject?: VerifiedToken;
+  user?: UserFacts;
+  actor?: VerifiedToken;
+  targetType?: 'livekit' | 'resource';
+  target?: string;
+  scopes?: string[];
+  room?: string;
+}
+
+const one = (v: unknown) => (typeof v === 'string' && v !== '' ? v : undefined);
+const many = (v: unknown) => (Array.isArray(v) ? v : v === undefined || v === '' ? [] : [v]).map(String).filter(Boolean);
+
+function readParams(ctx: KoaContextWithOIDC): Params {
+  const p = ctx.oidc.params as Record<string, unknown>;
+  const subjectToken = one(p.subject_token);
+  assertThat(subjectToken, invalidRequest('missing required parameter subject_token'));
+  assertThat(one(p.subject_token_type) === ACCESS_TOKEN_TYPE, invalidRequest(`subject_token_type must be ${ACCESS_TOKEN_TYPE}`));
+  const actorToken = one(p.actor_token);
+  if (actorToken) assertThat(one(p.actor_token_type) === ACCESS_TOKEN_TYPE, invalidRequest(`actor_token_type must be ${ACCESS_TOKEN_TYPE}`));
+  else assertThat(!one(p.actor_token_type), invalidRequest('actor_token_type given without actor_token'));
+  const requestedTokenType = one(p.requested_token_type) ?? ACCESS_TOKEN_TYPE;
+  assertThat(requestedTokenType === ACCESS_TOKEN_TYPE || requestedTokenType === LIVEKIT_TOKEN_TYPE,
+    invalidRequest(`unsupported requested_token_type; use ${ACCESS_TOKEN_TYPE} or ${LIVEKIT_TOKEN_TYPE}`));
+  return {
+    subjectToken,
+    actorToken,
+    requestedTokenType,
+    // RFC 8707 resource, with audience accepted as a synonym (DESIGN.md).
+    targets: [...new Set([...many(p.resource), ...many(p.audience)])],
+    scope: one(p.scope) ? splitScope(one(p.scope)) : undefined,
+    room: one(p.room),
+    participantName: one(p.participant_name),
+    participantMetadata: one(p.participant_metadata),
+    agentNames: many(p.agent_name),
+  };
+}
+
+const namesIn = (v: unknown) => (Array.isArray(v) ? v.map(String) : typeof v === 'string' ? [v] : []);
+
+export function buildExchangeHandler(provider: Provider, deps: ExchangeDeps) {
+  const issuer = deps.config.ISSUER;
+
+  async function checkClientMayExchange(x: Exchange) {
+    x.policy = await deps.policy.clientPolicy(x.clientId);
+    assertThat(x.policy, unauthorizedClient('this client has no token-exchange policy'));
+  }
+
+  async function verifySubjectToken(x: Exchange) {
+    x.subject = await verifyIssuedToken(x.params!.subjectToken, 'subject_token', { provider, issuer, keys: await deps.keyRing() });
+    assertThat(x.subject.user, invalidRequest('subject_token does not represent a user'));
+  }
+
+  async function checkSubjectNotRevoked(x: Exchange) {
+    await assertNotRevoked(x.subject!, 'subject_token', deps.revocations);
+    x.user = await deps.policy.user(x.subject!.user!);
+    assertThat(x.user?.active, invalidRequest('the subject_token user is unknown or disabled'));
+  }
+
+  async function verifyActorToken(x: Exchange) {
+    if (!x.params!.actorToken) return;
+    const actor = await verifyIssuedToken(x.params!.actorToken, 'actor_token', { provider, issuer, keys: await deps.keyRing() });
+    assertThat(!actor.user, invalidRequest("actor_token must be the agent's own client-credentials token"));
+    // A client may not present someone else's actor token.
+    assertThat(actor.clientId === x.clientId, invalidRequest('actor_token was issued to another client'));
+    await assertNotRevoked(actor, 'actor_token', deps.revocations);
+    x.actor = actor;
+  }
+
+  function checkSubjectBinding(x: Exchange) {
+    const s = x.subject!;
+    if (x.actor) return; // delegation: decided per target in checkDelegation
+    // A delegation token (may_act) is only good in the hands of the agent it names, with its actor_token.
+    assertThat(!s.mayAct, invalidRequest('subject_token names an actor (may_act); present the actor_token of that agent'));
+    assertThat(s.clientId === x.clientId, invalidRequest('subject_token was issued to another client'));
+  }
+
+  async function checkRateLimit(x: Exchange, ip: string) {
+    await deps.rateLimit.consume({ clientId: x.clientId, subject: x.subject?.user, ip });
+  }
+
+  async function decideTarget(x: Exchange) {
+    const p = x.params!;
+    if (p.requestedTokenType === LIVEKIT_TOKEN_TYPE) {
+      x.targetType = 'livekit';
+      x.target = 'livekit';
+      assertThat(deps.livekit, invalidTarget('LiveKit is not configured on this server (LIVEKIT_URL, LIVEKIT_API_KEY, LIVEKIT_API_SECRET)'));
+      assertThat(x.policy!.livekit, invalidTarget('this client may not exchange for LiveKit tokens'));
+      assertThat(!x.actor && !x.subject!.act, invalidRequest('a delegated token cannot be exchanged for a LiveKit token'));
+      assertThat(p.targets.length === 0, invalidTarget('resource/audience do not apply to LiveKit tokens'));
+      return;
+    }
+    x.targetType = 'resource';
+    assertThat(p.targets.length > 0, invalidTarget('resource (or audience) is required'));
+    assertThat(p.targets.length === 1, invalidTarget('only one resource per exchange'));
+    x.target = p.targets[0];
+    const rs = await deps.resources.findResource(x.target);
+    assertThat(rs, invalidTarget('resource is not registered with this server'));
+    x.target = rs.uri;
+    const allowed = new Set(x.policy!.resources.flatMap(uriVariants));
+    assertThat(allowed.has(rs.uri), invalidTarget('this client may not exchange for this resource'));
+  }
+
+  function checkDelegation(x: Exchange) {
+    if (!x.actor) return;
+    const mayAct = x.subject!.mayAct;
+    // RFC 8693 §4.4: may_act names the party authorised to act; a token naming one agent is no
+    // good to any other, whatever that agent's policy says.
+    if (mayAct) {
+      assertThat(namesIn(mayAct.sub).includes(x.clientId), invalidRequest("subject_token's may_act does not name this client"));
+      return;
+    }
+    // Otherwise the agent's policy must let it act (for this resource: decideTarget checked it is
+    // listed), and the scopes are bounded by what the user's grant (the subject token) covers.
+    assertThat(x.policy!.mayAct, invalidRequest('this client may not act for the subject (no may_act naming it and no acting policy)'));
+  }
+
+  async function mintResourceToken(x: Exchange) {
+    const p = x.params!;
+    const rs = (await deps.resources.findResource(x.target!))!;
+    const { granted, refused } = intersectScopes({
+      requested: p.scope,
+      subject: x.subject!.scope,
+      resource: rs.scopes,
+      permissions: x.user!.permissions,
+      client: x.policy!.scopes,
+    });
+    if (p.scope && refused.length) throw invalidScope(`scope not grantable: ${refused.join(' ')}`);
+    if (granted.length === 0) throw invalidScope('no requested scope can be granted for this resource');
+    x.scopes = granted;
+    const s = x.subject!;
+    const ttl = Math.min(rs.accessTokenTtl, deps.config.ACCESS_TOKEN_TTL, MAX_RESOURCE_TOKEN_TTL);
+    const minted = await mintAccessToken(await deps.keyRing(), {
+      issuer,
+      audience: rs.uri,
+      sub: s.user!,
+      clientId: x.clientId,
+      scope: granted,
+      ttl,
+      gid: s.gid,
+      sid: s.sid,
+      acr: s.acr,
+      amr: s.amr,
+      // RFC 8693 §4.1: the current actor on top, earlier actors nested under it.
+      act: x.actor ? { sub: x.clientId, ...(s.act ? { act: s.act } : {}) } : s.act,
+      hs256Secret: rs.signing === 'hs256' ? rs.hs256Secret : undefined,
+    });
+    return {
+      access_token: minted.token,
+      issued_token_type: ACCESS_TOKEN_TYPE,
+      token_type: 'Bearer',
+      expires_in: ttl,
+      scope: granted.join(' '),
+    };
+  }
+
+  async function mintRoomToken(x: Exchange) {
+    const p = x.params!;
+    const lk = deps.livekit!;
+    const participant = userParticipant(lk, x.user!, p.participantName);
+    const decision = await decideRoom(deps.policy, lk, participant, {
+      room: p.room,
+      agents: p.agentNames.map((agentName) => ({ agentName })),
+    });
+    x.room = decision.room;
+    const { token, expiresIn } = await mintLivekitToken(lk, participant, decision, {
+      participantMetadata: p.participantMetadata,
+      attributes: checkAttributes(undefined),
+    });
+    return {
+      access_token: token,
+      issued_token_type: LIVEKIT_TOKEN_TYPE,
+      // RFC 8693 §2.2.1: token_type is N_A when the issued token is not an access token for this server's resources.
+      token_type: 'N_A',
+      expires_in: expiresIn,
+      server_url: lk.url,
+      room_name: decision.room,
+      participant_identity: participant.identity,
+    };
+  }
+
+  function audit(ctx: KoaContextWithOIDC, x: Exchange, err?: ExchangeError) {
+    void deps.audit.record({
+      type: 'token.exchange',
+      outcome: err ? 'failure' : 'success',
+      actor: x.actor ? x.clientId : null,
+      subject: x.subject?.user ?? null,
+      clientId: x.clientId,
+      ip: ctx.ip,
+      requestId: ctx.get('x-request-id') || null,
+      details: {
+        target_type: x.targetType ?? (x.params?.requestedTokenType === LIVEKIT_TOKEN_TYPE ? 'livekit' : 'resource'),
+        target: x.target ?? x.params?.targets[0] ?? null,
+        scopes: x.scopes ?? x.params?.scope ?? null,
+        room: x.room ?? x.params?.room ?? null,
+        ...(x.actor ? { acting_client: x.clientId } : {}),
+        ...(err ? { error: err.code, reason: err.message } : {}),
+      },
+    });
+  }
+
+  return async function tokenExchangeGrant(ctx: KoaContextWithOIDC) {
+    const x: Exchange = { clientId: ctx.oidc.client!.clientId };
+    try {
+      x.params = readParams(ctx);
+      await checkClientMayExchange(x);
+      await verifySubjectToken(x);
+      await checkSubjectNotRevoked(x);
+      await verifyActorToken(x);
+      checkSubjectBinding(x);
+      await checkRateLimit(x, ctx.ip);
+      await decideTarget(x);
+      checkDelegation(x);
+      const body = x.targetType === 'livekit' ? await mintRoomToken(x) : await mintResourceToken(x);
+      audit(ctx, x);
+      ctx.body = body;
+    } catch (err) {
+      if (err instanceof ExchangeError) audit(ctx, x, err);
+      throw err;
+    }
+  };
+}

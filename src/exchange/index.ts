@@ -1,0 +1,46 @@
+// RFC 8693 token exchange, registered on each provider instance (app.ts rebuilds the provider when
+// the signing keys change, so the key ring below always matches the provider's keys).
+import type Provider from 'oidc-provider';
+import type { KoaContextWithOIDC } from 'oidc-provider';
+import type { Deps } from '../app.ts';
+import { ExchangeError, toOidcError } from './errors.ts';
+import { buildExchangeHandler, GRANT_TYPE, noRateLimit, PARAMETERS, REPEATABLE, type ExchangeRateLimit } from './grant.ts';
+import { livekitSettings } from './livekit.ts';
+import { createPolicyStore } from './policy.ts';
+import { buildKeyRing, type KeyRing } from './tokens.ts';
+
+export { GRANT_TYPE, ACCESS_TOKEN_TYPE, type ExchangeRateLimit } from './grant.ts';
+export { LIVEKIT_TOKEN_TYPE } from './livekit.ts';
+
+type ExchangeAppDeps = Pick<Deps, 'config' | 'db' | 'audit' | 'resources' | 'revocations' | 'keys'>;
+
+/** Key ring built once per provider instance, on first use; rebuilt after a failure. */
+export function lazyKeyRing(deps: Pick<Deps, 'keys'>): () => Promise<KeyRing> {
+  let ring: Promise<KeyRing> | undefined;
+  return () => {
+    ring ??= deps.keys.privateJwks().then(buildKeyRing);
+    ring.catch(() => { ring = undefined; });
+    return ring;
+  };
+}
+
+export function registerTokenExchange(provider: Provider, deps: ExchangeAppDeps, opts: { rateLimit?: ExchangeRateLimit } = {}): void {
+  const handler = buildExchangeHandler(provider, {
+    config: deps.config,
+    audit: deps.audit,
+    resources: deps.resources,
+    revocations: deps.revocations,
+    policy: createPolicyStore(deps.db),
+    keyRing: lazyKeyRing(deps),
+    livekit: livekitSettings(deps.config),
+    rateLimit: opts.rateLimit ?? noRateLimit,
+  });
+  provider.registerGrantType(GRANT_TYPE, async function tokenExchange(ctx: KoaContextWithOIDC) {
+    try {
+      await handler(ctx);
+    } catch (err) {
+      // One place turns exchange refusals into oidc-provider's RFC 6749 §5.2 error responses.
+      throw err instanceof ExchangeError ? toOidcError(err) : err;
+    }
+  } as never, PARAMETERS, REPEATABLE);
+}

@@ -1,0 +1,134 @@
+// LiveKit room tokens: identity, room choice and video grant come from the user and policy, never
+// from the request. Shared by the token-exchange grant and POST /livekit/connection-details.
+import crypto from 'node:crypto';
+import { AccessToken, RoomAgentDispatch, RoomConfiguration } from 'livekit-server-sdk';
+import type { Config } from '../config/index.ts';
+import { invalidRequest, invalidTarget } from './errors.ts';
+import { grantForRoom, roomNameProblem, type ClientPolicy, type LivekitGrant, type PolicyStore, type UserFacts } from './policy.ts';
+
+export const LIVEKIT_TOKEN_TYPE = 'urn:gatehouse:token-type:livekit';
+/** Participant attribute prefix for per-agent delegation tokens: `gatehouse.delegation.<agent_name>`. */
+export const DELEGATION_ATTRIBUTE_PREFIX = 'gatehouse.delegation.';
+const RESERVED_ATTRIBUTE_PREFIX = 'gatehouse.';
+
+export interface LivekitSettings {
+  url: string;
+  apiKey: string;
+  apiSecret: string;
+  identityPrefix: string;
+  roomPrefix?: string;
+  ttl: number;
+}
+
+/** undefined when LiveKit is not configured (LIVEKIT_URL/API_KEY/API_SECRET unset). */
+export function livekitSettings(config: Config): LivekitSettings | undefined {
+  if (!config.LIVEKIT_URL || !config.LIVEKIT_API_KEY || !config.LIVEKIT_API_SECRET) return undefined;
+  return {
+    url: config.LIVEKIT_URL,
+    apiKey: config.LIVEKIT_API_KEY,
+    apiSecret: config.LIVEKIT_API_SECRET,
+    identityPrefix: config.LIVEKIT_IDENTITY_PREFIX,
+    roomPrefix: config.LIVEKIT_ROOM_PREFIX,
+    ttl: config.LIVEKIT_TOKEN_TTL,
+  };
+}
+
+/** Who joins: a user (bearer or subject token) or an anonymous guest. */
+export type Participant =
+  | { kind: 'user'; user: UserFacts; identity: string; name: string }
+  | { kind: 'guest'; identity: string; name: string };
+
+export function userParticipant(s: LivekitSettings, user: UserFacts, requestedName?: string): Participant {
+  return { kind: 'user', user, identity: `${s.identityPrefix}${user.id}`, name: user.name || requestedName || user.email };
+}
+
+export function guestParticipant(requestedName?: string): Participant {
+  const id = crypto.randomBytes(9).toString('base64url').replace(/[-_]/g, 'x');
+  return { kind: 'guest', identity: `guest_${id}`, name: requestedName?.trim().slice(0, 128) || 'Guest' };
+}
+
+/** `<prefix>_<epoch>_<random>`; the prefix defaults to the identity so the room is the participant's own. */
+export function generateRoomName(s: LivekitSettings, p: Participant): string {
+  return `${s.roomPrefix ?? p.identity}_${Math.floor(Date.now() / 1000)}_${crypto.randomBytes(6).toString('hex')}`;
+}
+
+export interface RoomRequest {
+  room?: string;
+  participantName?: string;
+  participantMetadata?: string;
+  participantAttributes?: Record<string, string>;
+  agents: { agentName: string; metadata?: string }[];
+}
+
+export interface LivekitDecision {
+  room: string;
+  grant: LivekitGrant;
+  agents: { agentName: string; metadata?: string; client?: ClientPolicy }[];
+}
+
+/**
+ * Decide room, grant and agent dispatch from policy: the room must be valid and admitted by one of
+ * the participant's role policies; every dispatched agent must be a registered agent client.
+ */
+export async function decideRoom(policy: PolicyStore, s: LivekitSettings, p: Participant, req: RoomRequest): Promise<LivekitDecision> {
+  const room = req.room ?? generateRoomName(s, p);
+  const problem = roomNameProblem(room);
+  if (problem) throw invalidTarget(problem);
+  const roles = p.kind === 'user' ? p.user.roles : ['guest'];
+  const policies = await policy.rolePolicies(roles);
+  const grant = grantForRoom(policies, room, { identity: p.identity, sub: p.kind === 'user' ? p.user.id : p.identity });
+  if (!grant) throw invalidTarget(req.room ? `room "${room}" is outside the rooms this user may join` : 'this user may not join any LiveKit room');
+  // Guests never publish data (DESIGN.md / issue 3).
+  if (p.kind === 'guest') grant.canPublishData = false;
+
+  const names = [...new Set(req.agents.map((a) => a.agentName))];
+  const clients = await policy.clientsByAgentName(names);
+  for (const n of names) {
+    if (!clients.some((c) => c.agentName === n)) throw invalidTarget(`agent "${n}" is not a registered agent`);
+  }
+  return { room, grant, agents: req.agents.map((a) => ({ ...a, client: clients.find((c) => c.agentName === a.agentName) })) };
+}
+
+export function checkAttributes(attrs: Record<string, string> | undefined): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [k, v] of Object.entries(attrs ?? {})) {
+    if (typeof v !== 'string') throw invalidRequest(`participant attribute "${k}" must be a string`);
+    if (k.startsWith(RESERVED_ATTRIBUTE_PREFIX)) throw invalidRequest(`participant attributes starting with "${RESERVED_ATTRIBUTE_PREFIX}" are reserved`);
+    out[k] = v;
+  }
+  return out;
+}
+
+/** The LiveKit JWT (HS256, iss = API key, sub = identity), via livekit-server-sdk. */
+export async function mintLivekitToken(
+  s: LivekitSettings,
+  p: Participant,
+  d: LivekitDecision,
+  extra: { participantMetadata?: string; attributes?: Record<string, string> } = {},
+): Promise<{ token: string; expiresIn: number }> {
+  const metadata = p.kind === 'user'
+    ? { user_id: p.user.id, email: p.user.email, roles: p.user.roles, permissions: p.user.permissions, session_type: 'user' }
+    : { user_id: null, email: null, roles: ['guest'], permissions: [], session_type: 'guest' };
+  const at = new AccessToken(s.apiKey, s.apiSecret, {
+    identity: p.identity,
+    name: p.name,
+    ttl: s.ttl,
+    // The application's own metadata rides along under `app`, never over Gatehouse's fields.
+    metadata: JSON.stringify(extra.participantMetadata ? { ...metadata, app: extra.participantMetadata } : metadata),
+    ...(extra.attributes && Object.keys(extra.attributes).length ? { attributes: extra.attributes } : {}),
+  });
+  at.addGrant({
+    roomJoin: true,
+    room: d.room,
+    canPublish: d.grant.canPublish,
+    canSubscribe: d.grant.canSubscribe,
+    canPublishData: d.grant.canPublishData,
+    ...(d.grant.roomAdmin ? { roomAdmin: true } : {}),
+  });
+  if (d.agents.length) {
+    at.roomConfig = new RoomConfiguration({
+      agents: d.agents.map((a) => new RoomAgentDispatch({ agentName: a.agentName, metadata: a.metadata ?? '' })),
+    });
+  }
+  return { token: await at.toJwt(), expiresIn: s.ttl };
+}

@@ -1,0 +1,208 @@
+// Exchange policy lives in data (migrations/002_exchange_policy.sql), not in code. Deny by default:
+// a client without a policy row exchanges nothing; a user without a role that has a LiveKit policy
+// joins no room. This module is the storage the exchange declares (STYLE.md §5) plus the pure rules
+// over it: room-name validation, room patterns, video grants, scope intersection.
+import type { Queryable } from '../store/db.ts';
+
+export interface ClientPolicy {
+  clientId: string;
+  /** May exchange for LiveKit room tokens (and call connection-details with this client's tokens). */
+  livekit: boolean;
+  /** Registered resource URIs it may exchange to. */
+  resources: string[];
+  /** Scopes it may obtain; null = whatever the resource offers (still ∩ subject ∩ permissions). */
+  scopes: string[] | null;
+  /** May act for users (RFC 8693 delegation) for the resources above, without the user's may_act. */
+  mayAct: boolean;
+  /** The LiveKit agent name this client runs as (dispatch + delegation in connection-details). */
+  agentName: string | null;
+}
+
+export interface RolePolicy {
+  role: string;
+  /** Globs over room names: `*` any run of characters, `{identity}` and `{sub}` placeholders. */
+  roomPatterns: string[];
+  canPublish: boolean;
+  canSubscribe: boolean;
+  canPublishData: boolean;
+  /** roomAdmin only where an operator configured it, never by default. */
+  roomAdmin: boolean;
+}
+
+export interface UserFacts {
+  id: string;
+  email: string;
+  name: string | null;
+  active: boolean;
+  roles: string[];
+  permissions: string[];
+}
+
+export interface PolicyStore {
+  clientPolicy(clientId: string): Promise<ClientPolicy | undefined>;
+  clientsByAgentName(names: string[]): Promise<ClientPolicy[]>;
+  rolePolicies(roles: string[]): Promise<RolePolicy[]>;
+  user(id: string): Promise<UserFacts | undefined>;
+  setClientPolicy(p: ClientPolicy): Promise<ClientPolicy>;
+  deleteClientPolicy(clientId: string): Promise<boolean>;
+  listClientPolicies(): Promise<ClientPolicy[]>;
+  setRolePolicy(p: RolePolicy): Promise<RolePolicy>;
+  deleteRolePolicy(role: string): Promise<boolean>;
+  listRolePolicies(): Promise<RolePolicy[]>;
+}
+
+interface ClientRow {
+  client_id: string; livekit: boolean; resources: string[]; scopes: string[] | null; may_act: boolean; agent_name: string | null;
+}
+interface RoleRow {
+  role: string; room_patterns: string[]; can_publish: boolean; can_subscribe: boolean; can_publish_data: boolean; room_admin: boolean;
+}
+
+const toClient = (r: ClientRow): ClientPolicy => ({
+  clientId: r.client_id, livekit: r.livekit, resources: r.resources, scopes: r.scopes, mayAct: r.may_act, agentName: r.agent_name,
+});
+const toRole = (r: RoleRow): RolePolicy => ({
+  role: r.role, roomPatterns: r.room_patterns, canPublish: r.can_publish, canSubscribe: r.can_subscribe,
+  canPublishData: r.can_publish_data, roomAdmin: r.room_admin,
+});
+
+export function createPolicyStore(db: Queryable): PolicyStore {
+  return {
+    async clientPolicy(clientId) {
+      const r = await db.query<ClientRow>('SELECT * FROM exchange_client_policies WHERE client_id = $1', [clientId]);
+      return r.rows[0] && toClient(r.rows[0]);
+    },
+    async clientsByAgentName(names) {
+      if (names.length === 0) return [];
+      const r = await db.query<ClientRow>('SELECT * FROM exchange_client_policies WHERE agent_name = ANY($1)', [names]);
+      return r.rows.map(toClient);
+    },
+    async rolePolicies(roles) {
+      if (roles.length === 0) return [];
+      const r = await db.query<RoleRow>('SELECT * FROM livekit_role_policies WHERE role = ANY($1) ORDER BY role', [roles]);
+      return r.rows.map(toRole);
+    },
+    async user(id) {
+      const u = await db.query<{ id: string; email: string; name: string | null; active: boolean }>(
+        'SELECT id, email, name, active FROM users WHERE id = $1', [id],
+      );
+      if (!u.rows[0]) return undefined;
+      const r = await db.query<{ role: string; permissions: string[] }>(
+        'SELECT r.name AS role, r.permissions FROM user_roles ur JOIN roles r ON r.name = ur.role WHERE ur.user_id = $1 ORDER BY r.name', [id],
+      );
+      return {
+        ...u.rows[0],
+        roles: r.rows.map((x) => x.role),
+        permissions: [...new Set(r.rows.flatMap((x) => x.permissions))].sort(),
+      };
+    },
+    async setClientPolicy(p) {
+      const r = await db.query<ClientRow>(
+        `INSERT INTO exchange_client_policies (client_id, livekit, resources, scopes, may_act, agent_name)
+         VALUES ($1, $2, $3, $4, $5, $6)
+         ON CONFLICT (client_id) DO UPDATE SET livekit = $2, resources = $3, scopes = $4, may_act = $5, agent_name = $6, updated_at = now()
+         RETURNING *`,
+        [p.clientId, p.livekit, p.resources, p.scopes, p.mayAct, p.agentName],
+      );
+      return toClient(r.rows[0]);
+    },
+    async deleteClientPolicy(clientId) {
+      return (await db.query('DELETE FROM exchange_client_policies WHERE client_id = $1', [clientId])).rowCount > 0;
+    },
+    async listClientPolicies() {
+      return (await db.query<ClientRow>('SELECT * FROM exchange_client_policies ORDER BY client_id')).rows.map(toClient);
+    },
+    async setRolePolicy(p) {
+      const r = await db.query<RoleRow>(
+        `INSERT INTO livekit_role_policies (role, room_patterns, can_publish, can_subscribe, can_publish_data, room_admin)
+         VALUES ($1, $2, $3, $4, $5, $6)
+         ON CONFLICT (role) DO UPDATE SET room_patterns = $2, can_publish = $3, can_subscribe = $4, can_publish_data = $5, room_admin = $6, updated_at = now()
+         RETURNING *`,
+        [p.role, p.roomPatterns, p.canPublish, p.canSubscribe, p.canPublishData, p.roomAdmin],
+      );
+      return toRole(r.rows[0]);
+    },
+    async deleteRolePolicy(role) {
+      return (await db.query('DELETE FROM livekit_role_policies WHERE role = $1', [role])).rowCount > 0;
+    },
+    async listRolePolicies() {
+      return (await db.query<RoleRow>('SELECT * FROM livekit_role_policies ORDER BY role')).rows.map(toRole);
+    },
+  };
+}
+
+// ---- Rooms ------------------------------------------------------------------------------------
+
+export const MAX_ROOM_NAME_BYTES = 256;
+/** Letters, digits and `_ - . : = @`: safe in URLs, logs and LiveKit's API without escaping. */
+export const ROOM_NAME = /^[A-Za-z0-9][A-Za-z0-9_.:=@-]*$/;
+/** Names an operator or LiveKit itself may use for other purposes; never handed to a participant. */
+export const RESERVED_ROOM_NAMES = new Set(['admin', 'administrator', 'system', 'root', 'livekit', 'gatehouse', 'api', 'internal', 'default', 'null', 'undefined']);
+
+/** undefined when acceptable, otherwise why not. */
+export function roomNameProblem(name: string): string | undefined {
+  if (Buffer.byteLength(name, 'utf8') > MAX_ROOM_NAME_BYTES) return `room name is longer than ${MAX_ROOM_NAME_BYTES} bytes`;
+  if (!ROOM_NAME.test(name)) return 'room name may contain only letters, digits and _ - . : = @, starting with a letter or digit';
+  if (RESERVED_ROOM_NAMES.has(name.toLowerCase())) return `room name "${name}" is reserved`;
+  return undefined;
+}
+
+/** A room pattern as an anchored regular expression, placeholders filled in. */
+export function patternToRegExp(pattern: string, vars: { identity: string; sub: string }): RegExp {
+  const filled = pattern.replaceAll('{identity}', '\u0000I').replaceAll('{sub}', '\u0000S');
+  const source = filled
+    .split('*')
+    .map((part) => part.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')
+      .replaceAll('\u0000I', vars.identity.replace(/[.*+?^${}()|[\]\\]/g, '\\$&'))
+      .replaceAll('\u0000S', vars.sub.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')))
+    .join('.*');
+  return new RegExp(`^${source}$`);
+}
+
+export interface LivekitGrant {
+  canPublish: boolean;
+  canSubscribe: boolean;
+  canPublishData: boolean;
+  roomAdmin: boolean;
+  /** Roles whose patterns admitted the room (for audit). */
+  roles: string[];
+}
+
+/**
+ * The video grant for `room`: the union over the roles whose patterns admit the room. undefined when
+ * no role admits it (the room is outside the user's allowed patterns).
+ */
+export function grantForRoom(policies: RolePolicy[], room: string, vars: { identity: string; sub: string }): LivekitGrant | undefined {
+  const admitting = policies.filter((p) => p.roomPatterns.some((pat) => patternToRegExp(pat, vars).test(room)));
+  if (admitting.length === 0) return undefined;
+  return {
+    canPublish: admitting.some((p) => p.canPublish),
+    canSubscribe: admitting.some((p) => p.canSubscribe),
+    canPublishData: admitting.some((p) => p.canPublishData),
+    roomAdmin: admitting.some((p) => p.roomAdmin),
+    roles: admitting.map((p) => p.role),
+  };
+}
+
+// ---- Scopes -----------------------------------------------------------------------------------
+
+export const splitScope = (s: string | undefined | null) => [...new Set(String(s ?? '').split(' ').filter(Boolean))];
+
+/**
+ * DESIGN.md: scope = requested ∩ subject token's ∩ resource's ∩ user's permissions (∩ the client's
+ * allowed scopes when its policy lists them). Returns the grantable set and what was asked for but
+ * not grantable (a non-empty `refused` on an explicit request is scope escalation).
+ */
+export function intersectScopes(input: {
+  requested: string[] | undefined;
+  subject: string[];
+  resource: string[];
+  permissions: string[] | undefined;
+  client: string[] | null;
+}): { granted: string[]; refused: string[] } {
+  const ceilings = [input.subject, input.resource, ...(input.permissions ? [input.permissions] : []), ...(input.client ? [input.client] : [])]
+    .map((l) => new Set(l));
+  const grantable = (s: string) => ceilings.every((c) => c.has(s));
+  const wanted = input.requested ?? input.resource;
+  return { granted: wanted.filter(grantable), refused: wanted.filter((s) => !grantable(s)) };
+}

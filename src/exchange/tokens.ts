@@ -1,0 +1,190 @@
+// Tokens in and out of the exchange: verifying a subject/actor token Gatehouse issued (an RFC 9068
+// JWT signed with our keys, or an opaque token oidc-provider stores), and minting resource tokens.
+import crypto from 'node:crypto';
+import {
+  createLocalJWKSet, decodeProtectedHeader, errors as joseErrors, importJWK, jwtVerify, SignJWT,
+  type JSONWebKeySet, type JWK, type JWTPayload,
+} from 'jose';
+import type Provider from 'oidc-provider';
+import type { RevocationStore } from '../revocation/store.ts';
+import { RevocationUnavailableError } from '../revocation/store.ts';
+import { invalidRequest, unavailable } from './errors.ts';
+import { splitScope } from './policy.ts';
+
+/** What the exchange needs to know about a presented token, whatever its format. */
+export interface VerifiedToken {
+  format: 'jwt' | 'opaque';
+  /** The user, for tokens issued to a user; undefined for a client's own (client-credentials) token. */
+  user?: string;
+  clientId: string;
+  scope: string[];
+  jti?: string;
+  gid?: string;
+  sid?: string;
+  iat?: number;
+  exp?: number;
+  act?: Record<string, unknown>;
+  mayAct?: Record<string, unknown>;
+  acr?: string;
+  amr?: string[];
+}
+
+/** Our keys, as oidc-provider was built with them: verify with the public halves, sign with ES256. */
+export interface KeyRing {
+  verifyKeys: ReturnType<typeof createLocalJWKSet>;
+  es256: { kid: string; key: CryptoKey | Uint8Array };
+}
+
+export async function buildKeyRing(privateJwks: { keys: JWK[] }): Promise<KeyRing> {
+  const publicKeys = privateJwks.keys.map((k) => {
+    const { d: _d, p: _p, q: _q, dp: _dp, dq: _dq, qi: _qi, ...pub } = k;
+    return pub;
+  });
+  // privateJwks() lists active signers first.
+  const signer = privateJwks.keys.find((k) => k.alg === 'ES256');
+  if (!signer?.kid) throw new Error('no ES256 signing key');
+  return {
+    verifyKeys: createLocalJWKSet({ keys: publicKeys } as JSONWebKeySet),
+    es256: { kid: signer.kid, key: await importJWK(signer, 'ES256') },
+  };
+}
+
+const isJwt = (s: string) => /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$/.test(s);
+const AT_JWT = new Set(['at+jwt', 'application/at+jwt']);
+
+/**
+ * Verify a token Gatehouse issued. `what` names it in error messages ("subject_token"). Refuses ID
+ * tokens, refresh tokens, foreign, expired and tampered tokens with invalid_request (RFC 8693 §2.2.2).
+ */
+export async function verifyIssuedToken(
+  value: string,
+  what: string,
+  ctx: { provider: Provider; issuer: string; keys: KeyRing },
+): Promise<VerifiedToken> {
+  if (isJwt(value)) return verifyJwtAccessToken(value, what, ctx);
+  return verifyOpaqueToken(value, what, ctx.provider);
+}
+
+async function verifyJwtAccessToken(value: string, what: string, ctx: { issuer: string; keys: KeyRing }): Promise<VerifiedToken> {
+  let typ: string | undefined;
+  try {
+    typ = decodeProtectedHeader(value).typ?.toLowerCase();
+  } catch {
+    throw invalidRequest(`${what} is malformed`);
+  }
+  // RFC 9068 §2.1: access tokens are typed at+jwt; an ID token (typ JWT or none) is not one.
+  if (!typ || !AT_JWT.has(typ)) throw invalidRequest(`${what} is not an access token`);
+  let payload: JWTPayload;
+  try {
+    ({ payload } = await jwtVerify(value, ctx.keys.verifyKeys, {
+      issuer: ctx.issuer,
+      typ: 'at+jwt',
+      algorithms: ['ES256', 'RS256'],
+      requiredClaims: ['exp', 'iat', 'client_id'],
+    }));
+  } catch (err) {
+    if (err instanceof joseErrors.JWTExpired) throw invalidRequest(`${what} is expired`);
+    if (err instanceof joseErrors.JWTClaimValidationFailed && err.claim === 'iss') throw invalidRequest(`${what} was not issued by this server`);
+    throw invalidRequest(`${what} is not a valid access token from this server`);
+  }
+  const clientId = String(payload.client_id);
+  const sub = typeof payload.sub === 'string' ? payload.sub : undefined;
+  // A client-credentials JWT has sub = client_id and no origin grant; a user's token has both.
+  const user = sub && (sub !== clientId || typeof payload.gid === 'string') ? sub : undefined;
+  return {
+    format: 'jwt',
+    user,
+    clientId,
+    scope: splitScope(payload.scope as string | undefined),
+    jti: payload.jti,
+    gid: str(payload.gid),
+    sid: str(payload.sid),
+    iat: payload.iat,
+    exp: payload.exp,
+    act: obj(payload.act),
+    mayAct: obj(payload.may_act),
+    acr: str(payload.acr),
+    amr: Array.isArray(payload.amr) ? payload.amr.map(String) : undefined,
+  };
+}
+
+async function verifyOpaqueToken(value: string, what: string, provider: Provider): Promise<VerifiedToken> {
+  // Only the two access-token models: a refresh token, code or anything else is not found here.
+  const at = await provider.AccessToken.find(value);
+  if (at) {
+    const t = at as unknown as { accountId?: string; clientId: string; scope?: string; jti: string; grantId?: string; sessionUid?: string; iat?: number; exp?: number; extra?: Record<string, unknown> };
+    return {
+      format: 'opaque', user: t.accountId, clientId: t.clientId, scope: splitScope(t.scope), jti: t.jti, gid: t.grantId,
+      sid: t.sessionUid, iat: t.iat, exp: t.exp, act: obj(t.extra?.act), mayAct: obj(t.extra?.may_act),
+    };
+  }
+  const cc = await provider.ClientCredentials.find(value);
+  if (cc) {
+    const t = cc as unknown as { clientId: string; scope?: string; jti: string; iat?: number; exp?: number };
+    return { format: 'opaque', clientId: t.clientId, scope: splitScope(t.scope), jti: t.jti, iat: t.iat, exp: t.exp };
+  }
+  throw invalidRequest(`${what} is not an active access token from this server`);
+}
+
+/** Fails closed: a revoked token is refused, and an unreachable revocation store is a 503. */
+export async function assertNotRevoked(t: VerifiedToken, what: string, revocations: RevocationStore): Promise<void> {
+  let kind;
+  try {
+    kind = await revocations.check({ jti: t.jti, gid: t.gid, sid: t.sid, sub: t.user ?? t.clientId, iat: t.iat });
+  } catch (err) {
+    if (err instanceof RevocationUnavailableError) throw unavailable('revocation status cannot be checked right now; try again');
+    throw err;
+  }
+  if (kind) throw invalidRequest(`${what} has been revoked`);
+}
+
+const str = (v: unknown) => (typeof v === 'string' ? v : undefined);
+const obj = (v: unknown) => (v && typeof v === 'object' && !Array.isArray(v) ? (v as Record<string, unknown>) : undefined);
+
+// ---- Minting ----------------------------------------------------------------------------------
+
+export interface ResourceTokenInput {
+  issuer: string;
+  audience: string;
+  sub: string;
+  clientId: string;
+  scope: string[];
+  ttl: number;
+  /** origin grant / session, so revoking the origin reaches this token */
+  gid?: string;
+  sid?: string;
+  acr?: string;
+  amr?: string[];
+  act?: Record<string, unknown>;
+  mayAct?: Record<string, unknown>;
+  /** HS256 shared secret for resources that cannot fetch JWKS; otherwise our ES256 key signs. */
+  hs256Secret?: string;
+}
+
+/** An RFC 9068 JWT access token. */
+export async function mintAccessToken(keys: KeyRing, t: ResourceTokenInput): Promise<{ token: string; jti: string; exp: number }> {
+  const now = Math.floor(Date.now() / 1000);
+  const jti = crypto.randomBytes(16).toString('base64url');
+  const exp = now + t.ttl;
+  const jwt = new SignJWT({
+    client_id: t.clientId,
+    scope: t.scope.join(' '),
+    ...(t.gid ? { gid: t.gid } : {}),
+    ...(t.sid ? { sid: t.sid } : {}),
+    ...(t.acr ? { acr: t.acr } : {}),
+    ...(t.amr ? { amr: t.amr } : {}),
+    ...(t.act ? { act: t.act } : {}),
+    ...(t.mayAct ? { may_act: t.mayAct } : {}),
+  })
+    .setIssuer(t.issuer)
+    .setAudience(t.audience)
+    .setSubject(t.sub)
+    .setJti(jti)
+    .setIssuedAt(now)
+    .setExpirationTime(exp);
+  const token = t.hs256Secret
+    // Same key bytes oidc-provider uses for HS256 resources (provider.ts: Buffer.from(secret)).
+    ? await jwt.setProtectedHeader({ alg: 'HS256', typ: 'at+jwt' }).sign(Buffer.from(t.hs256Secret))
+    : await jwt.setProtectedHeader({ alg: 'ES256', typ: 'at+jwt', kid: keys.es256.kid }).sign(keys.es256.key);
+  return { token, jti, exp };
+}

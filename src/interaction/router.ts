@@ -1,0 +1,273 @@
+// The pages oidc-provider sends a browser to when it needs a person: sign in, consent, registration.
+// oidc-provider keeps the interaction state; this router only shows pages and reports the outcome
+// back with interactionResult. Each step is a named function so a stack trace reads like the flow.
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import Router from '@koa/router';
+import type { Context, Next } from 'koa';
+import pug from 'pug';
+import type Provider from 'oidc-provider';
+import type { InteractionResults } from 'oidc-provider';
+import type { Config } from '../config/index.ts';
+import type { Accounts } from '../accounts/users.ts';
+import { EmailTakenError, InvalidEmailError, WeakPasswordError } from '../accounts/users.ts';
+import { PASSWORD_MAX_LENGTH, PASSWORD_MIN_LENGTH } from '../accounts/passwords.ts';
+import type { Audit } from '../audit/index.ts';
+import type { Logger } from '../http/log.ts';
+import { assertThat, InvalidRequest, NotFound } from '../http/errors.ts';
+import { readForm } from '../http/body.ts';
+import { assertCsrf, CSRF_FIELD, issueCsrf } from './csrf.ts';
+
+export interface InteractionDeps {
+  provider: Provider;
+  config: Config;
+  accounts: Accounts;
+  audit: Audit;
+  log: Logger;
+}
+
+/** acr for a password login (same value as ACR_PASSWORD in oidc/provider.ts, which also lists it in acrValues). */
+const ACR_PASSWORD = 'urn:gatehouse:acr:pwd';
+const INVALID_CREDENTIALS = 'Invalid email or password.';
+const ACCOUNT_DISABLED = 'This account has been disabled. Contact your administrator.';
+
+export const VIEWS_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../views');
+
+const compiled = new Map<string, pug.compileTemplate>();
+/** Render views/<name>.pug; each template is compiled once per process. */
+export function renderView(name: string, locals: Record<string, unknown>): string {
+  let template = compiled.get(name);
+  if (!template) {
+    template = pug.compileFile(path.join(VIEWS_DIR, `${name}.pug`));
+    compiled.set(name, template);
+  }
+  return template(locals);
+}
+
+// What each OIDC scope means to the person being asked (consent page).
+const SCOPE_DESCRIPTIONS: Record<string, string> = {
+  openid: 'Know who you are',
+  email: 'See your email address',
+  profile: 'See your name',
+  roles: 'See your roles and permissions',
+  offline_access: 'Stay connected when you are not using it',
+};
+
+type Interaction = Awaited<ReturnType<Provider['interactionDetails']>>;
+
+interface PromptDetails {
+  missingOIDCScope?: string[];
+  missingOIDCClaims?: string[];
+  missingResourceScopes?: Record<string, string[]>;
+}
+
+export function createInteractionRouter(deps: InteractionDeps): Router {
+  const { provider, config, accounts, audit } = deps;
+  const secureCookies = config.ISSUER.startsWith('https://');
+  const router = new Router();
+
+  async function load(ctx: Context) {
+    const interaction = await provider.interactionDetails(ctx.req, ctx.res);
+    // The uid in the path must be the interaction this browser's cookie is bound to.
+    assertThat(interaction.uid === ctx.params.uid, new InvalidRequest('This sign-in link does not match the current sign-in. Start again from the application.'));
+    const clientId = String(interaction.params.client_id ?? '');
+    const client = clientId ? await provider.Client.find(clientId) : undefined;
+    assertThat(client, new InvalidRequest('The application for this sign-in is no longer registered.'));
+    return { interaction, client, clientName: client.clientName ?? client.clientId };
+  }
+
+  function page(ctx: Context, view: string, locals: Record<string, unknown>, status = 200) {
+    ctx.status = status;
+    ctx.type = 'html';
+    ctx.body = renderView(view, locals);
+  }
+
+  async function finish(ctx: Context, result: InteractionResults, mergeWithLastSubmission: boolean) {
+    const to = await provider.interactionResult(ctx.req, ctx.res, result, { mergeWithLastSubmission });
+    ctx.redirect(to);
+    // A POST answered with 303 is followed with GET by every client.
+    ctx.status = 303;
+  }
+
+  function loginResult(accountId: string): InteractionResults {
+    return { login: { accountId, amr: ['pwd'], acr: ACR_PASSWORD, remember: true } };
+  }
+
+  function loginLocals(ctx: Context, uid: string, clientName: string, extra: Record<string, unknown> = {}) {
+    return {
+      title: 'Sign in',
+      uid,
+      clientName,
+      csrf: issueCsrf(ctx, { secure: secureCookies }),
+      registrationEnabled: config.ALLOW_REGISTRATION,
+      email: '',
+      error: undefined,
+      ...extra,
+    };
+  }
+
+  async function auditLogin(ctx: Context, outcome: 'success' | 'failure', clientId: string, subject: string | null, details: Record<string, unknown>) {
+    await audit.record({ type: 'login', outcome, subject, clientId, ip: ctx.ip, requestId: ctx.state.requestId ?? null, details });
+  }
+
+  /** Grant what the prompt says is missing, and finish the consent prompt with that grant. */
+  async function grantConsent(ctx: Context, interaction: Interaction) {
+    const accountId = interaction.session?.accountId;
+    assertThat(accountId, new InvalidRequest('Sign in first.'));
+    const clientId = String(interaction.params.client_id);
+    const details = interaction.prompt.details as PromptDetails;
+    const grant = interaction.grantId
+      ? await provider.Grant.find(interaction.grantId)
+      : new provider.Grant({ accountId, clientId });
+    assertThat(grant, new InvalidRequest('This authorization is no longer valid. Start again from the application.'));
+    if (details.missingOIDCScope?.length) grant.addOIDCScope(details.missingOIDCScope.join(' '));
+    if (details.missingOIDCClaims?.length) grant.addOIDCClaims(details.missingOIDCClaims);
+    for (const [indicator, scopes] of Object.entries(details.missingResourceScopes ?? {})) {
+      grant.addResourceScope(indicator, scopes.join(' '));
+    }
+    const grantId = await grant.save();
+    // Merge with the login result of the same interaction (mergeWithLastSubmission).
+    await finish(ctx, { consent: { grantId } }, true);
+  }
+
+  router.use('/interaction', async function noStoreHtmlPages(ctx: Context, next: Next) {
+    // Errors thrown below render as pages, not JSON, and nothing here may be cached.
+    ctx.state.html = true;
+    ctx.set('Cache-Control', 'no-store');
+    ctx.set('Pragma', 'no-cache');
+    await next();
+  });
+
+  router.get('/interaction/:uid', async function showInteraction(ctx: Context) {
+    const { interaction, client, clientName } = await load(ctx);
+    const { uid, prompt, params } = interaction;
+    if (prompt.name === 'login') {
+      const hint = typeof params.login_hint === 'string' ? params.login_hint.slice(0, 254) : '';
+      return page(ctx, 'login', loginLocals(ctx, uid, clientName, { email: hint }));
+    }
+    if (prompt.name === 'consent') {
+      // First-party clients are part of this deployment: consent is implied.
+      if (client.metadata().first_party === true) return grantConsent(ctx, interaction);
+      const details = prompt.details as PromptDetails;
+      const user = interaction.session?.accountId ? await accounts.findUserById(interaction.session.accountId) : undefined;
+      return page(ctx, 'consent', {
+        title: 'Allow access',
+        uid,
+        clientName,
+        accountEmail: user?.email,
+        csrf: issueCsrf(ctx, { secure: secureCookies }),
+        scopes: (details.missingOIDCScope ?? []).map((s) => SCOPE_DESCRIPTIONS[s] ?? s),
+        claims: details.missingOIDCClaims ?? [],
+        resources: Object.entries(details.missingResourceScopes ?? {}).map(([indicator, scopes]) => ({ indicator, scopes })),
+      });
+    }
+    throw new InvalidRequest(`Unsupported interaction prompt: ${prompt.name}`);
+  });
+
+  router.post('/interaction/:uid/login', async function submitLogin(ctx: Context) {
+    const form = await readForm(ctx);
+    assertCsrf(ctx, form.get(CSRF_FIELD));
+    const { interaction, clientName } = await load(ctx);
+    assertThat(interaction.prompt.name === 'login', new InvalidRequest('This sign-in step is already complete.'));
+    const clientId = String(interaction.params.client_id);
+    const email = form.get('email') ?? '';
+    const result = await accounts.authenticate(email, form.get('password') ?? '');
+    // The attempted email is recorded for investigations, stripped of control characters; never the password.
+    const attempted = email.replace(/\p{Cc}/gu, '').slice(0, 254);
+    if ('error' in result) {
+      await auditLogin(ctx, 'failure', clientId, null, { reason: result.error, email: attempted, method: 'pwd' });
+      const shownEmail = attempted;
+      const inactive = result.error === 'inactive';
+      return page(ctx, 'login', loginLocals(ctx, interaction.uid, clientName, {
+        email: shownEmail,
+        error: inactive ? ACCOUNT_DISABLED : INVALID_CREDENTIALS,
+      }), inactive ? 403 : 401);
+    }
+    await auditLogin(ctx, 'success', clientId, result.user.id, { method: 'pwd' });
+    await finish(ctx, loginResult(result.user.id), false);
+  });
+
+  router.post('/interaction/:uid/confirm', async function submitConsent(ctx: Context) {
+    const form = await readForm(ctx);
+    assertCsrf(ctx, form.get(CSRF_FIELD));
+    const { interaction } = await load(ctx);
+    assertThat(interaction.prompt.name === 'consent', new InvalidRequest('There is nothing to confirm in this step.'));
+    await audit.record({
+      type: 'consent',
+      subject: interaction.session?.accountId ?? null,
+      clientId: String(interaction.params.client_id),
+      ip: ctx.ip,
+      requestId: ctx.state.requestId ?? null,
+      details: { scopes: (interaction.prompt.details as PromptDetails).missingOIDCScope ?? [] },
+    });
+    await grantConsent(ctx, interaction);
+  });
+
+  router.post('/interaction/:uid/abort', async function abortInteraction(ctx: Context) {
+    const form = await readForm(ctx);
+    assertCsrf(ctx, form.get(CSRF_FIELD));
+    const { interaction } = await load(ctx);
+    await audit.record({
+      type: interaction.prompt.name === 'consent' ? 'consent' : 'login',
+      outcome: 'failure',
+      subject: interaction.session?.accountId ?? null,
+      clientId: String(interaction.params.client_id),
+      ip: ctx.ip,
+      requestId: ctx.state.requestId ?? null,
+      details: { reason: 'aborted' },
+    });
+    await finish(ctx, { error: 'access_denied', error_description: 'End-User aborted interaction' }, false);
+  });
+
+  if (config.ALLOW_REGISTRATION) {
+    const registerLocals = (ctx: Context, uid: string, clientName: string, extra: Record<string, unknown> = {}) => ({
+      title: 'Create an account',
+      uid,
+      clientName,
+      csrf: issueCsrf(ctx, { secure: secureCookies }),
+      minLength: PASSWORD_MIN_LENGTH,
+      maxLength: PASSWORD_MAX_LENGTH,
+      email: '',
+      name: '',
+      error: undefined,
+      ...extra,
+    });
+
+    router.get('/interaction/:uid/register', async function showRegistration(ctx: Context) {
+      const { interaction, clientName } = await load(ctx);
+      assertThat(interaction.prompt.name === 'login', new InvalidRequest('You are already signed in.'));
+      page(ctx, 'register', registerLocals(ctx, interaction.uid, clientName));
+    });
+
+    router.post('/interaction/:uid/register', async function submitRegistration(ctx: Context) {
+      const form = await readForm(ctx);
+      assertCsrf(ctx, form.get(CSRF_FIELD));
+      const { interaction, clientName } = await load(ctx);
+      assertThat(interaction.prompt.name === 'login', new InvalidRequest('You are already signed in.'));
+      const clientId = String(interaction.params.client_id);
+      const email = (form.get('email') ?? '').trim();
+      const name = (form.get('name') ?? '').trim().slice(0, 200);
+      try {
+        const user = await accounts.createUser({ email, password: form.get('password') ?? '', name: name || undefined, roles: ['user'] });
+        await audit.record({ type: 'register', subject: user.id, clientId, ip: ctx.ip, requestId: ctx.state.requestId ?? null });
+        await auditLogin(ctx, 'success', clientId, user.id, { method: 'pwd', registered: true });
+        await finish(ctx, loginResult(user.id), false);
+      } catch (err) {
+        if (!(err instanceof EmailTakenError || err instanceof WeakPasswordError || err instanceof InvalidEmailError)) throw err;
+        await audit.record({ type: 'register', outcome: 'failure', clientId, ip: ctx.ip, requestId: ctx.state.requestId ?? null, details: { reason: err.name } });
+        const message = err instanceof EmailTakenError ? `${err.message} Sign in instead.` : err.message;
+        page(ctx, 'register', registerLocals(ctx, interaction.uid, clientName, {
+          email: email.replace(/\p{Cc}/gu, '').slice(0, 254),
+          name,
+          error: message,
+        }), err.status);
+      }
+    });
+  } else {
+    router.all('/interaction/:uid/register', async function registrationDisabled() {
+      throw new NotFound('Registration is not enabled on this server.');
+    });
+  }
+
+  return router;
+}

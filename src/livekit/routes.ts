@@ -1,0 +1,152 @@
+// LiveKit conveniences. POST /livekit/connection-details is a drop-in for livekit-client's
+// `TokenSource.endpoint`: a bearer access token (or an anonymous guest, when LIVEKIT_GUESTS=true)
+// in, `{serverUrl, roomName, participantName, participantToken}` out. The same policy as the
+// token-exchange grant decides the room and grant; when agents are dispatched, each registered agent
+// gets a short-lived delegation token (may_act = its client id) in the participant attributes, which
+// it exchanges with its own credentials for an MCP token for exactly this user.
+import Router from '@koa/router';
+import { bodyParser } from '@koa/bodyparser';
+import type { Context } from 'koa';
+import type Provider from 'oidc-provider';
+import { z } from 'zod';
+import type { Deps } from '../app.ts';
+import { HttpError, InvalidRequest, InvalidToken, NotFound } from '../http/errors.ts';
+import { ExchangeError, toHttpError } from '../exchange/errors.ts';
+import { lazyKeyRing } from '../exchange/index.ts';
+import { noRateLimit, type ExchangeRateLimit } from '../exchange/grant.ts';
+import {
+  checkAttributes, decideRoom, DELEGATION_ATTRIBUTE_PREFIX, guestParticipant, livekitSettings, mintLivekitToken,
+  userParticipant, type LivekitDecision, type Participant,
+} from '../exchange/livekit.ts';
+import { createPolicyStore, intersectScopes, type UserFacts } from '../exchange/policy.ts';
+import { assertNotRevoked, mintAccessToken, verifyIssuedToken, type KeyRing, type VerifiedToken } from '../exchange/tokens.ts';
+
+type LivekitDeps = Pick<Deps, 'config' | 'db' | 'audit' | 'resources' | 'revocations' | 'keys'> & { provider: () => Provider };
+
+/** livekit-client's TokenSource request body (snake_case, as the SDK sends it). */
+const connectionDetailsBody = z.object({
+  room_name: z.string().max(1024).optional(),
+  participant_name: z.string().max(128).optional(),
+  // Identity comes from the user (or is generated for a guest), never from the request; accepted and ignored.
+  participant_identity: z.string().max(1024).optional(),
+  participant_metadata: z.string().max(16 * 1024).optional(),
+  participant_attributes: z.record(z.string(), z.string()).optional(),
+  room_config: z.object({
+    agents: z.array(z.object({ agent_name: z.string().min(1).max(256), metadata: z.string().max(16 * 1024).optional() })).max(8).optional(),
+  }).optional(),
+});
+
+export function createLivekitRouter(deps: LivekitDeps, opts: { rateLimit?: ExchangeRateLimit; guestRateLimit?: ExchangeRateLimit } = {}): Router {
+  const router = new Router({ prefix: '/livekit' });
+  const policy = createPolicyStore(deps.db);
+  const settings = livekitSettings(deps.config);
+  const rateLimit = opts.rateLimit ?? noRateLimit;
+  const guestRateLimit = opts.guestRateLimit ?? noRateLimit;
+  const issuer = deps.config.ISSUER;
+
+  // The key ring follows the provider, which app.ts rebuilds when signing keys change.
+  let keysFor: { provider: Provider; ring: () => Promise<KeyRing> } | undefined;
+  const keyRing = (provider: Provider) => {
+    if (keysFor?.provider !== provider) keysFor = { provider, ring: lazyKeyRing(deps) };
+    return keysFor.ring();
+  };
+
+  async function authenticateBearer(ctx: Context): Promise<{ token: VerifiedToken; user: UserFacts } | undefined> {
+    const header = ctx.get('authorization');
+    if (!header) return undefined;
+    const m = /^Bearer ([A-Za-z0-9._~+/=-]+)$/i.exec(header);
+    if (!m) throw new InvalidToken('Authorization must be "Bearer <access token>"', { 'WWW-Authenticate': 'Bearer error="invalid_token"' });
+    const provider = deps.provider();
+    let token: VerifiedToken;
+    try {
+      token = await verifyIssuedToken(m[1], 'access token', { provider, issuer, keys: await keyRing(provider) });
+      await assertNotRevoked(token, 'access token', deps.revocations);
+    } catch (err) {
+      if (err instanceof ExchangeError && err.code === 'invalid_request') {
+        throw new InvalidToken(err.message, { 'WWW-Authenticate': `Bearer error="invalid_token", error_description="${err.message}"` });
+      }
+      throw err;
+    }
+    // A delegation token (may_act) or an agent's delegated token (act) must not let anyone join as the user.
+    if (!token.user || token.mayAct || token.act) throw new InvalidToken("a user's own access token is required", { 'WWW-Authenticate': 'Bearer error="invalid_token"' });
+    const user = await policy.user(token.user);
+    if (!user?.active) throw new InvalidToken('the user is unknown or disabled', { 'WWW-Authenticate': 'Bearer error="invalid_token"' });
+    const clientPolicy = await policy.clientPolicy(token.clientId);
+    if (!clientPolicy?.livekit) throw new HttpError(403, 'unauthorized_client', 'the client this token was issued to may not obtain LiveKit tokens');
+    return { token, user };
+  }
+
+  /** One delegation token per dispatched agent client: may_act = that agent, audience = Gatehouse. */
+  async function delegationAttributes(decision: LivekitDecision, bearer: { token: VerifiedToken; user: UserFacts }) {
+    const attrs: Record<string, string> = {};
+    for (const agent of decision.agents) {
+      const c = agent.client;
+      if (!c) continue;
+      // The ceiling of what the agent could ever get for this user: its policy ∩ the user's permissions.
+      const offered = c.scopes ?? (await Promise.all(c.resources.map((r) => deps.resources.findResource(r)))).flatMap((r) => r?.scopes ?? []);
+      const { granted } = intersectScopes({ requested: undefined, subject: offered, resource: offered, permissions: bearer.user.permissions, client: null });
+      if (granted.length === 0) continue;
+      const minted = await mintAccessToken(await keyRing(deps.provider()), {
+        issuer,
+        audience: issuer,
+        sub: bearer.user.id,
+        clientId: bearer.token.clientId,
+        scope: granted,
+        ttl: deps.config.LIVEKIT_DELEGATION_TTL,
+        gid: bearer.token.gid,
+        sid: bearer.token.sid,
+        mayAct: { sub: c.clientId },
+      });
+      attrs[`${DELEGATION_ATTRIBUTE_PREFIX}${agent.agentName}`] = minted.token;
+    }
+    return attrs;
+  }
+
+  router.post('/connection-details', bodyParser({ enableTypes: ['json'], jsonLimit: deps.config.BODY_LIMIT }), async function connectionDetails(ctx) {
+    ctx.set('Cache-Control', 'no-store');
+    ctx.set('Pragma', 'no-cache');
+    if (!settings) throw new NotFound('LiveKit is not configured on this server');
+    const audit: { subject?: string; clientId?: string; room?: string; agents?: string[]; guest?: boolean } = {};
+    try {
+      const parsed = connectionDetailsBody.safeParse(ctx.request.body ?? {});
+      if (!parsed.success) throw new InvalidRequest(parsed.error.issues.map((i) => `${i.path.join('.') || 'body'}: ${i.message}`).join('; '));
+      const body = parsed.data;
+      const bearer = await authenticateBearer(ctx);
+      if (!bearer && !deps.config.LIVEKIT_GUESTS) {
+        throw new HttpError(401, 'invalid_token', 'a bearer access token is required', { 'WWW-Authenticate': 'Bearer realm="gatehouse"' });
+      }
+      audit.guest = !bearer;
+      audit.subject = bearer?.user.id;
+      audit.clientId = bearer?.token.clientId;
+      if (bearer) await rateLimit.consume({ clientId: bearer.token.clientId, subject: bearer.user.id, ip: ctx.ip });
+      else await guestRateLimit.consume({ clientId: 'guest', ip: ctx.ip });
+
+      const participant: Participant = bearer ? userParticipant(settings, bearer.user, body.participant_name) : guestParticipant(body.participant_name);
+      const agents = (body.room_config?.agents ?? []).map((a) => ({ agentName: a.agent_name, metadata: a.metadata }));
+      audit.agents = agents.map((a) => a.agentName);
+      const decision = await decideRoom(policy, settings, participant, { room: body.room_name || undefined, agents });
+      audit.room = decision.room;
+      const attributes = {
+        ...checkAttributes(body.participant_attributes),
+        ...(bearer ? await delegationAttributes(decision, bearer) : {}),
+      };
+      const { token } = await mintLivekitToken(settings, participant, decision, { participantMetadata: body.participant_metadata, attributes });
+      void deps.audit.record({
+        type: 'livekit.connection_details', subject: audit.subject ?? null, clientId: audit.clientId ?? null, ip: ctx.ip,
+        requestId: ctx.state.requestId, details: { room: decision.room, guest: audit.guest, agents: audit.agents, identity: participant.identity },
+      });
+      ctx.body = { serverUrl: settings.url, roomName: decision.room, participantName: participant.name, participantToken: token };
+    } catch (err) {
+      const e = err instanceof ExchangeError ? toHttpError(err) : err;
+      if (e instanceof HttpError) {
+        void deps.audit.record({
+          type: 'livekit.connection_details', outcome: 'failure', subject: audit.subject ?? null, clientId: audit.clientId ?? null, ip: ctx.ip,
+          requestId: ctx.state.requestId, details: { room: audit.room ?? (ctx.request.body as { room_name?: unknown } | undefined)?.room_name ?? null, guest: audit.guest ?? null, agents: audit.agents ?? null, error: e.error, reason: e.description },
+        });
+      }
+      throw e;
+    }
+  });
+
+  return router;
+}

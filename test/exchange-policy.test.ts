@@ -1,0 +1,98 @@
+// The pure exchange rules: room names, room patterns, video grants, scope intersection, and the
+// LiveKit token as a LiveKit server sees it (livekit-server-sdk TokenVerifier).
+import { describe, expect, it } from 'vitest';
+import { TokenVerifier } from 'livekit-server-sdk';
+import { grantForRoom, intersectScopes, patternToRegExp, roomNameProblem, type RolePolicy } from '../src/exchange/policy.ts';
+import { decideRoom, generateRoomName, mintLivekitToken, userParticipant, type LivekitSettings } from '../src/exchange/livekit.ts';
+import type { PolicyStore } from '../src/exchange/policy.ts';
+
+const vars = { identity: 'user_u1', sub: 'u1' };
+const role = (r: Partial<RolePolicy> & { role: string }): RolePolicy => ({
+  roomPatterns: [], canPublish: false, canSubscribe: false, canPublishData: false, roomAdmin: false, ...r,
+});
+
+describe('room names', () => {
+  it('accepts safe names and refuses reserved, over-long and unsafe ones', () => {
+    expect(roomNameProblem('user_u1_standup')).toBeUndefined();
+    expect(roomNameProblem('Admin')).toMatch(/reserved/);
+    expect(roomNameProblem('system')).toMatch(/reserved/);
+    expect(roomNameProblem('a'.repeat(256))).toBeUndefined();
+    expect(roomNameProblem('a'.repeat(257))).toMatch(/256 bytes/);
+    expect(roomNameProblem('é'.repeat(129))).toMatch(/256 bytes/); // 258 bytes in UTF-8
+    for (const bad of ['../x', 'a b', 'a/b', '_leading', '', 'room<script>']) expect(roomNameProblem(bad), bad).toMatch(/may contain/);
+  });
+
+  it('matches globs with placeholders literally, never as regular expressions', () => {
+    expect(patternToRegExp('{identity}_*', vars).test('user_u1_abc')).toBe(true);
+    expect(patternToRegExp('{identity}_*', vars).test('user_u2_abc')).toBe(false);
+    expect(patternToRegExp('{identity}_*', vars).test('xuser_u1_abc')).toBe(false);
+    expect(patternToRegExp('team.{sub}', vars).test('team.u1')).toBe(true);
+    expect(patternToRegExp('team.{sub}', vars).test('teamXu1')).toBe(false);
+    expect(patternToRegExp('*', vars).test('anything')).toBe(true);
+  });
+});
+
+describe('video grant from role policies', () => {
+  const policies = [
+    role({ role: 'user', roomPatterns: ['{identity}_*'], canPublish: true, canSubscribe: true, canPublishData: true }),
+    role({ role: 'listener', roomPatterns: ['town-hall'], canSubscribe: true }),
+    role({ role: 'moderator', roomPatterns: ['town-hall'], canPublish: true, roomAdmin: true }),
+  ];
+  it('unions only the roles whose patterns admit the room', () => {
+    expect(grantForRoom(policies.slice(0, 2), 'town-hall', vars)).toEqual({
+      canPublish: false, canSubscribe: true, canPublishData: false, roomAdmin: false, roles: ['listener'],
+    });
+    expect(grantForRoom(policies, 'town-hall', vars)?.roomAdmin).toBe(true);
+    expect(grantForRoom(policies, 'user_u1_x', vars)?.roomAdmin).toBe(false);
+    expect(grantForRoom(policies, 'user_u2_x', vars)).toBeUndefined();
+  });
+});
+
+describe('scope intersection', () => {
+  const base = { subject: ['tools:read', 'tools:write', 'openid'], resource: ['tools:read', 'tools:write'], permissions: ['tools:read'], client: null };
+  it('is requested ∩ subject ∩ resource ∩ permissions', () => {
+    expect(intersectScopes({ ...base, requested: undefined })).toEqual({ granted: ['tools:read'], refused: ['tools:write'] });
+    expect(intersectScopes({ ...base, requested: ['tools:write'] })).toEqual({ granted: [], refused: ['tools:write'] });
+    expect(intersectScopes({ ...base, permissions: ['tools:read', 'tools:write'], client: ['tools:write'], requested: undefined }).granted).toEqual(['tools:write']);
+  });
+});
+
+describe('LiveKit tokens', () => {
+  const settings: LivekitSettings = { url: 'wss://lk.example.com', apiKey: 'APIkey', apiSecret: 's'.repeat(40), identityPrefix: 'user_', ttl: 600 };
+  const user = { id: 'u1', email: 'u1@example.com', name: 'Ursula', active: true, roles: ['user'], permissions: ['livekit:join'] };
+  const store = {
+    async rolePolicies(roles: string[]) {
+      return roles.includes('user') ? [role({ role: 'user', roomPatterns: ['{identity}_*'], canPublish: true, canSubscribe: true, canPublishData: true })] : [];
+    },
+    async clientsByAgentName(names: string[]) {
+      return names.filter((n) => n === 'helper').map((n) => ({ clientId: 'gh_agent', livekit: false, resources: [], scopes: null, mayAct: true, agentName: n }));
+    },
+  } as unknown as PolicyStore;
+
+  it('verify with TokenVerifier and carry identity, name, metadata, grant, agents and exp', async () => {
+    const p = userParticipant(settings, user);
+    const d = await decideRoom(store, settings, p, { room: 'user_u1_call', agents: [{ agentName: 'helper', metadata: '{"lang":"en"}' }] });
+    const { token } = await mintLivekitToken(settings, p, d);
+    const claims = await new TokenVerifier(settings.apiKey, settings.apiSecret).verify(token);
+    expect(claims.sub).toBe('user_u1');
+    expect(claims.iss).toBe('APIkey');
+    expect(claims.name).toBe('Ursula');
+    expect(JSON.parse(claims.metadata!)).toEqual({ user_id: 'u1', email: 'u1@example.com', roles: ['user'], permissions: ['livekit:join'], session_type: 'user' });
+    expect(claims.video).toEqual({ roomJoin: true, room: 'user_u1_call', canPublish: true, canSubscribe: true, canPublishData: true });
+    expect((claims.roomConfig as any).agents).toMatchObject([{ agentName: 'helper', metadata: '{"lang":"en"}' }]);
+    expect((claims.roomConfig as any).agents).toHaveLength(1);
+    expect(claims.exp! - claims.nbf!).toBe(600);
+    await expect(new TokenVerifier(settings.apiKey, 'x'.repeat(40)).verify(token)).rejects.toThrow();
+  });
+
+  it('refuses rooms outside the patterns, unknown agents, and generates own rooms', async () => {
+    const p = userParticipant(settings, user);
+    await expect(decideRoom(store, settings, p, { room: 'user_u2_call', agents: [] })).rejects.toMatchObject({ code: 'invalid_target' });
+    await expect(decideRoom(store, settings, p, { room: 'admin', agents: [] })).rejects.toMatchObject({ code: 'invalid_target', message: /reserved/ });
+    await expect(decideRoom(store, settings, p, { room: 'user_u1_x', agents: [{ agentName: 'rogue' }] })).rejects.toMatchObject({ code: 'invalid_target', message: /rogue/ });
+    expect(generateRoomName(settings, p)).toMatch(/^user_u1_\d{10}_[0-9a-f]{12}$/);
+    expect(generateRoomName({ ...settings, roomPrefix: 'voice' }, p)).toMatch(/^voice_\d{10}_[0-9a-f]{12}$/);
+    const d = await decideRoom(store, settings, p, { agents: [] });
+    expect(d.room).toMatch(/^user_u1_/);
+  });
+});
