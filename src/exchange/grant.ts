@@ -11,7 +11,7 @@ import type { RevocationStore } from '../revocation/store.ts';
 import { assertThat, ExchangeError, invalidRequest, invalidScope, invalidTarget, unauthorizedClient } from './errors.ts';
 import { intersectScopes, splitScope, type ClientPolicy, type PolicyStore, type UserFacts } from './policy.ts';
 import { assertNotRevoked, mintAccessToken, verifyIssuedToken, type KeyRing, type VerifiedToken } from './tokens.ts';
-import { checkAttributes, decideRoom, LIVEKIT_TOKEN_TYPE, mintLivekitToken, userParticipant, type LivekitSettings } from './livekit.ts';
+import { decideRoom, LIVEKIT_TOKEN_TYPE, mintLivekitToken, userParticipant, type LivekitSettings } from './livekit.ts';
 
 export const GRANT_TYPE = 'urn:ietf:params:oauth:grant-type:token-exchange';
 export const ACCESS_TOKEN_TYPE = 'urn:ietf:params:oauth:token-type:access_token';
@@ -68,6 +68,7 @@ interface Exchange {
   actor?: VerifiedToken;
   targetType?: 'livekit' | 'resource';
   target?: string;
+  resource?: NonNullable<Awaited<ReturnType<Resources['findResource']>>>;
   scopes?: string[];
   room?: string;
 }
@@ -160,6 +161,7 @@ export function buildExchangeHandler(provider: Provider, deps: ExchangeDeps) {
     x.target = p.targets[0];
     const rs = await deps.resources.findResource(x.target);
     assertThat(rs, invalidTarget('resource is not registered with this server'));
+    x.resource = rs;
     x.target = rs.uri;
     const allowed = new Set(x.policy!.resources.flatMap(uriVariants));
     assertThat(allowed.has(rs.uri), invalidTarget('this client may not exchange for this resource'));
@@ -181,7 +183,7 @@ export function buildExchangeHandler(provider: Provider, deps: ExchangeDeps) {
 
   async function mintResourceToken(x: Exchange) {
     const p = x.params!;
-    const rs = (await deps.resources.findResource(x.target!))!;
+    const rs = x.resource!;
     const { granted, refused } = intersectScopes({
       requested: p.scope,
       subject: x.subject!.scope,
@@ -227,10 +229,7 @@ export function buildExchangeHandler(provider: Provider, deps: ExchangeDeps) {
       agents: p.agentNames.map((agentName) => ({ agentName })),
     });
     x.room = decision.room;
-    const { token, expiresIn } = await mintLivekitToken(lk, participant, decision, {
-      participantMetadata: p.participantMetadata,
-      attributes: checkAttributes(undefined),
-    });
+    const { token, expiresIn } = await mintLivekitToken(lk, participant, decision, { participantMetadata: p.participantMetadata });
     return {
       access_token: token,
       issued_token_type: LIVEKIT_TOKEN_TYPE,
