@@ -73,7 +73,7 @@ describe.each(modes)('OIDC flows ($mode)', ({ mode, run }) => {
     const loc = new URL(res.headers.get('location')!);
     expect(loc.origin + loc.pathname).toBe(CALLBACK);
     expect(loc.searchParams.get('error')).toBe('invalid_request');
-    expect(loc.searchParams.get('error_description')).toMatch(/code_challenge/);
+    expect(loc.searchParams.get('error_description')).toMatch(/PKCE/);
   });
 
   it('rotates refresh tokens, and reuse of a rotated one revokes the whole grant', async () => {

@@ -84,10 +84,10 @@ const commands: Record<string, Handler> = {
     });
     await adminAudit(deps, 'admin.client.create', client.clientId);
     // The secret is shown once, here; it is stored encrypted and never printed again.
-    return { ...client, ...(clientSecret ? { client_secret: clientSecret } : {}) };
+    return { client_id: client.clientId, ...(clientSecret ? { client_secret: clientSecret } : {}), ...client };
   },
   async 'client list'(deps) {
-    return deps.clients.listClients();
+    return (await deps.clients.listClients()).map((c) => ({ client_id: c.clientId, ...c }));
   },
   async 'client delete'(deps, args) {
     const { positionals, values } = parse(args, { id: one });

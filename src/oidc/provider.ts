@@ -60,7 +60,8 @@ export function buildProvider(deps: ProviderDeps): Provider {
         },
       };
     },
-    claims: CLAIMS as never,
+    // Standard ID token claims oidc-provider only emits when listed, plus the scope → claims map.
+    claims: { acr: null, amr: null, auth_time: null, sid: null, iss: null, ...CLAIMS, openid: ['sub', 'acr', 'amr', 'auth_time', 'sid'] } as never,
     scopes: ['openid', 'offline_access', 'email', 'profile', 'roles'],
     acrValues: [ACR_PASSWORD, ACR_MFA],
     clientDefaults: {
@@ -167,7 +168,8 @@ export function buildProvider(deps: ProviderDeps): Provider {
         description: status >= 500 ? 'The server could not complete the request.' : out.error_description,
       });
     },
-    conformIdTokenClaims: true,
+    // Scope-requested claims (email, name, roles) also go into the ID token, as Keycloak and Auth0 do.
+    conformIdTokenClaims: false,
   };
 
   deps.extend?.(configuration);
