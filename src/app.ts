@@ -145,6 +145,11 @@ export async function createApp(deps: Deps): Promise<GatehouseApp> {
     await next();
   });
   app.use(async function serveAssets(ctx, next) {
+    if (ctx.path === '/favicon.ico') {
+      ctx.status = 204;
+      ctx.set('Cache-Control', 'public, max-age=86400');
+      return;
+    }
     if (ctx.path !== '/assets/style.css') return next();
     ctx.type = 'text/css';
     ctx.set('Cache-Control', 'public, max-age=3600');

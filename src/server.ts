@@ -33,7 +33,11 @@ export async function startGatehouse(opts: StartOptions = {}): Promise<RunningGa
   const env = { ...(opts.env ?? process.env) };
   // Validate before binding anything, so a bad value names its variable and nothing listens.
   const early = loadConfig(env);
-  const server = http.createServer();
+  // Bound before the app exists (so port 0 can pick the issuer's port): answer 503 until it is ready.
+  let handler: http.RequestListener = (_req, res) => {
+    res.writeHead(503, { 'content-type': 'application/json', 'retry-after': '1' }).end('{"error":"temporarily_unavailable","error_description":"starting"}');
+  };
+  const server = http.createServer((req, res) => handler(req, res));
   const port = opts.port ?? early.PORT;
   const host = early.HOST;
   await new Promise<void>((resolve, reject) => server.once('error', reject).listen(port, host, resolve));
@@ -46,7 +50,7 @@ export async function startGatehouse(opts: StartOptions = {}): Promise<RunningGa
     const deps = await assemble(config, log, { memoryDb: opts.memoryDb });
     const generated = await deps.accounts.ensureFirstAdmin({ email: config.ADMIN_EMAIL, password: config.ADMIN_PASSWORD });
     const gh = await createApp(deps);
-    server.on('request', gh.app.callback());
+    handler = gh.app.callback();
     const stopControl = opts.controlSocket && config.embedded
       ? await startControlServer(deps, config.DATA_DIR, log, async (argv) => {
         if (argv[0] === 'keys') await gh.refreshKeys();

@@ -24,7 +24,7 @@ describe.skipIf(!haveChromium)('login in Chromium', () => {
     gh = await startTestGatehouse();
     // A tiny relying-party callback that records what it receives.
     rp = http.createServer((req, res) => {
-      received.push(new URL(req.url!, rpUrl));
+      if (req.url!.startsWith('/callback')) received.push(new URL(req.url!, rpUrl));
       res.writeHead(200, { 'content-type': 'text/html' }).end('<h1>signed in</h1>');
     });
     await new Promise<void>((r) => rp.listen(0, '127.0.0.1', r));
@@ -48,7 +48,8 @@ describe.skipIf(!haveChromium)('login in Chromium', () => {
     });
     const page = await browser.newPage();
     const errors: string[] = [];
-    page.on('console', (m) => m.type() === 'error' && errors.push(m.text()));
+    page.on('pageerror', (e) => errors.push(e.message));
+    page.on('console', (m) => m.type() === 'error' && !/Failed to load resource: .* 401/.test(m.text()) && errors.push(m.text()));
     await page.goto(url.href);
     await expect(page.getByText('Browser App').first()).toBeDefined();
     expect(await page.title()).toMatch(/sign in/i);

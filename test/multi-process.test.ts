@@ -28,7 +28,7 @@ async function spawnGatehouse(env: Record<string, string>): Promise<{ url: strin
   for (let i = 0; i < 120; i++) {
     if (proc.exitCode !== null) throw new Error(`gatehouse exited: ${stderr}`);
     try {
-      if ((await fetch(`${url}/ready`)).ok) return { url, proc };
+      if ((await fetch(`${url}/ready`, { signal: AbortSignal.timeout(2000) })).ok) return { url, proc };
     } catch {
       /* not up yet */
     }
@@ -60,7 +60,7 @@ describe.skipIf(!run)('two processes on one PostgreSQL + Redis', () => {
     for (const c of cleanups) await c();
   });
 
-  it('share codes, JWKS and key rotation', async () => {
+  it("share codes, JWKS and key rotation", { timeout: 120_000 }, async () => {
     const pg = await createTestPgDatabase();
     const redis = await createTestRedisPrefix();
     cleanups.push(pg.drop, redis.cleanup);
