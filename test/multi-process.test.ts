@@ -145,3 +145,26 @@ describe('embedded restart', () => {
     }
   });
 });
+
+describe('the CLI while an embedded server runs', () => {
+  it('sends commands over the control socket, and the running server sees the result', async () => {
+    const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'gh-cli-'));
+    const env = { DATA_DIR: dataDir, ADMIN_EMAIL: ADMIN.email, ADMIN_PASSWORD: ADMIN.password };
+    const server = await spawnGatehouse(env);
+    try {
+      expect(fs.statSync(path.join(dataDir, 'control.sock')).mode & 0o777).toBe(0o600);
+      const user = cli(env, 'user', 'create', '--email', 'dora@example.com', '--password', 'dora-has-a-long-password');
+      expect(user.email).toBe('dora@example.com');
+      const client = cli(env, 'client', 'create', '--name', 'Web', '--redirect-uri', CALLBACK);
+      expect(client.client_secret).toBeTruthy();
+      // A bad command is an error exit with a message, not a stack trace.
+      expect(() => cli(env, 'user', 'create', '--email', 'dora@example.com', '--password', 'dora-has-a-long-password')).toThrow(/already|taken|exists/i);
+      const config = await rpConfig({ url: server.url }, client.client_id, client.client_secret);
+      const { tokens } = await codeFlow({ url: server.url }, config, { scope: 'openid email', creds: { email: 'dora@example.com', password: 'dora-has-a-long-password' } });
+      expect(tokens.claims()!.email).toBe('dora@example.com');
+    } finally {
+      await stop(server.proc);
+      fs.rmSync(dataDir, { recursive: true, force: true });
+    }
+  }, 90_000);
+});
