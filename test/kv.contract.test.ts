@@ -1,7 +1,8 @@
 // The Kv contract (revocation, rate limits and pub/sub build on it) on the in-process store and Redis.
 import { expect, it } from 'vitest';
 import { Redis } from 'ioredis';
-import { describeEachKv, REDIS_URL } from './helpers/databases.ts';
+import { createMemoryKv, createRedisKv, type Kv } from '../src/store/kv.ts';
+import { createTestRedisPrefix, describeEachKv, REDIS_URL } from './helpers/databases.ts';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -47,13 +48,49 @@ describeEachKv('kv store', (getKv, prefix) => {
   it('keeps keys under its prefix', async () => {
     const kv = getKv();
     await kv.set('scoped', 'v', 30);
+    await kv.incr('scoped-n', 30);
     if (kv.kind !== 'redis') return;
     const raw = new Redis(REDIS_URL);
     try {
       expect(await raw.get(`${prefix()}scoped`)).toBe('v');
+      expect(await raw.get(`${prefix()}scoped-n`)).toBe('1');
+      expect(await raw.ttl(`${prefix()}scoped-n`)).toBeGreaterThan(0);
       expect(await raw.get('scoped')).toBeNull();
     } finally {
       raw.disconnect();
     }
   });
+
+  it('isolates stores with different prefixes, pub/sub included', async () => {
+    const kv = getKv();
+    const other = await otherStore(kv.kind);
+    try {
+      await kv.set('shared-name', 'mine');
+      expect(await other.kv.get('shared-name')).toBeNull();
+      const got: string[] = [];
+      await other.kv.subscribe('chan-iso', (m) => got.push(m));
+      await kv.publish('chan-iso', 'not for you');
+      await sleep(100);
+      expect(got).toEqual([]);
+    } finally {
+      await other.close();
+    }
+  });
 });
+
+/** A second store of the same kind under another prefix. */
+async function otherStore(kind: Kv['kind']): Promise<{ kv: Kv; close(): Promise<void> }> {
+  if (kind === 'memory') {
+    const kv = createMemoryKv('other:');
+    return { kv, close: () => kv.close() };
+  }
+  const t = await createTestRedisPrefix();
+  const kv = createRedisKv(t.url, t.prefix);
+  return {
+    kv,
+    async close() {
+      await kv.close();
+      await t.cleanup();
+    },
+  };
+}

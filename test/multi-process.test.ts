@@ -4,45 +4,16 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawnSync, type ChildProcess } from 'node:child_process';
 import { afterAll, describe, expect, it } from 'vitest';
 import * as oidc from 'openid-client';
 import { decodeProtectedHeader } from 'jose';
+import { ROOT, TSX, spawnGatehouse, stopProcess } from './helpers/process.ts';
 import { ADMIN, CALLBACK, authorize, codeFlow, rpConfig, startTestGatehouse } from './helpers/gatehouse.ts';
 import { createTestPgDatabase, createTestRedisPrefix, servicesFor } from './helpers/databases.ts';
 
-const ROOT = path.resolve(import.meta.dirname, '..');
-const TSX = path.join(ROOT, 'node_modules/.bin/tsx');
 
-/** Start `src/main.ts` as its own process and wait for it to be ready. */
-async function spawnGatehouse(env: Record<string, string>): Promise<{ url: string; proc: ChildProcess }> {
-  const port = 20000 + Math.floor(Math.random() * 20000);
-  const url = `http://127.0.0.1:${port}`;
-  const proc = spawn(TSX, ['src/main.ts'], {
-    cwd: ROOT,
-    env: { ...process.env, ...env, PORT: String(port), HOST: '127.0.0.1', ISSUER: url, LOG_LEVEL: 'warn' },
-    stdio: ['ignore', 'ignore', 'pipe'],
-  });
-  let stderr = '';
-  proc.stderr!.on('data', (d) => (stderr += d));
-  for (let i = 0; i < 120; i++) {
-    if (proc.exitCode !== null) throw new Error(`gatehouse exited: ${stderr}`);
-    try {
-      if ((await fetch(`${url}/ready`, { signal: AbortSignal.timeout(2000) })).ok) return { url, proc };
-    } catch {
-      /* not up yet */
-    }
-    await new Promise((r) => setTimeout(r, 250));
-  }
-  proc.kill();
-  throw new Error(`gatehouse did not become ready: ${stderr}`);
-}
-
-const stop = (p: ChildProcess) => new Promise<void>((r) => {
-  if (p.exitCode !== null) return r();
-  p.once('exit', () => r());
-  p.kill('SIGTERM');
-});
+const stop = stopProcess;
 
 const cli = (env: Record<string, string>, ...argv: string[]) => {
   const r = spawnSync(TSX, ['src/cli/main.ts', ...argv], { cwd: ROOT, env: { ...process.env, ...env, LOG_LEVEL: 'warn' }, encoding: 'utf8' });
@@ -66,7 +37,7 @@ describe.skipIf(!run)('two processes on one PostgreSQL + Redis', () => {
     cleanups.push(pg.drop, redis.cleanup);
     const env = {
       DATABASE_URL: pg.url, REDIS_URL: redis.url, REDIS_KEY_PREFIX: redis.prefix, KEYS_REFRESH_SECONDS: '1',
-      ADMIN_EMAIL: ADMIN.email, ADMIN_PASSWORD: ADMIN.password,
+      ADMIN_EMAIL: ADMIN.email, ADMIN_PASSWORD: ADMIN.password, MFA_REQUIRED_ROLES: 'none',
       DATA_ENCRYPTION_KEY: Buffer.alloc(32, 7).toString('base64url'),
     };
     const a = await spawnGatehouse(env);

@@ -1,90 +1,146 @@
 // oidc-provider's storage adapter over PostgreSQL/PGlite: every model in `oidc_payloads`, keyed by
 // (model, id), with grant_id / user_code / uid columns indexed for the lookups oidc-provider makes.
-// Clients are not stored here: they live in `clients` and are read through `clientFinder`.
+// The payload jsonb is the source of truth (what oidc-provider saved, plus `consumed`); the columns
+// mirror the parts of it we look up or sweep by.
+// Clients are normally not stored here: they live in `clients` and are read through `clientFinder`.
+import type { Adapter, AdapterConstructor, AdapterPayload } from 'oidc-provider';
 import type { Db, Queryable } from '../store/db.ts';
 import type { Logger } from '../http/log.ts';
 
-type Payload = Record<string, unknown> & { grantId?: string; userCode?: string; uid?: string; consumed?: number };
-
 export interface AdapterOptions {
+  /** Reads a client's metadata from where clients are managed; used for the 'Client' model's find(). */
   clientFinder?: (id: string) => Promise<object | undefined>;
+  /** Where dynamically registered clients (RFC 7591/7592) are written and deleted (issue 5). */
+  clientStore?: {
+    saveRegistered(payload: Record<string, unknown>): Promise<void>;
+    deleteClient(id: string): Promise<unknown>;
+  };
 }
 
-export interface AdapterInstance {
-  upsert(id: string, payload: Payload, expiresIn?: number): Promise<void>;
-  find(id: string): Promise<Payload | undefined>;
-  findByUid(uid: string): Promise<Payload | undefined>;
-  findByUserCode(userCode: string): Promise<Payload | undefined>;
-  consume(id: string): Promise<void>;
-  destroy(id: string): Promise<void>;
-  revokeByGrantId(grantId: string): Promise<void>;
-}
+/**
+ * Models whose rows belong to a grant and go when it is revoked. The same set oidc-provider's own
+ * memory adapter indexes by grant: Interaction and Session rows may carry a grantId too, but revoking
+ * a grant must not abort a login in progress or end the browser session, and the Grant row itself
+ * is destroyed by oidc-provider (helpers/revoke.js) when revokeGrantPolicy says so.
+ */
+export const GRANTABLE_MODELS = [
+  'AccessToken',
+  'AuthorizationCode',
+  'RefreshToken',
+  'DeviceCode',
+  'BackchannelAuthenticationRequest',
+  'PreAuthorizedCode',
+] as const;
 
 const LIVE = '(expires_at IS NULL OR expires_at > now())';
 
-async function findOne(db: Queryable, model: string, column: 'id' | 'uid' | 'user_code', value: string) {
-  const r = await db.query<{ payload: Payload; consumed_at: Date | null }>(
-    `SELECT payload, consumed_at FROM oidc_payloads WHERE model = $1 AND ${column} = $2 AND ${LIVE} LIMIT 1`,
-    [model, value],
-  );
-  const row = r.rows[0];
-  if (!row) return undefined;
-  // consumed is epoch seconds, as oidc-provider's own memory adapter records it.
-  return row.consumed_at ? { ...row.payload, consumed: Math.floor(row.consumed_at.getTime() / 1000) } : row.payload;
+// One fixed statement per lookup column; only values are parameters.
+const FIND_BY = {
+  id: `SELECT payload FROM oidc_payloads WHERE model = $1 AND id = $2 AND ${LIVE}`,
+  uid: `SELECT payload FROM oidc_payloads WHERE model = $1 AND uid = $2 AND ${LIVE} LIMIT 1`,
+  user_code: `SELECT payload FROM oidc_payloads WHERE model = $1 AND user_code = $2 AND ${LIVE} LIMIT 1`,
+} as const;
+
+// expires_at: oidc-provider passes the remaining lifetime in seconds (it may be 0 or negative for
+// something already expired, e.g. a Session re-saved at its end); no number means no expiry.
+// consumed_at mirrors payload.consumed so a re-saved consumed token stays consumed in both places.
+const UPSERT = `
+  INSERT INTO oidc_payloads (model, id, payload, grant_id, user_code, uid, expires_at, consumed_at)
+  VALUES ($1, $2, $3::jsonb, $4, $5, $6,
+          CASE WHEN $7::float8 IS NULL THEN NULL ELSE now() + make_interval(secs => $7::float8) END,
+          CASE WHEN $8::float8 IS NULL THEN NULL ELSE to_timestamp($8::float8) END)
+  ON CONFLICT (model, id) DO UPDATE SET
+    payload = EXCLUDED.payload, grant_id = EXCLUDED.grant_id, user_code = EXCLUDED.user_code,
+    uid = EXCLUDED.uid, expires_at = EXCLUDED.expires_at, consumed_at = EXCLUDED.consumed_at`;
+
+// oidc-provider's memory adapter records consumption as `payload.consumed = epochTime()`
+// (integer epoch seconds) and the models check `!this.consumed`; we store the same in the payload.
+const CONSUME = `
+  UPDATE oidc_payloads
+     SET consumed_at = now(),
+         payload = payload || jsonb_build_object('consumed', floor(extract(epoch FROM now()))::bigint)
+   WHERE model = $1 AND id = $2`;
+
+async function findPayload(db: Queryable, sql: string, model: string, value: string) {
+  const r = await db.query<{ payload: AdapterPayload }>(sql, [model, value]);
+  return r.rows[0]?.payload;
 }
 
-export function createAdapterFactory(db: Db, opts: AdapterOptions = {}) {
-  return class PostgresAdapter implements AdapterInstance {
+function epochSecondsOrNull(value: unknown): number | null {
+  return typeof value === 'number' && Number.isFinite(value) ? value : null;
+}
+
+export function createAdapterFactory(db: Db, opts: AdapterOptions = {}): AdapterConstructor {
+  return class PostgresAdapter implements Adapter {
     constructor(private readonly model: string) {}
 
-    async upsert(id: string, payload: Payload, expiresIn?: number) {
-      await db.query(
-        `INSERT INTO oidc_payloads (model, id, payload, grant_id, user_code, uid, expires_at)
-         VALUES ($1, $2, $3, $4, $5, $6, CASE WHEN $7::int IS NULL THEN NULL ELSE now() + make_interval(secs => $7::int) END)
-         ON CONFLICT (model, id) DO UPDATE SET payload = EXCLUDED.payload, grant_id = EXCLUDED.grant_id,
-           user_code = EXCLUDED.user_code, uid = EXCLUDED.uid, expires_at = EXCLUDED.expires_at`,
-        [this.model, id, JSON.stringify(payload), payload.grantId ?? null, payload.userCode ?? null, payload.uid ?? null,
-          expiresIn ? Math.ceil(expiresIn) : null],
-      );
+    async upsert(id: string, payload: AdapterPayload, expiresIn?: number) {
+      if (this.model === 'Client' && opts.clientStore) {
+        return opts.clientStore.saveRegistered({ ...payload, client_id: id });
+      }
+      await db.query(UPSERT, [
+        this.model,
+        id,
+        JSON.stringify(payload),
+        payload.grantId ?? null,
+        payload.userCode ?? null,
+        payload.uid ?? null,
+        epochSecondsOrNull(expiresIn),
+        epochSecondsOrNull(payload.consumed),
+      ]);
     }
 
     async find(id: string) {
-      if (this.model === 'Client' && opts.clientFinder) return (await opts.clientFinder(id)) as Payload | undefined;
-      return findOne(db, this.model, 'id', id);
+      if (this.model === 'Client' && opts.clientFinder) {
+        return (await opts.clientFinder(id)) as AdapterPayload | undefined;
+      }
+      return findPayload(db, FIND_BY.id, this.model, id);
     }
 
     async findByUid(uid: string) {
-      return findOne(db, this.model, 'uid', uid);
+      return findPayload(db, FIND_BY.uid, this.model, uid);
     }
 
     async findByUserCode(userCode: string) {
-      return findOne(db, this.model, 'user_code', userCode);
+      return findPayload(db, FIND_BY.user_code, this.model, userCode);
     }
 
     async consume(id: string) {
-      await db.query('UPDATE oidc_payloads SET consumed_at = now() WHERE model = $1 AND id = $2', [this.model, id]);
+      await db.query(CONSUME, [this.model, id]);
     }
 
     async destroy(id: string) {
+      if (this.model === 'Client' && opts.clientStore) {
+        await opts.clientStore.deleteClient(id);
+        return;
+      }
       await db.query('DELETE FROM oidc_payloads WHERE model = $1 AND id = $2', [this.model, id]);
     }
 
-    /** This model's rows of the grant (oidc-provider calls it per model, then destroys the Grant):
-     * refresh-token reuse detection and revocation rely on it. */
+    /**
+     * Deletes every grantable model's rows of the grant, whichever model it is called on, as the
+     * memory adapter does. Refresh-token reuse detection and revocation rely on it, and
+     * oidc-provider only calls it on the models the client's grant types allow — a token stored
+     * under another model must still go.
+     */
     async revokeByGrantId(grantId: string) {
-      await db.query('DELETE FROM oidc_payloads WHERE model = $1 AND grant_id = $2', [this.model, grantId]);
+      await db.query('DELETE FROM oidc_payloads WHERE grant_id = $1 AND model = ANY($2::text[])', [
+        grantId,
+        [...GRANTABLE_MODELS],
+      ]);
     }
   };
 }
 
-/** Delete rows that expired more than a minute ago (the grace keeps "expired" answers meaningful). */
+/** Delete rows that expired more than a minute ago; the grace keeps in-flight "expired" answers meaningful. */
 export async function sweepExpired(db: Queryable): Promise<number> {
   const r = await db.query(`DELETE FROM oidc_payloads WHERE expires_at < now() - interval '1 minute'`);
   return r.rowCount;
 }
 
-export function startSweeper(db: Queryable, intervalMs: number, log?: Logger): () => void {
-  const timer = setInterval(() => {
+/** Sweep every intervalMs; the timer is unref'd so it never keeps the process alive. Returns stop(). */
+export function startSweeper(db: Queryable, intervalMs: number, log?: Pick<Logger, 'warn'>): () => void {
+  const timer = setInterval(function sweepOidcPayloads() {
     sweepExpired(db).catch((err) => log?.warn({ err }, 'sweeping expired oidc payloads failed'));
   }, intervalMs);
   timer.unref();

@@ -107,8 +107,14 @@ export function createRedisKv(url: string, prefix = 'gatehouse:'): Kv {
       await redis.del(key);
     },
     async incr(key, ttl) {
-      const [[, n]] = (await redis.multi().incr(key).exec()) as [[Error | null, number]];
-      if (n === 1 && ttl) await redis.expire(key, Math.max(1, Math.ceil(ttl)));
+      // One MULTI creates the key with its expiry and increments it: a separate EXPIRE after INCR
+      // could fail (maxRetriesPerRequest: 1) or never run, leaving a counter that never expires.
+      const tx = redis.multi();
+      if (ttl) tx.set(key, '0', 'EX', Math.max(1, Math.ceil(ttl)), 'NX');
+      tx.incr(key);
+      const results = (await tx.exec()) ?? [];
+      const [err, n] = results[results.length - 1] as [Error | null, number];
+      if (err) throw err;
       return n;
     },
     async publish(channel, message) {

@@ -3,7 +3,7 @@
 import crypto from 'node:crypto';
 import pg from 'pg';
 import { Redis } from 'ioredis';
-import { afterAll, beforeAll, describe } from 'vitest';
+import { afterAll, beforeAll, describe, it } from 'vitest';
 import { createPgDb, createPgliteDb, type Db } from '../../src/store/db.ts';
 import { createMemoryKv, createRedisKv, type Kv } from '../../src/store/kv.ts';
 import { migrate } from '../../src/store/migrate.ts';
@@ -15,7 +15,8 @@ export const REDIS_URL = process.env.TEST_REDIS_URL ?? 'redis://127.0.0.1:6379';
 const unique = () => `${process.pid}_${crypto.randomBytes(4).toString('hex')}`;
 
 export async function pgAvailable(): Promise<boolean> {
-  const client = new pg.Client({ connectionString: PG_ADMIN_URL, connectionTimeoutMillis: 1000 });
+  // A server that accepts the connection but never answers must not hang the probe either.
+  const client = new pg.Client({ connectionString: PG_ADMIN_URL, connectionTimeoutMillis: 1000, query_timeout: 1000 });
   try {
     await client.connect();
     await client.query('SELECT 1');
@@ -60,7 +61,8 @@ export async function createTestPgDatabase(): Promise<{ url: string; drop(): Pro
   const admin = new pg.Client({ connectionString: PG_ADMIN_URL });
   await admin.connect();
   try {
-    await admin.query(`CREATE DATABASE ${name}`);
+    // Identifiers cannot be parameters; the name is ours (digits, hex, underscores) and quoted.
+    await admin.query(`CREATE DATABASE "${name}"`);
   } finally {
     await admin.end();
   }
@@ -72,7 +74,8 @@ export async function createTestPgDatabase(): Promise<{ url: string; drop(): Pro
       const c = new pg.Client({ connectionString: PG_ADMIN_URL });
       await c.connect();
       try {
-        await c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+        // WITH (FORCE) (PostgreSQL 13+) terminates the pool's leftover connections first.
+        await c.query(`DROP DATABASE IF EXISTS "${name}" WITH (FORCE)`);
       } finally {
         await c.end();
       }
@@ -130,7 +133,8 @@ export function describeEachDb(name: string, fn: (getDb: () => Db) => void) {
       await drop?.();
     });
     if (run) fn(() => db);
-    else describe.skip('PostgreSQL unavailable (set REQUIRE_SERVICES=1 to require it)', () => {});
+    // A visible skip, so a run without PostgreSQL says what it did not test.
+    else it.skip('PostgreSQL unavailable (set REQUIRE_SERVICES=1 to require it)', () => {});
   });
 }
 
@@ -159,6 +163,6 @@ export function describeEachKv(name: string, fn: (getKv: () => Kv, prefix: () =>
       await t?.cleanup();
     });
     if (run) fn(() => kv, () => t.prefix);
-    else describe.skip('Redis unavailable (set REQUIRE_SERVICES=1 to require it)', () => {});
+    else it.skip('Redis unavailable (set REQUIRE_SERVICES=1 to require it)', () => {});
   });
 }

@@ -1,0 +1,39 @@
+// Gatehouse as its own OS process (`src/main.ts` under tsx), for the tests that need more than one
+// process or a real restart.
+import path from 'node:path';
+import { spawn, type ChildProcess } from 'node:child_process';
+
+export const ROOT = path.resolve(import.meta.dirname, '../..');
+export const TSX = path.join(ROOT, 'node_modules/.bin/tsx');
+
+/** Start `src/main.ts` on a random port with `env` added, and wait until /ready answers 200. */
+export async function spawnGatehouse(env: Record<string, string>): Promise<{ url: string; proc: ChildProcess }> {
+  const port = 20000 + Math.floor(Math.random() * 20000);
+  const url = `http://127.0.0.1:${port}`;
+  const proc = spawn(TSX, ['src/main.ts'], {
+    cwd: ROOT,
+    env: { ...process.env, ...env, PORT: String(port), HOST: '127.0.0.1', ISSUER: url, LOG_LEVEL: 'warn' },
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  let stderr = '';
+  proc.stderr!.on('data', (d) => (stderr += d));
+  for (let i = 0; i < 120; i++) {
+    if (proc.exitCode !== null) throw new Error(`gatehouse exited: ${stderr}`);
+    try {
+      if ((await fetch(`${url}/ready`, { signal: AbortSignal.timeout(2000) })).ok) return { url, proc };
+    } catch {
+      /* not up yet */
+    }
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  proc.kill();
+  throw new Error(`gatehouse did not become ready: ${stderr}`);
+}
+
+/** SIGTERM and wait for the exit. */
+export const stopProcess = (p: ChildProcess) =>
+  new Promise<void>((r) => {
+    if (p.exitCode !== null) return r();
+    p.once('exit', () => r());
+    p.kill('SIGTERM');
+  });
