@@ -42,17 +42,22 @@ export async function startMcpServer(opts: McpServerOptions) {
       res.writeHead(status, { 'content-type': 'application/json', ...headers });
       res.end(JSON.stringify(body));
     };
-    if (req.method === 'GET' && req.url === '/.well-known/oauth-protected-resource') {
-      // RFC 9728: where clients get tokens for this resource.
-      return send(200, { resource, authorization_servers: [opts.issuer], scopes_supported: TOOLS.map((t) => t.scope) });
+    // RFC 9728 §3.1: the metadata URL is the resource's path inserted after the well-known prefix
+    // (/.well-known/oauth-protected-resource/mcp); the root form is served too for older clients.
+    if (req.method === 'GET' && (req.url === '/.well-known/oauth-protected-resource' || req.url === `/.well-known/oauth-protected-resource${path()}`)) {
+      // Where clients get tokens for this resource, and which scopes its tools need.
+      return send(200, { resource, authorization_servers: [opts.issuer], scopes_supported: TOOLS.map((t) => t.scope), bearer_methods_supported: ['header'], resource_name: 'Gatehouse example MCP server' });
     }
+    // Streamable HTTP: this server answers POSTs with JSON and opens no SSE stream.
+    if (req.url === path() && (req.method === 'GET' || req.method === 'DELETE')) return send(405, { error: 'method_not_allowed' }, { allow: 'POST' });
     if (req.method !== 'POST' || req.url !== path()) return send(404, { error: 'not_found' });
     let claims: JWTPayload;
     try {
       claims = await authenticate(req);
     } catch (err) {
+      // RFC 9728 §5.1: the challenge names the resource metadata, which names Gatehouse.
       return send(401, { error: 'invalid_token', error_description: (err as Error).message }, {
-        'www-authenticate': `Bearer error="invalid_token", resource_metadata="${new URL('/.well-known/oauth-protected-resource', resource).href}"`,
+        'www-authenticate': `Bearer error="invalid_token", resource_metadata="${new URL(`/.well-known/oauth-protected-resource${path()}`, resource).href}"`,
       });
     }
     let raw = '';
@@ -62,6 +67,11 @@ export async function startMcpServer(opts: McpServerOptions) {
       rpc = JSON.parse(raw);
     } catch {
       return send(400, { jsonrpc: '2.0', id: null, error: { code: -32700, message: 'parse error' } });
+    }
+    // JSON-RPC notifications (no id, e.g. notifications/initialized) are accepted with 202 (Streamable HTTP).
+    if (rpc.id === undefined && typeof rpc.method === 'string' && rpc.method.startsWith('notifications/')) {
+      res.writeHead(202).end();
+      return;
     }
     const scopes = new Set(String(claims.scope ?? '').split(' '));
     const reply = (result: unknown) => send(200, { jsonrpc: '2.0', id: rpc.id ?? null, result });

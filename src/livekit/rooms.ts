@@ -1,0 +1,224 @@
+// LiveKit room sessions (who was in which room, when, for how long) and participant removal.
+// LiveKit checks a room token's expiry only when a participant connects, so revoking a user,
+// session or grant also removes that user's live participants through RoomServiceClient
+// (DESIGN.md § LiveKit conveniences). Removal never blocks the revocation: it runs after it,
+// retries, and audits the outcome.
+import Router from '@koa/router';
+import type { Context } from 'koa';
+import type Provider from 'oidc-provider';
+import { RoomServiceClient } from 'livekit-server-sdk';
+import type { Config } from '../config/index.ts';
+import type { Queryable } from '../store/db.ts';
+import type { Kv } from '../store/kv.ts';
+import type { Audit } from '../audit/index.ts';
+import type { Logger } from '../http/log.ts';
+import type { SigningKeys } from '../oidc/keys.ts';
+import { InvalidToken, TemporarilyUnavailable } from '../http/errors.ts';
+import { RevocationUnavailableError, type RevocationEvent, type RevocationService } from '../revocation/store.ts';
+import { lazyKeyRing } from '../exchange/index.ts';
+import { verifyIssuedToken, type KeyRing } from '../exchange/tokens.ts';
+import { ExchangeError } from '../exchange/errors.ts';
+
+export interface RoomSession {
+  participantSid: string;
+  roomName: string;
+  roomSid: string | null;
+  participantIdentity: string;
+  userId: string | null;
+  joinedAt: Date;
+  leftAt: Date | null;
+  durationSeconds: number | null;
+  endReason: string | null;
+}
+
+interface Row {
+  participant_sid: string;
+  room_name: string;
+  room_sid: string | null;
+  participant_identity: string;
+  user_id: string | null;
+  joined_at: Date;
+  left_at: Date | null;
+  duration_seconds: number | null;
+  end_reason: string | null;
+}
+
+const toSession = (r: Row): RoomSession => ({
+  participantSid: r.participant_sid,
+  roomName: r.room_name,
+  roomSid: r.room_sid,
+  participantIdentity: r.participant_identity,
+  userId: r.user_id,
+  joinedAt: new Date(r.joined_at),
+  leftAt: r.left_at ? new Date(r.left_at) : null,
+  durationSeconds: r.duration_seconds,
+  endReason: r.end_reason,
+});
+
+/** Room-session queries, named by intent (STYLE.md §5). Every write is idempotent: webhooks repeat. */
+export function createRoomSessions(db: Queryable) {
+  return {
+    async recordJoin(s: { participantSid: string; roomName: string; roomSid?: string; identity: string; userId: string | null; joinedAt: Date }) {
+      await db.query(
+        `INSERT INTO room_sessions (participant_sid, room_name, room_sid, participant_identity, user_id, joined_at)
+         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (participant_sid) DO NOTHING`,
+        [s.participantSid, s.roomName, s.roomSid ?? null, s.identity, s.userId, s.joinedAt],
+      );
+    },
+    /** Closes the session (creating it when the join webhook was lost). */
+    async recordLeave(s: { participantSid: string; roomName: string; roomSid?: string; identity: string; userId: string | null; joinedAt?: Date; leftAt: Date }) {
+      await db.query(
+        `INSERT INTO room_sessions (participant_sid, room_name, room_sid, participant_identity, user_id, joined_at, left_at, duration_seconds, end_reason)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, GREATEST(0, extract(epoch FROM $7::timestamptz - $6::timestamptz))::int, 'participant_left')
+         ON CONFLICT (participant_sid) DO UPDATE SET
+           left_at = EXCLUDED.left_at,
+           duration_seconds = GREATEST(0, extract(epoch FROM EXCLUDED.left_at - room_sessions.joined_at))::int,
+           end_reason = 'participant_left'
+         WHERE room_sessions.left_at IS NULL`,
+        [s.participantSid, s.roomName, s.roomSid ?? null, s.identity, s.userId, s.joinedAt ?? s.leftAt, s.leftAt],
+      );
+    },
+    /** room_finished: every session still open in the room ends now. */
+    async finishRoom(roomName: string, roomSid: string | undefined, at: Date): Promise<number> {
+      const r = await db.query(
+        `UPDATE room_sessions SET left_at = $3,
+           duration_seconds = GREATEST(0, extract(epoch FROM $3::timestamptz - joined_at))::int, end_reason = 'room_finished'
+         WHERE room_name = $1 AND left_at IS NULL AND ($2::text IS NULL OR room_sid IS NULL OR room_sid = $2)`,
+        [roomName, roomSid ?? null, at],
+      );
+      return r.rowCount;
+    },
+    async openSessionsOfUser(userId: string): Promise<RoomSession[]> {
+      const { rows } = await db.query<Row>('SELECT * FROM room_sessions WHERE user_id = $1 AND left_at IS NULL', [userId]);
+      return rows.map(toSession);
+    },
+    async listForUser(userId: string, opts: { limit?: number } = {}): Promise<RoomSession[]> {
+      const limit = Math.min(Math.max(Math.trunc(opts.limit ?? 50) || 50, 1), 500);
+      const { rows } = await db.query<Row>('SELECT * FROM room_sessions WHERE user_id = $1 ORDER BY joined_at DESC LIMIT $2', [userId, limit]);
+      return rows.map(toSession);
+    },
+  };
+}
+export type RoomSessions = ReturnType<typeof createRoomSessions>;
+
+/** `<LIVEKIT_IDENTITY_PREFIX><user id>` → user id; guests and agents → null. */
+export function userIdOfIdentity(config: Pick<Config, 'LIVEKIT_IDENTITY_PREFIX'>, identity: string): string | null {
+  const prefix = config.LIVEKIT_IDENTITY_PREFIX;
+  if (!identity.startsWith(prefix) || identity.length === prefix.length) return null;
+  return identity.slice(prefix.length);
+}
+
+export interface ParticipantRemovalDeps {
+  config: Config;
+  revocations: RevocationService;
+  rooms: RoomSessions;
+  kv: Kv;
+  audit: Audit;
+  log: Logger;
+  /** Backoff between attempts (ms); tests shorten it. */
+  retryDelaysMs?: number[];
+}
+
+const REMOVING_KINDS = new Set(['user', 'session', 'grant']);
+
+/**
+ * On every user/session/grant revocation (from this node or another), remove the user's live
+ * participants. One node does it: the first to take a short lock in the shared store.
+ */
+export function startParticipantRemoval(deps: ParticipantRemovalDeps): () => void {
+  const { config, log } = deps;
+  if (!config.LIVEKIT_URL || !config.LIVEKIT_API_KEY || !config.LIVEKIT_API_SECRET) return () => {};
+  const client = new RoomServiceClient(config.LIVEKIT_URL, config.LIVEKIT_API_KEY, config.LIVEKIT_API_SECRET, { requestTimeout: 5, failover: false } as never);
+  const delays = deps.retryDelaysMs ?? [500, 2000, 5000];
+  let stopped = false;
+
+  async function takeLock(e: RevocationEvent): Promise<boolean> {
+    try {
+      return (await deps.kv.incr(`livekit:removal:${e.eventId}`, 300)) === 1;
+    } catch {
+      // The shared store is down: the node that revoked does it, the others cannot coordinate.
+      return e.local;
+    }
+  }
+
+  async function removeOne(e: RevocationEvent, room: string, identity: string) {
+    let lastError: unknown;
+    for (let attempt = 0; attempt <= delays.length && !stopped; attempt++) {
+      try {
+        await client.removeParticipant(room, identity);
+        void deps.audit.record({ type: 'livekit.participant.remove', actor: 'system', subject: e.subject ?? null, details: { room, identity, revocation: e.kind, reason: e.reason, attempts: attempt + 1 } });
+        return;
+      } catch (err) {
+        lastError = err;
+        // not_found: already gone (left, or the room ended) — nothing to retry.
+        if ((err as { code?: string; status?: number }).code === 'not_found' || (err as { status?: number }).status === 404) {
+          void deps.audit.record({ type: 'livekit.participant.remove', actor: 'system', subject: e.subject ?? null, details: { room, identity, revocation: e.kind, reason: e.reason, result: 'not_found' } });
+          return;
+        }
+        if (attempt < delays.length) await new Promise((r) => setTimeout(r, delays[attempt]).unref());
+      }
+    }
+    log.warn({ err: lastError, room }, 'removing a revoked participant from LiveKit failed');
+    void deps.audit.record({ type: 'livekit.participant.remove', outcome: 'failure', actor: 'system', subject: e.subject ?? null, details: { room, identity, revocation: e.kind, reason: e.reason, error: (lastError as Error)?.message } });
+  }
+
+  async function onRevoked(e: RevocationEvent) {
+    if (!REVOKING(e) || !(await takeLock(e))) return;
+    const open = await deps.rooms.openSessionsOfUser(e.subject!);
+    await Promise.all(open.map((s) => removeOne(e, s.roomName, s.participantIdentity)));
+  }
+
+  const unsubscribe = deps.revocations.onRevoked((e) => {
+    onRevoked(e).catch((err) => log.warn({ err }, 'participant removal failed'));
+  });
+  return () => {
+    stopped = true;
+    unsubscribe();
+  };
+}
+
+const REVOKING = (e: RevocationEvent) => REMOVING_KINDS.has(e.kind) && Boolean(e.subject);
+
+/** GET /livekit/sessions: the caller's own room sessions (bearer access token). */
+export function createRoomSessionsRouter(deps: { config: Config; rooms: RoomSessions; revocations: RevocationService; keys: SigningKeys; provider: () => Provider }): Router {
+  const router = new Router({ prefix: '/livekit' });
+  let keysFor: { provider: Provider; ring: () => Promise<KeyRing> } | undefined;
+  const keyRing = (provider: Provider) => {
+    if (keysFor?.provider !== provider) keysFor = { provider, ring: lazyKeyRing(deps) };
+    return keysFor.ring();
+  };
+
+  async function authenticateUser(ctx: Context): Promise<string> {
+    const m = /^Bearer ([A-Za-z0-9._~+/=-]+)$/i.exec(ctx.get('authorization'));
+    const challenge = { 'WWW-Authenticate': 'Bearer error="invalid_token"' };
+    if (!m) throw new InvalidToken('a bearer access token is required', { 'WWW-Authenticate': 'Bearer realm="gatehouse"' });
+    const provider = deps.provider();
+    try {
+      const t = await verifyIssuedToken(m[1], 'access token', { provider, issuer: deps.config.ISSUER, keys: await keyRing(provider) });
+      if (!t.user || t.act || t.mayAct) throw new InvalidToken("a user's own access token is required", challenge);
+      if (await deps.revocations.check({ jti: t.jti, gid: t.gid, sid: t.sid, sub: t.user, iat: t.iat })) throw new InvalidToken('the access token has been revoked', challenge);
+      return t.user;
+    } catch (err) {
+      if (err instanceof RevocationUnavailableError) throw new TemporarilyUnavailable('revocation status cannot be checked right now; try again', { 'Retry-After': '1' });
+      if (err instanceof ExchangeError) throw new InvalidToken(err.message, challenge);
+      throw err;
+    }
+  }
+
+  router.get('/sessions', async function listMyRoomSessions(ctx) {
+    ctx.set('Cache-Control', 'no-store');
+    const userId = await authenticateUser(ctx);
+    const sessions = await deps.rooms.listForUser(userId, { limit: Number(ctx.query.limit ?? 50) });
+    ctx.body = {
+      sessions: sessions.map((s) => ({
+        room: s.roomName,
+        participant_identity: s.participantIdentity,
+        joined_at: s.joinedAt.toISOString(),
+        left_at: s.leftAt?.toISOString() ?? null,
+        duration_seconds: s.durationSeconds,
+        end_reason: s.endReason,
+      })),
+    };
+  });
+  return router;
+}

@@ -1,0 +1,70 @@
+// POST /livekit/webhook: LiveKit's webhooks, verified with the SDK's WebhookReceiver (the
+// Authorization header is a JWT signed with our API secret whose `sha256` claim is the base64
+// SHA-256 of the raw body). Records room sessions; anything unverified is 401 and records nothing.
+import Router from '@koa/router';
+import type { Context } from 'koa';
+import { WebhookReceiver } from 'livekit-server-sdk';
+import type { Config } from '../config/index.ts';
+import type { Audit } from '../audit/index.ts';
+import type { Logger } from '../http/log.ts';
+import { HttpError, NotFound } from '../http/errors.ts';
+import { readRawBody } from '../http/body.ts';
+import { userIdOfIdentity, type RoomSessions } from './rooms.ts';
+
+/** Webhook bodies are small JSON documents; 1 MiB is far beyond any LiveKit event. */
+const WEBHOOK_LIMIT = 1024 * 1024;
+
+
+/** LiveKit timestamps are epoch seconds (bigint in the SDK's protobuf types); fall back to now. */
+function at(seconds: unknown): Date {
+  const n = typeof seconds === 'bigint' ? Number(seconds) : Number(seconds);
+  return Number.isFinite(n) && n > 0 ? new Date(n * 1000) : new Date();
+}
+
+export function createWebhookRouter(deps: { config: Config; rooms: RoomSessions; audit: Audit; log: Logger }): Router {
+  const router = new Router({ prefix: '/livekit' });
+  const { config } = deps;
+  const receiver = config.LIVEKIT_API_KEY && config.LIVEKIT_API_SECRET ? new WebhookReceiver(config.LIVEKIT_API_KEY, config.LIVEKIT_API_SECRET) : undefined;
+
+  router.post('/webhook', async function receiveLivekitWebhook(ctx) {
+    ctx.set('Cache-Control', 'no-store');
+    if (!receiver) throw new NotFound('LiveKit is not configured on this server');
+    const raw = await readRawBody(ctx, WEBHOOK_LIMIT);
+    let event;
+    try {
+      event = await receiver.receive(raw, ctx.get('authorization') || undefined);
+    } catch (err) {
+      deps.log.info({ err: (err as Error).message, requestId: ctx.state.requestId }, 'livekit webhook refused');
+      throw new HttpError(401, 'invalid_token', 'webhook signature is missing or invalid');
+    }
+    const room = event.room;
+    const p = event.participant;
+    switch (event.event) {
+      case 'participant_joined':
+        if (room?.name && p?.sid && p.identity) {
+          await deps.rooms.recordJoin({
+            participantSid: p.sid, roomName: room.name, roomSid: room.sid || undefined, identity: p.identity,
+            userId: userIdOfIdentity(config, p.identity), joinedAt: at(p.joinedAt || event.createdAt),
+          });
+        }
+        break;
+      case 'participant_left':
+      case 'participant_connection_aborted':
+        if (room?.name && p?.sid && p.identity) {
+          await deps.rooms.recordLeave({
+            participantSid: p.sid, roomName: room.name, roomSid: room.sid || undefined, identity: p.identity,
+            userId: userIdOfIdentity(config, p.identity), joinedAt: p.joinedAt ? at(p.joinedAt) : undefined, leftAt: at(event.createdAt),
+          });
+        }
+        break;
+      case 'room_finished':
+        if (room?.name) await deps.rooms.finishRoom(room.name, room.sid || undefined, at(event.createdAt));
+        break;
+      default:
+        break;
+    }
+    ctx.status = 200;
+    ctx.body = { ok: true };
+  });
+  return router;
+}

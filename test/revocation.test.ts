@@ -1,0 +1,232 @@
+// End to end: every revocation writer (RFC 7009 for refresh / opaque / JWT / exchanged tokens,
+// logout, refresh-token reuse, password change, account disable, the CLI) against every reader
+// (introspection, userinfo, refresh, token exchange), on embedded mode and on PostgreSQL + Redis.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { decodeJwt } from 'jose';
+import { Browser, CALLBACK, codeFlow, formOf, rpConfig, startTestGatehouse, type Mode, type TestGatehouse } from './helpers/gatehouse.ts';
+import { servicesFor } from './helpers/databases.ts';
+import { createTokenVerifier, TokenRejectedError } from '../src/sdk/verify.ts';
+
+const TX = 'urn:ietf:params:oauth:grant-type:token-exchange';
+const AT = 'urn:ietf:params:oauth:token-type:access_token';
+const MCP = 'https://mcp.example.com/mcp';
+const PASSWORD = 'a long enough passphrase here';
+type Client = { client_id: string; client_secret: string };
+
+const postgres = await servicesFor('postgres+redis');
+const modes: Mode[] = postgres ? ['embedded', 'postgres'] : ['embedded'];
+const nextSecond = () => new Promise((r) => setTimeout(r, 1000 - (Date.now() % 1000) + 50));
+
+describe.each(modes)('revocation end to end (%s)', (mode) => {
+  let gh: TestGatehouse;
+  let web: Client;
+  let agent: Client;
+  let n = 0;
+
+  const form = async (path: string, client: Client, params: Record<string, string>, headers: Record<string, string> = {}) => {
+    const res = await fetch(`${gh.url}${path}`, {
+      method: 'POST',
+      headers: { authorization: `Basic ${Buffer.from(`${client.client_id}:${client.client_secret}`).toString('base64')}`, 'content-type': 'application/x-www-form-urlencoded', ...headers },
+      body: new URLSearchParams(params),
+    });
+    const text = await res.text();
+    return { status: res.status, body: (text ? JSON.parse(text) : {}) as Record<string, any> };
+  };
+  const introspect = async (token: string) => (await form('/token/introspection', web, { token })).body;
+  const revoke = (token: string, client = web) => form('/token/revocation', client, { token });
+  const refresh = (token: string) => form('/token', web, { grant_type: 'refresh_token', refresh_token: token });
+  const exchange = (subject: string, client = web) => form('/token', client, { grant_type: TX, subject_token_type: AT, subject_token: subject, resource: MCP });
+  const userinfo = async (token: string) => (await fetch(`${gh.url}/me`, { headers: { authorization: `Bearer ${token}` } })).status;
+
+  /** A fresh user with an opaque token + refresh token (one grant) and a JWT for the MCP resource (another grant). */
+  async function login(opts: { email?: string; browser?: Browser } = {}) {
+    const email = opts.email ?? `u${++n}-${mode}@example.com`;
+    if (!opts.email) await gh.cli('user', 'create', '--email', email, '--password', PASSWORD, '--role', 'user');
+    const config = await rpConfig(gh, web.client_id, web.client_secret);
+    const browser = opts.browser ?? new Browser();
+    const opaque = await codeFlow(gh, config, { creds: { email, password: PASSWORD }, browser });
+    const jwt = await codeFlow(gh, config, { creds: { email, password: PASSWORD }, resource: MCP, scope: 'openid offline_access tools:read', browser });
+    return {
+      email, browser,
+      sub: opaque.tokens.claims()!.sub,
+      opaque: opaque.tokens.access_token, refresh: opaque.tokens.refresh_token!, idToken: opaque.tokens.id_token!,
+      jwt: jwt.tokens.access_token, jwtRefresh: jwt.tokens.refresh_token!,
+    };
+  }
+
+  async function mcpToken(subject: string) {
+    const r = await exchange(subject);
+    expect(r.status, JSON.stringify(r.body)).toBe(200);
+    return r.body.access_token as string;
+  }
+
+  beforeAll(async () => {
+    gh = await startTestGatehouse({ mode });
+    await gh.cli('resource', 'create', '--uri', MCP, '--scope', 'tools:read');
+    await gh.deps.db.query("UPDATE roles SET permissions = permissions || ARRAY['tools:read'] WHERE name = 'user'");
+    const grants = ['--grant', 'authorization_code', '--grant', 'refresh_token', '--grant', TX];
+    const c = await gh.cli('client', 'create', '--name', 'Web', '--redirect-uri', CALLBACK, '--post-logout-redirect-uri', 'http://127.0.0.1:8976/bye', ...grants);
+    web = { client_id: c.client_id, client_secret: c.client_secret };
+    const a = await gh.cli('client', 'create', '--name', 'Agent', '--grant', 'client_credentials', '--grant', TX);
+    agent = { client_id: a.client_id, client_secret: a.client_secret };
+    await gh.cli('policy', 'client', 'set', web.client_id, '--resource', MCP);
+  }, 60_000);
+  afterAll(async () => gh?.close());
+
+  it('introspects JWT access tokens (which oidc-provider alone refuses) as active', async () => {
+    const u = await login();
+    const body = await introspect(u.jwt);
+    expect(body).toMatchObject({ active: true, sub: u.sub, client_id: web.client_id, aud: MCP, token_type: 'Bearer' });
+    expect(body.jti).toBe(decodeJwt(u.jwt).jti);
+    expect(await introspect('eyJhbGciOiJub25lIn0.eyJzdWIiOiJ4In0.')).toEqual({ active: false });
+  });
+
+  it('revoking a refresh token kills the refresh and every access and MCP token of its grant', async () => {
+    const u = await login();
+    const mcp = await mcpToken(u.jwt);
+    expect((await introspect(mcp)).active).toBe(true);
+    expect((await revoke(u.jwtRefresh)).status).toBe(200);
+    expect((await refresh(u.jwtRefresh)).body.error).toBe('invalid_grant');
+    expect(await introspect(u.jwt)).toEqual({ active: false });
+    expect(await introspect(mcp)).toEqual({ active: false });
+    const ex = await exchange(u.jwt);
+    expect(ex.status).toBe(400);
+    expect(ex.body).toMatchObject({ error: 'invalid_request', error_description: expect.stringMatching(/revoked/) });
+    // One session + one client is one grant in oidc-provider: the opaque token shared it.
+    expect(decodeJwt(u.jwt).gid).toBeTruthy();
+    expect(await introspect(u.opaque)).toEqual({ active: false });
+    // Another user's grant is untouched.
+    const other = await login();
+    expect((await introspect(other.jwt)).active).toBe(true);
+    expect((await refresh(other.refresh)).status).toBe(200);
+  });
+
+  it('revokes a JWT access token by jti (RFC 7009), and an exchanged MCP token alone', async () => {
+    const u = await login();
+    const mcp = await mcpToken(u.jwt);
+    expect((await revoke(mcp)).status).toBe(200);
+    expect(await introspect(mcp)).toEqual({ active: false });
+    expect((await introspect(u.jwt)).active).toBe(true); // only that token
+    expect((await revoke(u.jwt)).status).toBe(200);
+    expect(await introspect(u.jwt)).toEqual({ active: false });
+    expect((await exchange(u.jwt)).body.error).toBe('invalid_request');
+    const rows = (await gh.deps.db.query<{ id: string }>("SELECT id FROM revocations WHERE kind = 'jti'")).rows.map((r) => r.id);
+    expect(rows).toEqual(expect.arrayContaining([decodeJwt(mcp).jti, decodeJwt(u.jwt).jti]));
+  });
+
+  it('does not let another client revoke a JWT it was not issued', async () => {
+    const u = await login();
+    const r = await revoke(u.jwt, agent);
+    expect(r.status).toBe(400);
+    expect((await introspect(u.jwt)).active).toBe(true);
+  });
+
+  it('revoking an opaque access token makes introspection and userinfo refuse it', async () => {
+    const u = await login();
+    expect(await userinfo(u.opaque)).toBe(200);
+    expect((await revoke(u.opaque)).status).toBe(200);
+    expect(await introspect(u.opaque)).toEqual({ active: false });
+    expect(await userinfo(u.opaque)).toBe(401);
+  });
+
+  it('refresh-token reuse revokes the whole grant, JWTs and MCP tokens included', async () => {
+    const u = await login();
+    const mcp = await mcpToken(u.jwt);
+    const first = await refresh(u.jwtRefresh);
+    expect(first.status).toBe(200);
+    expect((await refresh(u.jwtRefresh)).body.error).toBe('invalid_grant'); // reuse
+    expect(await introspect(u.jwt)).toEqual({ active: false });
+    expect(await introspect(mcp)).toEqual({ active: false });
+    expect(await introspect(first.body.access_token)).toEqual({ active: false });
+    const reasons = (await gh.deps.db.query<{ reason: string }>("SELECT reason FROM revocations WHERE kind = 'grant' AND id = $1", [decodeJwt(u.jwt).gid])).rows;
+    expect(reasons).toEqual([{ reason: 'refresh_token_reuse' }]);
+  });
+
+  it('logout revokes everything derived from the session', async () => {
+    const u = await login();
+    const mcp = await mcpToken(u.jwt);
+    const sid = decodeJwt(u.jwt).sid as string;
+    expect(sid).toBeTruthy();
+    // RP-initiated logout, confirming "sign me out" on the logout page.
+    const start = await u.browser.follow(`${gh.url}/session/end?id_token_hint=${encodeURIComponent(u.idToken)}&post_logout_redirect_uri=${encodeURIComponent('http://127.0.0.1:8976/bye')}`, gh.url);
+    const { action, fields } = formOf(start.html!, '/session/end/confirm');
+    const done = await u.browser.follow(new URL(action, gh.url).href, gh.url, { form: { ...fields, logout: 'yes' } });
+    expect(done.url).toMatch(/^http:\/\/127\.0\.0\.1:8976\/bye/);
+    expect(await introspect(u.jwt)).toEqual({ active: false });
+    expect(await introspect(mcp)).toEqual({ active: false });
+    expect((await exchange(u.jwt)).body.error).toBe('invalid_request');
+    expect((await refresh(u.refresh)).body.error).toBe('invalid_grant');
+    expect((await gh.deps.db.query("SELECT 1 FROM revocations WHERE kind = 'session' AND id = $1", [sid])).rows).toHaveLength(1);
+  });
+
+  it('a password change revokes all the user\'s tokens; a new login works', async () => {
+    const u = await login();
+    const mcp = await mcpToken(u.jwt);
+    await gh.deps.accounts.setPassword(u.sub, PASSWORD); // same value is fine: it is a change event
+    expect(await introspect(u.jwt)).toEqual({ active: false });
+    expect(await introspect(u.opaque)).toEqual({ active: false });
+    expect(await introspect(mcp)).toEqual({ active: false });
+    expect(await userinfo(u.opaque)).toBe(401);
+    expect((await refresh(u.refresh)).body.error).toBe('invalid_grant');
+    expect((await exchange(u.jwt)).body.error).toBe('invalid_request');
+    // Tokens issued in the second of the change are refused too (fail safe); a login after it works.
+    await nextSecond();
+    const again = await login({ email: u.email, browser: new Browser() });
+    expect((await introspect(again.jwt)).active).toBe(true);
+    expect(await userinfo(again.opaque)).toBe(200);
+    expect((await refresh(again.refresh)).status).toBe(200);
+    expect((await exchange(again.jwt)).status).toBe(200);
+  });
+
+  it('disabling an account revokes its tokens', async () => {
+    const u = await login();
+    await gh.cli('user', 'disable', '--email', u.email);
+    expect(await introspect(u.jwt)).toEqual({ active: false });
+    expect(await introspect(u.opaque)).toEqual({ active: false });
+  });
+
+  it('gatehouse revoke --jti | --grant | --session | --user', async () => {
+    const u = await login();
+    const mcp = await mcpToken(u.jwt);
+    const { jti, gid, sid } = decodeJwt(mcp) as { jti: string; gid: string; sid: string };
+    expect(await gh.cli('revoke', '--jti', jti)).toMatchObject({ revoked: 'jti', id: jti });
+    expect(await introspect(mcp)).toEqual({ active: false });
+    expect((await introspect(u.jwt)).active).toBe(true);
+
+    expect(await gh.cli('revoke', '--grant', gid)).toMatchObject({ revoked: 'grant', subject: u.sub });
+    expect(await introspect(u.jwt)).toEqual({ active: false });
+    expect(await introspect(u.opaque)).toEqual({ active: false });
+    expect((await refresh(u.jwtRefresh)).body.error).toBe('invalid_grant');
+
+    const w = await login();
+    const wSid = decodeJwt(w.jwt).sid as string;
+    expect(await gh.cli('revoke', '--session', wSid)).toMatchObject({ revoked: 'session', subject: w.sub });
+    expect(await introspect(w.jwt)).toEqual({ active: false });
+    expect(await introspect(w.opaque)).toEqual({ active: false });
+    expect(await userinfo(w.opaque)).toBe(401);
+    expect(sid).toBeTruthy();
+
+    const v = await login();
+    expect(await gh.cli('revoke', '--user', v.email)).toMatchObject({ revoked: 'user', id: v.sub });
+    expect(await introspect(v.jwt)).toEqual({ active: false });
+    await expect(gh.cli('revoke', '--user', v.email, '--jti', 'x')).rejects.toThrow(/exactly one/);
+    const audit = await gh.deps.db.query("SELECT 1 FROM audit_events WHERE type = 'admin.revoke'");
+    expect(audit.rows.length).toBeGreaterThanOrEqual(4);
+  });
+
+  it('the resource-server helper (src/sdk) accepts a live token and refuses it once revoked', async () => {
+    const u = await login();
+    const mcp = await mcpToken(u.jwt);
+    const verify = createTokenVerifier({ issuer: gh.url, audience: MCP, clientId: agent.client_id, clientSecret: agent.client_secret, cacheSeconds: 0 });
+    expect(await verify(mcp)).toMatchObject({ sub: u.sub, aud: MCP });
+    await expect(createTokenVerifier({ issuer: gh.url, audience: 'https://elsewhere.example/' })(mcp)).rejects.toBeInstanceOf(TokenRejectedError);
+    expect((await revoke(mcp)).status).toBe(200);
+    await expect(verify(mcp)).rejects.toThrow(/revoked/);
+  });
+
+  it('reports revocation readiness on /ready', async () => {
+    const res = await fetch(`${gh.url}/ready`);
+    expect(res.status).toBe(200);
+    expect((await res.json()).checks.revocation).toBe('ok');
+  });
+});
