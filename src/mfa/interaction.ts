@@ -1,0 +1,261 @@
+// The second-factor steps of a sign-in (issue 7), mounted on the interaction router:
+//
+//   password ok ─┬─ no factor, none required ────────────────────────────────► login (pwd)
+//                ├─ has a factor ─► GET /mfa (challenge) ─► POST /mfa ───────► login (pwd otp mfa)
+//                └─ required, none ─► GET /mfa (enrol: QR) ─► POST /mfa/enrol ─► recovery codes
+//                                                            ─► POST /mfa/continue ─► login
+//   step-up (a logged-in session, acr_values / client / role asks for MFA) ─► GET /mfa, no password
+//
+// Between steps the state lives in the Kv under the interaction uid (shared by every process in
+// Redis mode), and only this browser can reach it: the uid must match its interaction cookie.
+import crypto from 'node:crypto';
+import type Router from '@koa/router';
+import type { Context } from 'koa';
+import type Provider from 'oidc-provider';
+import type { InteractionResults } from 'oidc-provider';
+import type { Config } from '../config/index.ts';
+import type { Accounts, User } from '../accounts/users.ts';
+import type { Audit } from '../audit/index.ts';
+import type { Kv } from '../store/kv.ts';
+import type { SecretBox } from '../crypto/secretbox.ts';
+import { assertThat, InvalidRequest } from '../http/errors.ts';
+import { readForm } from '../http/body.ts';
+import { hashKey, RateLimited, type RateLimits } from '../http/rate-limit.ts';
+import { assertCsrf, CSRF_FIELD } from '../interaction/csrf.ts';
+import type { Mfa } from './factors.ts';
+import { ACR_MFA, ACR_PASSWORD, AMR_MFA, AMR_PASSWORD, mfaRequirement, STEP_UP_REASON, type MfaReason } from './policy.ts';
+
+type Interaction = Awaited<ReturnType<Provider['interactionDetails']>>;
+
+export interface MfaInteractionDeps {
+  provider: Provider;
+  config: Config;
+  accounts: Accounts;
+  audit: Audit;
+  kv: Kv;
+  box: SecretBox;
+  mfa: Mfa;
+  limits: RateLimits;
+}
+
+/** What the interaction router lends: its page loader, renderer and finisher. */
+export interface InteractionKit {
+  load(ctx: Context): Promise<{ interaction: Interaction; client: { metadata(): Record<string, unknown> }; clientName: string }>;
+  page(ctx: Context, view: string, locals: Record<string, unknown>, status?: number): void;
+  finish(ctx: Context, result: InteractionResults, merge: boolean): Promise<void>;
+  csrf(ctx: Context): string;
+}
+
+interface Pending {
+  accountId: string;
+  email: string;
+  stage: 'challenge' | 'enrol' | 'done';
+  reason: MfaReason | 'enrolled' | 'step_up';
+  /** Enrolment in progress: the new seed, sealed (the Kv is not encrypted at rest). */
+  secret?: string;
+}
+
+export const DEVICE_COOKIE = 'gh_device';
+const DEVICE_MAX_AGE_MS = 400 * 24 * 3600 * 1000; // RFC 6265bis caps cookie lifetimes at 400 days
+const pendingKey = (uid: string) => `mfa:pending:${uid}`;
+/** The lockout key of an email, known or not (the counters cannot tell an attacker which). */
+export const accountLockKey = (email: string) => hashKey(email.trim().toLowerCase());
+
+const INVALID_CODE = 'That code is not valid. Check your authenticator app and try again.';
+
+/** The browser's device id: a random value in a long-lived signed cookie, set at the first sign-in. */
+export function deviceId(ctx: Context, secure: boolean): string {
+  const existing = ctx.cookies.get(DEVICE_COOKIE, { signed: Boolean(ctx.app.keys) });
+  if (existing && /^[A-Za-z0-9_-]{43}$/.test(existing)) return existing;
+  const id = crypto.randomBytes(32).toString('base64url');
+  ctx.cookies.set(DEVICE_COOKIE, id, { httpOnly: true, sameSite: 'lax', secure, signed: Boolean(ctx.app.keys), maxAge: DEVICE_MAX_AGE_MS, path: '/', overwrite: true });
+  return id;
+}
+
+export function createMfaInteraction(router: Router, deps: MfaInteractionDeps, kit: InteractionKit) {
+  const { provider, config, accounts, audit, kv, box, mfa, limits } = deps;
+  const secure = config.ISSUER.startsWith('https://');
+  const ttl = config.INTERACTION_TTL;
+
+  async function savePending(uid: string, p: Pending) {
+    await kv.set(pendingKey(uid), JSON.stringify(p), ttl);
+  }
+  async function loadPending(uid: string): Promise<Pending | undefined> {
+    const raw = await kv.get(pendingKey(uid));
+    return raw ? (JSON.parse(raw) as Pending) : undefined;
+  }
+
+  async function auditMfa(ctx: Context, interaction: Interaction, type: string, outcome: 'success' | 'failure', subject: string, details: Record<string, unknown>) {
+    await audit.record({ type, outcome, subject, clientId: String(interaction.params.client_id ?? ''), ip: ctx.ip, requestId: ctx.state.requestId ?? null, details });
+  }
+
+  /** Called by the login form once the password is right: finish, or go on to the second factor. */
+  async function afterPassword(ctx: Context, interaction: Interaction, client: { metadata(): Record<string, unknown> }, user: User) {
+    const reason = await mfaRequirement({ config, accounts }, {
+      accountId: user.id,
+      clientRequiresMfa: client.metadata().require_mfa,
+      acrValues: interaction.params.acr_values,
+    });
+    // A user who enrolled is always asked: an optional factor that is never checked protects nothing.
+    const enrolled = await mfa.hasFactor(user.id);
+    if (!enrolled && !reason) {
+      await completeLogin(ctx, user.id, user.email, { login: { accountId: user.id, amr: AMR_PASSWORD, acr: ACR_PASSWORD, remember: true } });
+      return;
+    }
+    await savePending(interaction.uid, { accountId: user.id, email: user.email, stage: enrolled ? 'challenge' : 'enrol', reason: enrolled ? 'enrolled' : reason! });
+    ctx.redirect(`/interaction/${interaction.uid}/mfa`);
+    ctx.status = 303; // a POST answered with 303 is followed with GET
+  }
+
+  /**
+   * The session is signed in but lacks the second factor this request needs (our login-prompt check
+   * said so): ask only for the missing factor. Returns false when a full sign-in is needed instead.
+   */
+  async function startStepUp(ctx: Context, interaction: Interaction): Promise<boolean> {
+    const accountId = interaction.session?.accountId;
+    const reasons = interaction.prompt.reasons ?? [];
+    if (!accountId || !reasons.includes(STEP_UP_REASON) || reasons.some((r) => r !== STEP_UP_REASON)) return false;
+    const user = await accounts.findUserById(accountId);
+    if (!user || !user.active) return false;
+    const enrolled = await mfa.hasFactor(user.id);
+    await savePending(interaction.uid, { accountId, email: user.email, stage: enrolled ? 'challenge' : 'enrol', reason: 'step_up' });
+    ctx.redirect(`/interaction/${interaction.uid}/mfa`);
+    return true;
+  }
+
+  /** Remember this device for the user, clear the account's failure count, finish the interaction. */
+  async function completeLogin(ctx: Context, accountId: string, email: string, result: InteractionResults) {
+    await mfa.rememberDevice(accountId, deviceId(ctx, secure));
+    await limits.clear('loginAccount', accountLockKey(email));
+    await kv.del(pendingKey(String(ctx.params.uid)));
+    await kit.finish(ctx, result, false);
+  }
+
+  const mfaResult = (accountId: string): InteractionResults => ({ login: { accountId, amr: AMR_MFA, acr: ACR_MFA, remember: true } });
+
+  async function loadStep(ctx: Context, stages: Pending['stage'][]) {
+    const loaded = await kit.load(ctx);
+    assertThat(loaded.interaction.prompt.name === 'login', new InvalidRequest('This sign-in step is already complete.'));
+    const pending = await loadPending(loaded.interaction.uid);
+    assertThat(pending && stages.includes(pending.stage), new InvalidRequest('This sign-in step has expired. Start again from the application.'));
+    return { ...loaded, pending };
+  }
+
+  async function enrolLocals(ctx: Context, uid: string, clientName: string, pending: Pending, extra: Record<string, unknown> = {}) {
+    let sealed = pending.secret;
+    if (!sealed) {
+      sealed = box.seal(mfa.newSecret());
+      await savePending(uid, { ...pending, secret: sealed });
+    }
+    const secret = box.open(sealed);
+    const { uri, qr } = await mfa.enrolmentQr(secret, pending.email);
+    return {
+      title: 'Set up two-step verification',
+      uid,
+      clientName,
+      csrf: kit.csrf(ctx),
+      qr,
+      uri,
+      // Grouped in fours for typing into an app by hand.
+      secret: secret.match(/.{1,4}/g)!.join(' '),
+      required: pending.reason !== 'enrolled',
+      name: 'Authenticator app',
+      error: undefined,
+      ...extra,
+    };
+  }
+
+  function challengeLocals(ctx: Context, uid: string, clientName: string, extra: Record<string, unknown> = {}) {
+    return { title: 'Two-step verification', uid, clientName, csrf: kit.csrf(ctx), error: undefined, ...extra };
+  }
+
+  /** 429 with Retry-After while the account's second factor is locked. */
+  async function assertMfaNotLocked(ctx: Context, interaction: Interaction, pending: Pending) {
+    const locked = await limits.lockedFor('mfaAccount', pending.accountId);
+    if (!locked) return;
+    await auditMfa(ctx, interaction, 'mfa', 'failure', pending.accountId, { reason: 'locked' });
+    throw new RateLimited('mfaAccount', locked);
+  }
+
+  async function countFailure(ctx: Context, interaction: Interaction, pending: Pending, type: string, details: Record<string, unknown>) {
+    await auditMfa(ctx, interaction, type, 'failure', pending.accountId, details);
+    await limits.fail('mfaAccount', pending.accountId, { ip: ctx.ip, subject: pending.accountId, requestId: ctx.state.requestId });
+  }
+
+  router.get('/interaction/:uid/mfa', async function showSecondFactor(ctx: Context) {
+    const { interaction, clientName, pending } = await loadStep(ctx, ['challenge', 'enrol']);
+    if (pending.stage === 'enrol') return kit.page(ctx, 'mfa-enrol', await enrolLocals(ctx, interaction.uid, clientName, pending));
+    kit.page(ctx, 'mfa-challenge', challengeLocals(ctx, interaction.uid, clientName));
+  });
+
+  router.post('/interaction/:uid/mfa', async function submitSecondFactor(ctx: Context) {
+    const form = await readForm(ctx);
+    assertCsrf(ctx, form.get(CSRF_FIELD));
+    const { interaction, clientName, pending } = await loadStep(ctx, ['challenge']);
+    await assertMfaNotLocked(ctx, interaction, pending);
+    const code = form.get('code')?.trim();
+    const recovery = form.get('recovery_code')?.trim();
+    if (code) {
+      const factor = await mfa.verifyTotp(pending.accountId, code);
+      if (!factor) {
+        await countFailure(ctx, interaction, pending, 'mfa', { method: 'otp' });
+        return kit.page(ctx, 'mfa-challenge', challengeLocals(ctx, interaction.uid, clientName, { error: INVALID_CODE }), 401);
+      }
+      await limits.clear('mfaAccount', pending.accountId);
+      await auditMfa(ctx, interaction, 'mfa', 'success', pending.accountId, { method: 'otp', factor: factor.id, step_up: pending.reason === 'step_up' });
+      return completeLogin(ctx, pending.accountId, pending.email, mfaResult(pending.accountId));
+    }
+    if (recovery) {
+      const used = await mfa.useRecoveryCode(pending.accountId, recovery);
+      if (!used) {
+        await countFailure(ctx, interaction, pending, 'mfa.recovery_code', { method: 'recovery_code' });
+        return kit.page(ctx, 'mfa-challenge', challengeLocals(ctx, interaction.uid, clientName, { error: 'That recovery code is not valid or was already used.', showRecovery: true }), 401);
+      }
+      await limits.clear('mfaAccount', pending.accountId);
+      await auditMfa(ctx, interaction, 'mfa.recovery_code', 'success', pending.accountId, { method: 'recovery_code', remaining: used.remaining });
+      if (used.remaining <= config.MFA_RECOVERY_LOW) {
+        // Nudge: few codes left. Offer a new set before going on.
+        await savePending(interaction.uid, { ...pending, stage: 'done' });
+        return kit.page(ctx, 'mfa-recovery-low', { title: 'Recovery codes running out', uid: interaction.uid, clientName, csrf: kit.csrf(ctx), remaining: used.remaining });
+      }
+      return completeLogin(ctx, pending.accountId, pending.email, mfaResult(pending.accountId));
+    }
+    kit.page(ctx, 'mfa-challenge', challengeLocals(ctx, interaction.uid, clientName, { error: 'Enter the code from your authenticator app.' }), 400);
+  });
+
+  router.post('/interaction/:uid/mfa/enrol', async function confirmEnrolment(ctx: Context) {
+    const form = await readForm(ctx);
+    assertCsrf(ctx, form.get(CSRF_FIELD));
+    const { interaction, clientName, pending } = await loadStep(ctx, ['enrol']);
+    await assertMfaNotLocked(ctx, interaction, pending);
+    assertThat(pending.secret, new InvalidRequest('Reload the page to get a new QR code.'));
+    const name = (form.get('name') ?? '').trim();
+    const factor = await mfa.confirmFactor(pending.accountId, { name, secret: box.open(pending.secret), code: form.get('code') ?? '' });
+    if (!factor) {
+      await countFailure(ctx, interaction, pending, 'mfa.enrol', { method: 'otp' });
+      return kit.page(ctx, 'mfa-enrol', await enrolLocals(ctx, interaction.uid, clientName, pending, { error: INVALID_CODE, name: name.slice(0, 64) }), 401);
+    }
+    await auditMfa(ctx, interaction, 'mfa.enrol', 'success', pending.accountId, { factor: factor.id, type: 'totp' });
+    const codes = await mfa.regenerateRecoveryCodes(pending.accountId);
+    await savePending(interaction.uid, { accountId: pending.accountId, email: pending.email, stage: 'done', reason: pending.reason });
+    kit.page(ctx, 'mfa-recovery-codes', { title: 'Save your recovery codes', uid: interaction.uid, clientName, csrf: kit.csrf(ctx), codes, enrolled: true });
+  });
+
+  router.post('/interaction/:uid/mfa/recovery-codes', async function regenerateRecoveryCodes(ctx: Context) {
+    const form = await readForm(ctx);
+    assertCsrf(ctx, form.get(CSRF_FIELD));
+    const { interaction, clientName, pending } = await loadStep(ctx, ['done']);
+    const codes = await mfa.regenerateRecoveryCodes(pending.accountId);
+    await auditMfa(ctx, interaction, 'mfa.recovery_codes', 'success', pending.accountId, { regenerated: true });
+    kit.page(ctx, 'mfa-recovery-codes', { title: 'Save your recovery codes', uid: interaction.uid, clientName, csrf: kit.csrf(ctx), codes, enrolled: false });
+  });
+
+  router.post('/interaction/:uid/mfa/continue', async function continueAfterSecondFactor(ctx: Context) {
+    const form = await readForm(ctx);
+    assertCsrf(ctx, form.get(CSRF_FIELD));
+    const { pending } = await loadStep(ctx, ['done']);
+    await completeLogin(ctx, pending.accountId, pending.email, mfaResult(pending.accountId));
+  });
+
+  return { afterPassword, startStepUp, completeLogin };
+}

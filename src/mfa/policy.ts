@@ -1,0 +1,46 @@
+// Who must use a second factor (issue 7). One function decides, and both the login pages and
+// oidc-provider's login prompt (src/oidc/provider.ts) ask it, so a login the pages complete always
+// satisfies the prompt (no loop back to the login page).
+import type { Config } from '../config/index.ts';
+
+/** acr values Gatehouse issues (OIDC Core §2: acr is an opaque, deployment-defined string). */
+export const ACR_PASSWORD = 'urn:gatehouse:acr:pwd';
+export const ACR_MFA = 'urn:gatehouse:acr:mfa';
+
+/** RFC 8176 amr values: a password, then a one-time password; `mfa` when more than one factor was used. */
+export const AMR_PASSWORD = ['pwd'];
+export const AMR_MFA = ['pwd', 'otp', 'mfa'];
+
+/** The reason Gatehouse's login-prompt check reports when a session lacks the second factor. */
+export const STEP_UP_REASON = 'mfa_required';
+
+export type MfaReason = 'everyone' | 'role' | 'client' | 'acr_values';
+
+export interface MfaPolicyDeps {
+  config: Pick<Config, 'MFA_REQUIRED' | 'MFA_REQUIRED_ROLES'>;
+  accounts: { rolesAndPermissions(userId: string): Promise<{ roles: string[] }> };
+}
+
+/**
+ * OIDC Core §3.1.2.1: acr_values are voluntary and listed in order of preference. The client asks
+ * for MFA when it lists the MFA value and not the password one (which would also satisfy it).
+ */
+export function acrValuesRequireMfa(acrValues: unknown): boolean {
+  const values = typeof acrValues === 'string' ? acrValues.split(' ').filter(Boolean) : [];
+  return values.includes(ACR_MFA) && !values.includes(ACR_PASSWORD);
+}
+
+/** Why this login must include a second factor, or null when a password is enough. */
+export async function mfaRequirement(
+  deps: MfaPolicyDeps,
+  input: { accountId: string; clientRequiresMfa?: unknown; acrValues?: unknown },
+): Promise<MfaReason | null> {
+  if (deps.config.MFA_REQUIRED) return 'everyone';
+  if (input.clientRequiresMfa === true) return 'client';
+  if (acrValuesRequireMfa(input.acrValues)) return 'acr_values';
+  if (deps.config.MFA_REQUIRED_ROLES.length > 0) {
+    const { roles } = await deps.accounts.rolesAndPermissions(input.accountId);
+    if (roles.some((r) => deps.config.MFA_REQUIRED_ROLES.includes(r))) return 'role';
+  }
+  return null;
+}
