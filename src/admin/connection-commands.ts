@@ -1,0 +1,177 @@
+// CLI commands for enterprise SSO connections (issue 4, migrations/007_federation.sql):
+//   connection create --name N --issuer URL --client-id ID [--client-secret S] [--domain D ...] [options]
+//   connection update NAME [options] | connection list | connection get NAME | connection delete NAME
+// Booleans take on|off so `update` can switch either way. The client secret is sealed at rest and
+// never printed back.
+import { parseArgs } from 'node:util';
+import { ZodError } from 'zod';
+import type { Deps } from '../app.ts';
+import { ConnectionError, type Connection, type ConnectionInput, type Connections } from '../federation/connections.ts';
+import { callbackPath, loggedOutPath } from '../federation/router.ts';
+
+/** Local error, turned into the CLI's CommandError when a command runs (as policy-commands.ts does, to avoid an import cycle). */
+class CommandError extends Error {}
+
+type ConnectionCommandDeps = Pick<Deps, 'audit' | 'config'>;
+type Handler = (deps: ConnectionCommandDeps, args: string[]) => Promise<unknown>;
+
+const many = { type: 'string', multiple: true } as const;
+const one = { type: 'string' } as const;
+const flag = { type: 'boolean' } as const;
+
+const OPTIONS = {
+  name: one, 'display-name': one, issuer: one, 'client-id': one, 'client-secret': one, 'clear-client-secret': flag,
+  scope: many, domain: many, 'clear-domains': flag,
+  jit: one, 'link-by-email': one, 'password-login': one, 'trust-mfa': one, enabled: one,
+  'email-claim': one, 'email-verified-claim': one, 'name-claim': one, 'groups-claim': one,
+  'map-role': many, 'clear-role-map': flag, 'default-role': many,
+} as const;
+
+function parse(args: string[]) {
+  try {
+    return parseArgs({ args, options: OPTIONS, allowPositionals: true, strict: true });
+  } catch (err) {
+    throw new CommandError((err as Error).message);
+  }
+}
+
+const splitList = (v: string[] | undefined) => (v ?? []).flatMap((s) => s.split(/[\s,]+/)).filter(Boolean);
+
+function onOff(v: string | undefined, option: string): boolean | undefined {
+  if (v === undefined) return undefined;
+  if (['on', 'true', 'yes', '1'].includes(v)) return true;
+  if (['off', 'false', 'no', '0'].includes(v)) return false;
+  throw new CommandError(`--${option} takes on or off`);
+}
+
+/** --map-role GROUP=ROLE[+ROLE...], repeatable: the upstream group value and the roles it gives. */
+function roleMap(values: string[] | undefined, base: Record<string, string[]> = {}): Record<string, string[]> | undefined {
+  if (!values?.length) return undefined;
+  const map = { ...base };
+  for (const v of values) {
+    const eq = v.lastIndexOf('=');
+    if (eq < 1 || eq === v.length - 1) throw new CommandError(`--map-role ${v}: expected GROUP=ROLE (several roles: GROUP=ROLE1+ROLE2)`);
+    map[v.slice(0, eq)] = [...new Set([...(map[v.slice(0, eq)] ?? []), ...v.slice(eq + 1).split('+').filter(Boolean)])];
+  }
+  return map;
+}
+
+function input(values: ReturnType<typeof parse>['values'], current?: Connection): Partial<ConnectionInput> {
+  const claims = {
+    ...(values['email-claim'] ? { email: values['email-claim'] } : {}),
+    ...(values['email-verified-claim'] ? { email_verified: values['email-verified-claim'] } : {}),
+    ...(values['name-claim'] ? { name: values['name-claim'] } : {}),
+    ...(values['groups-claim'] ? { groups: values['groups-claim'] } : {}),
+  };
+  const scopes = splitList(values.scope);
+  return {
+    displayName: values['display-name'],
+    issuer: values.issuer,
+    clientId: values['client-id'],
+    scopes: scopes.length ? [...new Set(['openid', ...scopes])].join(' ') : undefined,
+    domains: values['clear-domains'] ? [] : values.domain ? [...new Set([...(current?.domains ?? []), ...splitList(values.domain)])] : undefined,
+    jit: onOff(values.jit, 'jit'),
+    linkByEmail: onOff(values['link-by-email'], 'link-by-email'),
+    passwordLogin: onOff(values['password-login'], 'password-login'),
+    trustMfa: onOff(values['trust-mfa'], 'trust-mfa'),
+    enabled: onOff(values.enabled, 'enabled'),
+    claimMap: Object.keys(claims).length ? { ...current?.claimMap, ...claims } : undefined,
+    roleMap: values['clear-role-map'] ? roleMap(values['map-role'], {}) ?? {} : roleMap(values['map-role'], current?.roleMap),
+    defaultRoles: values['default-role'] ? splitList(values['default-role']) : undefined,
+  };
+}
+
+function store(deps: ConnectionCommandDeps): Connections {
+  const connections = (deps as Partial<Deps>).connections;
+  if (!connections) throw new CommandError('connection commands need the database');
+  return connections;
+}
+
+/** What the operator registers at the upstream IdP. */
+function shown(deps: ConnectionCommandDeps, c: Connection) {
+  return {
+    ...c,
+    redirect_uri: `${deps.config.ISSUER}${callbackPath}`,
+    post_logout_redirect_uri: `${deps.config.ISSUER}${loggedOutPath}`,
+  };
+}
+
+async function record(deps: ConnectionCommandDeps, type: string, subject: string, details: Record<string, unknown> = {}) {
+  await deps.audit.record({ type, actor: 'cli', subject, details });
+}
+
+function positional(positionals: string[], value: string | undefined) {
+  const name = value ?? positionals[0];
+  if (!name) throw new CommandError('connection name is required');
+  return name;
+}
+
+const handlers: Record<string, Handler> = {
+  async 'connection create'(deps, args) {
+    const { values, positionals } = parse(args);
+    const name = positional(positionals, values.name);
+    if (!values.issuer) throw new CommandError('--issuer is required (the upstream issuer URL; discovery is read from it)');
+    if (!values['client-id']) throw new CommandError('--client-id is required');
+    const connection = await store(deps).create({ ...input(values), name, clientSecret: values['client-secret'] } as ConnectionInput);
+    await record(deps, 'admin.connection.create', name, { issuer: connection.issuer, domains: connection.domains });
+    return shown(deps, connection);
+  },
+  async 'connection update'(deps, args) {
+    const { values, positionals } = parse(args);
+    const name = positional(positionals, values.name);
+    const current = await store(deps).find(name);
+    if (!current) throw new CommandError(`no connection ${name}`);
+    const patch = input(values, current);
+    const connection = await store(deps).update(name, {
+      ...patch,
+      ...(values['clear-client-secret'] ? { clientSecret: null } : values['client-secret'] ? { clientSecret: values['client-secret'] } : {}),
+    });
+    const changed = Object.entries(patch).filter(([, v]) => v !== undefined).map(([k]) => k);
+    await record(deps, 'admin.connection.update', name, { changed: [...changed, ...(values['client-secret'] || values['clear-client-secret'] ? ['clientSecret'] : [])] });
+    return shown(deps, connection);
+  },
+  async 'connection list'(deps) {
+    return (await store(deps).list()).map((c) => shown(deps, c));
+  },
+  async 'connection get'(deps, args) {
+    const { values, positionals } = parse(args);
+    const name = positional(positionals, values.name);
+    const c = await store(deps).find(name);
+    if (!c) throw new CommandError(`no connection ${name}`);
+    return shown(deps, c);
+  },
+  async 'connection delete'(deps, args) {
+    const { values, positionals } = parse(args);
+    const name = positional(positionals, values.name);
+    // Linked identities go with it (ON DELETE CASCADE); the local accounts stay.
+    if (!(await store(deps).remove(name))) throw new CommandError(`no connection ${name}`);
+    await record(deps, 'admin.connection.delete', name);
+    return { deleted: name };
+  },
+};
+
+function asCliCommands(hs: Record<string, Handler>): Record<string, Handler> {
+  return Object.fromEntries(Object.entries(hs).map(([name, handler]) => [name, async (deps: ConnectionCommandDeps, args: string[]) => {
+    try {
+      return await handler(deps, args);
+    } catch (err) {
+      let message: string | undefined;
+      if (err instanceof CommandError || err instanceof ConnectionError) message = err.message;
+      if (err instanceof ZodError) message = err.issues.map((i) => `${i.path.join('.') || 'input'}: ${i.message}`).join('; ');
+      if (message === undefined) throw err;
+      const cli = await import('./commands.ts');
+      throw new cli.CommandError(message);
+    }
+  }]));
+}
+
+export const connectionCommands = asCliCommands(handlers);
+
+export const CONNECTION_USAGE = [
+  '  connection create NAME --issuer URL --client-id ID [--client-secret S] [--domain D ...] [--display-name N]',
+  '                [--scope S ...] [--jit on|off] [--link-by-email on|off] [--password-login on|off] [--trust-mfa on|off]',
+  '                [--email-claim C] [--email-verified-claim C] [--name-claim C] [--groups-claim C]',
+  '                [--map-role GROUP=ROLE[+ROLE] ...] [--default-role R ...] [--enabled on|off]',
+  '  connection update NAME [same options] [--clear-client-secret] [--clear-domains] [--clear-role-map]',
+  '  connection list | connection get NAME | connection delete NAME',
+];
