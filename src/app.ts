@@ -25,9 +25,32 @@ import { createInteractionRouter } from './interaction/router.ts';
 import { errorHandler, PayloadTooLarge } from './http/errors.ts';
 import { accessLog, healthRoutes, requestId, securityHeaders } from './http/middleware.ts';
 import type { SecretBox } from './crypto/secretbox.ts';
-import { createRevocationStore, type RevocationStore } from './revocation/store.ts';
+// --- revocation (issue 6) ---
+import { createRevocationStore, type RevocationService } from './revocation/store.ts';
+import { attachRevocationWriters, awaitRevocationWrites, revocationChecks } from './revocation/oidc.ts';
+import { structuredTokenEndpoints } from './revocation/endpoints.ts';
+import { withUserRevocation } from './revocation/accounts.ts';
+import { createRoomSessions, createRoomSessionsRouter, startParticipantRemoval } from './livekit/rooms.ts';
+import { createWebhookRouter } from './livekit/webhook.ts';
+// --- end revocation ---
+// --- MCP clients and voice devices (issue 5) ---
+import { attachRegistrationAudit, registrationFeatures, registrationPolicy } from './oidc/registration.ts';
+import { configureCimd } from './oidc/cimd.ts';
+import { configureDeviceFlow, createDeviceAccountRouter, createDevices, devicePolling } from './oidc/device.ts';
+import { defaultScope } from './oidc/mcp.ts';
+// --- end MCP clients and voice devices ---
 import { registerTokenExchange } from './exchange/index.ts';
 import { createLivekitRouter } from './livekit/routes.ts';
+// --- login security (issue 7) ---
+import { attachRateLimitHeaders, connectionRateLimits, createRateLimits, exchangeRateLimit, type RateLimits } from './http/rate-limit.ts';
+import { createMfa, type Mfa } from './mfa/factors.ts';
+import { withLockoutReset } from './mfa/lockout.ts';
+// --- end login security ---
+// --- federation (issue 4) ---
+import { createConnections, type Connections } from './federation/connections.ts';
+import { createRelyingParty, type RelyingParty } from './federation/rp.ts';
+import { callbackPath, createFederation, type Federation } from './federation/router.ts';
+// --- end federation ---
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 
@@ -43,7 +66,13 @@ export interface Deps {
   clients: Clients;
   resources: Resources;
   keys: SigningKeys;
-  revocations: RevocationStore;
+  revocations: RevocationService;
+  /** Named rate limits and lockouts (issue 7): `limits.consume('exchangeUser', sub)` throws 429. */
+  limits: RateLimits;
+  mfa: Mfa;
+  /** Enterprise SSO (issue 4): upstream OIDC connections, and the RP that talks to them. */
+  connections: Connections;
+  upstream: RelyingParty;
 }
 
 /** Open stores, run migrations, load secrets and keys. The caller owns `close()`. */
@@ -58,14 +87,24 @@ export async function assemble(config: Config, log: Logger, opts: { memoryDb?: b
     const audit = createAudit(db, log);
     const keys = createSigningKeys(db, box);
     await keys.ensure();
+    // Revocation (issue 6): durable in the database, hot in the Kv; loaded before the app answers.
+    const revocations = createRevocationStore(kv, { db, log });
+    await revocations.start();
+    // Issue 7: limits before accounts, so a password reset can end a lockout.
+    const limits = createRateLimits(kv, config, { audit, log });
     if (!config.REDIS_URL) warnings.push('REDIS_URL is not set: revocation lists, rate limits and pub/sub are in-process; run a single Gatehouse process only.');
     return {
       config, db, kv, log, box, cookieKeys, audit, keys, warnings,
-      accounts: createAccounts(db, audit),
+      // Password change, disable, delete and MFA reset revoke everything issued to the user (issue 6).
+      accounts: withLockoutReset(withUserRevocation(createAccounts(db, audit), { revocations, config, db, log }), limits),
       clients: createClients(db, box),
       resources: createResources(db, box),
-      revocations: createRevocationStore(kv),
+      revocations,
+      limits,
+      mfa: createMfa(db, box, { issuer: config.MFA_ISSUER_NAME }),
+      ...federationDeps(db, box, config),
       async close() {
+        await revocations.close();
         await kv.close();
         await db.close();
       },
@@ -76,6 +115,11 @@ export async function assemble(config: Config, log: Logger, opts: { memoryDb?: b
   }
 }
 
+function federationDeps(db: Db, box: SecretBox, config: Config) {
+  const connections = createConnections(db, box);
+  return { connections, upstream: createRelyingParty(connections, { redirectUri: `${config.ISSUER}${callbackPath}` }) };
+}
+
 /** oidc-provider and the routes bound to it; rebuilt when the signing keys change. */
 interface OidcLayer {
   provider: Provider;
@@ -83,11 +127,30 @@ interface OidcLayer {
 }
 
 async function buildOidcLayer(deps: Deps): Promise<OidcLayer> {
-  const provider = buildProvider({ ...deps, jwks: await deps.keys.privateJwks() });
-  registerTokenExchange(provider, deps);
-  const interaction = createInteractionRouter({ provider, config: deps.config, accounts: deps.accounts, audit: deps.audit, log: deps.log });
+  let federation: Federation | undefined;
+  const provider = buildProvider({
+    ...deps, jwks: await deps.keys.privateJwks(),
+    extend: (configuration) => {
+      revocationChecks(deps.revocations)(configuration);
+      // Issue 5: dynamic registration, client ID metadata documents, the device flow's pages.
+      Object.assign((configuration.features ??= {}), registrationFeatures(deps.config));
+      configureCimd(deps)(configuration);
+      configureDeviceFlow({ ...deps, devices: createDevices(deps.db) })(configuration);
+    },
+    upstreamLogoutOffer: async (ctx) => federation?.upstreamLogoutOffer(ctx),
+  });
+  federation = createFederation({ ...deps, provider, rp: deps.upstream });
+  attachRevocationWriters(provider, deps);
+  attachRegistrationAudit(provider, deps.audit);
+  registerTokenExchange(provider, deps, { rateLimit: exchangeRateLimit(deps.limits) });
+  attachRateLimitHeaders(provider);
+  const interaction = createInteractionRouter({
+    provider, config: deps.config, accounts: deps.accounts, audit: deps.audit, log: deps.log,
+    kv: deps.kv, box: deps.box, mfa: deps.mfa, limits: deps.limits,
+    federation,
+  });
   // oidc-provider is a Koa app; composing its middleware runs it on our context (what koa-mount does).
-  return { provider, middleware: compose([interaction.routes(), interaction.allowedMethods(), ...provider.middleware]) as Koa.Middleware };
+  return { provider, middleware: compose([federation.upstreamLogout, federation.router.routes(), interaction.routes(), interaction.allowedMethods(), ...provider.middleware]) as Koa.Middleware };
 }
 
 const renderError = pug.compileFile(path.join(ROOT, 'views/error.pug'));
@@ -138,6 +201,7 @@ export async function createApp(deps: Deps): Promise<GatehouseApp> {
   app.use(healthRoutes([
     { name: 'database', check: () => deps.db.ping() },
     { name: deps.kv.kind === 'redis' ? 'redis' : 'store', check: () => deps.kv.ping() },
+    { name: 'revocation', check: () => deps.revocations.ready() },
   ]));
   app.use(async function rejectLargeBodies(ctx, next) {
     const length = Number(ctx.get('content-length') || 0);
@@ -171,8 +235,28 @@ export async function createApp(deps: Deps): Promise<GatehouseApp> {
       void deps.audit.record({ type: 'token.revoke', clientId: (ctx as unknown as { oidc?: { client?: { clientId: string } } }).oidc?.client?.clientId ?? null, ip: ctx.ip, requestId: ctx.state.requestId });
     }
   });
-  const livekit = createLivekitRouter({ ...deps, provider: () => layer.provider });
+  app.use(async function limitOAuthRequestsPerIp(ctx, next) {
+    // Issue 7: /token (every grant) and dynamic registration per client IP; 429 slow_down + Retry-After.
+    if (ctx.method === 'POST' && ctx.path === '/token') await deps.limits.consume('tokenIp', ctx.ip, { ip: ctx.ip, requestId: ctx.state.requestId });
+    if (ctx.method === 'POST' && ctx.path === '/reg') await deps.limits.consume('registerIp', ctx.ip, { ip: ctx.ip, requestId: ctx.state.requestId });
+    await next();
+  });
+  const livekit = createLivekitRouter({ ...deps, provider: () => layer.provider }, connectionRateLimits(deps.limits));
   app.use(livekit.routes());
+  // --- revocation (issue 6): webhooks, room sessions, JWT revocation/introspection, write barrier ---
+  const rooms = createRoomSessions(deps.db);
+  app.use(createWebhookRouter({ config, rooms, audit: deps.audit, log }).routes());
+  app.use(createRoomSessionsRouter({ ...deps, rooms, provider: () => layer.provider }).routes());
+  const stopParticipantRemoval = startParticipantRemoval({ ...deps, rooms });
+  app.use(awaitRevocationWrites());
+  app.use(structuredTokenEndpoints(deps));
+  // --- end revocation ---
+  // --- MCP clients and voice devices (issue 5) ---
+  app.use(registrationPolicy(deps));
+  app.use(defaultScope(deps));
+  app.use(devicePolling(deps));
+  app.use(createDeviceAccountRouter({ ...deps, devices: createDevices(deps.db), provider: () => layer.provider }).routes());
+  // --- end MCP clients and voice devices ---
   app.use((ctx, next) => layer.middleware(ctx, next));
 
   return {
@@ -182,6 +266,7 @@ export async function createApp(deps: Deps): Promise<GatehouseApp> {
     async close() {
       clearInterval(keyTimer);
       stopSweeper();
+      stopParticipantRemoval();
     },
   };
 }

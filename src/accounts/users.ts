@@ -4,6 +4,7 @@ import crypto from 'node:crypto';
 import type { Db, Queryable } from '../store/db.ts';
 import type { Audit } from '../audit/index.ts';
 import { HttpError } from '../http/errors.ts';
+import { deleteAllFactors } from '../mfa/factors.ts';
 import { hashPassword, passwordPolicyViolation, verifyAgainstDummy, verifyPassword } from './passwords.ts';
 
 export interface User {
@@ -241,6 +242,13 @@ export function createAccounts(db: Db, audit: Audit) {
     return { user: toUser({ ...row, last_login_at: rows[0]?.last_login_at ?? new Date() }) };
   }
 
+  /** Remove every second factor, recovery code and known device (admin MFA reset, issue 7). */
+  async function resetMfa(id: string): Promise<{ factors: number }> {
+    const user = await findUserById(id);
+    if (!user) throw new UserNotFoundError(id);
+    return db.transaction(async (tx) => ({ factors: await deleteAllFactors(tx, id) }));
+  }
+
   async function rolesAndPermissions(userId: string): Promise<{ roles: string[]; permissions: string[] }> {
     const { rows } = await db.query<{ name: string; permissions: string[] }>(
       `SELECT r.name, r.permissions FROM user_roles ur JOIN roles r ON r.name = ur.role
@@ -305,6 +313,7 @@ export function createAccounts(db: Db, audit: Audit) {
     setActive,
     setPassword,
     setRoles,
+    resetMfa,
     authenticate,
     rolesAndPermissions,
     claimsFor,

@@ -4,6 +4,8 @@ import { parseArgs } from 'node:util';
 import { ZodError } from 'zod';
 import type { Deps } from '../app.ts';
 import { policyCommands } from './policy-commands.ts';
+import { CONNECTION_USAGE, connectionCommands } from './connection-commands.ts';
+import { revokeAsOperator } from '../revocation/admin.ts';
 
 export class CommandError extends Error {
   constructor(message: string) {
@@ -12,7 +14,7 @@ export class CommandError extends Error {
   }
 }
 
-type CommandDeps = Pick<Deps, 'accounts' | 'clients' | 'resources' | 'keys' | 'audit' | 'config'>;
+type CommandDeps = Pick<Deps, 'accounts' | 'clients' | 'resources' | 'keys' | 'audit' | 'config' | 'revocations' | 'db' | 'log'>;
 type Handler = (deps: CommandDeps, args: string[]) => Promise<unknown>;
 
 const many = { type: 'string', multiple: true } as const;
@@ -66,6 +68,14 @@ const commands: Record<string, Handler> = {
     await adminAudit(deps, 'admin.user.enable', user.id);
     return { id: user.id, email: user.email, active: true };
   },
+  // Issue 7: account recovery for a lost authenticator. Revokes the user's sessions and tokens.
+  async 'user reset-mfa'(deps, args) {
+    const { values, positionals } = parse(args, { email: one, id: one });
+    const user = await findUser(deps, values.email ?? positionals[0], values.id);
+    const { factors } = await deps.accounts.resetMfa(user.id);
+    await adminAudit(deps, 'admin.user.reset_mfa', user.id, { factors });
+    return { id: user.id, email: user.email, factorsRemoved: factors, sessionsRevoked: true };
+  },
   async 'client create'(deps, args) {
     const { values } = parse(args, {
       name: one, type: one, 'redirect-uri': many, 'post-logout-redirect-uri': many, grant: many,
@@ -85,6 +95,19 @@ const commands: Record<string, Handler> = {
     await adminAudit(deps, 'admin.client.create', client.clientId);
     // The secret is shown once, here; it is stored encrypted and never printed again.
     return { client_id: client.clientId, ...(clientSecret ? { client_secret: clientSecret } : {}), ...client };
+  },
+  // Issue 7: every login for this client needs a second factor (client metadata require_mfa).
+  async 'client require-mfa'(deps, args) {
+    const { values, positionals } = parse(args, { id: one, off: flag });
+    const id = values.id ?? positionals[0];
+    if (!id) throw new CommandError('client id is required');
+    const r = await deps.db.query(
+      `UPDATE clients SET metadata = metadata || jsonb_build_object('require_mfa', $2::boolean) WHERE client_id = $1 RETURNING client_id`,
+      [id, !values.off],
+    );
+    if (r.rows.length === 0) throw new CommandError(`no client ${id}`);
+    await adminAudit(deps, 'admin.client.require_mfa', id, { require_mfa: !values.off });
+    return { client_id: id, require_mfa: !values.off };
   },
   async 'client list'(deps) {
     return (await deps.clients.listClients()).map((c) => ({ client_id: c.clientId, ...c }));
@@ -132,6 +155,23 @@ const commands: Record<string, Handler> = {
     return deps.keys.list();
   },
   ...policyCommands,
+  ...connectionCommands,
+  // Issue 6: one revocation per call; a user may be named by id or email.
+  async revoke(deps, args) {
+    // Ids are base64url and may start with "-": bind each value to its flag so parseArgs takes it as a value.
+    const bound = args.flatMap((a, i) => (/^--(user|grant|session|jti|ttl)$/.test(a) && i + 1 < args.length ? [`${a}=${args[i + 1]}`] : /^--(user|grant|session|jti|ttl)$/.test(args[i - 1] ?? '') ? [] : [a]));
+    const { values } = parse(bound, { user: one, grant: one, session: one, jti: one, ttl: one });
+    const given = (['user', 'grant', 'session', 'jti'] as const).filter((k) => values[k]);
+    if (given.length !== 1) throw new CommandError('give exactly one of --user, --grant, --session, --jti');
+    const kind = given[0];
+    let id = values[kind]!;
+    if (kind === 'user') id = (await findUser(deps, id.includes('@') ? id : undefined, id.includes('@') ? undefined : id)).id;
+    const ttl = values.ttl === undefined ? undefined : Number(values.ttl);
+    if (ttl !== undefined && !(Number.isInteger(ttl) && ttl > 0)) throw new CommandError('--ttl must be a positive number of seconds');
+    const result = await revokeAsOperator(deps, { kind, id, ttl });
+    await adminAudit(deps, 'admin.revoke', kind === 'user' ? id : (result as { subject?: string }).subject ?? null, { kind, id });
+    return result;
+  },
 };
 
 async function findUser(deps: CommandDeps, email?: string, id?: string) {
@@ -151,20 +191,25 @@ export function usage(): string {
     '  user list | user disable --email E | user enable --email E',
     '  client create --name N [--type public|confidential] [--redirect-uri U ...] [--grant G ...]',
     '                [--post-logout-redirect-uri U ...] [--auth-method client_secret_basic|client_secret_post] [--first-party]',
-    '  client list | client delete ID',
+    '  client list | client delete ID | client require-mfa ID [--off]',
     '  resource create --uri U [--scope S ...] [--name N] [--ttl SECONDS] [--signing jwks|hs256]',
     '  resource list | resource delete --uri U',
     '  keys rotate | keys list',
+    '  user reset-mfa --email E | --id ID   (removes authenticators and recovery codes, ends sessions)',
+    '  revoke --user ID|EMAIL | --grant ID | --session ID | --jti JTI [--ttl SECONDS]',
+    ...CONNECTION_USAGE,
   ].join('\n');
 }
 
 /** Run one command; argv is e.g. ['user', 'create', '--email', 'a@b.c']. */
 export async function runCommand(deps: CommandDeps, argv: string[]): Promise<unknown> {
-  const name = argv.slice(0, 2).join(' ');
+  // One-word commands (revoke) take every following argument as options.
+  const words = commands[argv[0]] ? 1 : 2;
+  const name = argv.slice(0, words).join(' ');
   const handler = commands[name];
   if (!handler) throw new CommandError(`unknown command "${name}"\n${usage()}`);
   try {
-    return await handler(deps, argv.slice(2));
+    return await handler(deps, argv.slice(words));
   } catch (err) {
     if (err instanceof ZodError) {
       throw new CommandError(err.issues.map((i) => `${i.path.join('.') || 'input'}: ${i.message}`).join('; '));

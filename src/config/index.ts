@@ -9,6 +9,28 @@ const bool = z
 
 const seconds = (def: number) => z.coerce.number().int().positive().default(def);
 
+/** A rate limit, `<points>/<duration>` or `off` (issue 7). */
+export interface RateLimitSpec {
+  points: number;
+  seconds: number;
+}
+const UNITS: Record<string, number> = { s: 1, m: 60, min: 60, h: 3600, d: 86400 };
+const rateLimit = (def: string) =>
+  z
+    .string()
+    .default(def)
+    .transform((v, ctx): RateLimitSpec | null => {
+      if (v.trim() === 'off') return null;
+      const m = /^\s*(\d+)\s*\/\s*(\d*)\s*(s|m|min|h|d)\s*$/.exec(v);
+      const points = m ? Number(m[1]) : 0;
+      const secs = m ? Number(m[2] || 1) * UNITS[m[3]] : 0;
+      if (!m || points < 1 || secs < 1) {
+        ctx.addIssue({ code: 'custom', message: 'must look like 60/1m (points/duration: s, m, h, d) or off' });
+        return z.NEVER;
+      }
+      return { points, seconds: secs };
+    });
+
 const list = z
   .string()
   .transform((s) => s.split(',').map((x) => x.trim()).filter(Boolean));
@@ -68,6 +90,66 @@ export const envSchema = z.object({
   LIVEKIT_GUESTS: bool.default(false),
   // Lifetime of the delegation token connection-details hands to dispatched agents: short, it sits in participant attributes.
   LIVEKIT_DELEGATION_TTL: z.coerce.number().int().min(30).max(900).default(300),
+  // --- login security (issue 7) ---
+  // Everyone must use a second factor (else only the roles below and clients with require_mfa).
+  MFA_REQUIRED: bool.default(false),
+  // Roles that must use a second factor; admins by default (an admin account is the whole IdP).
+  // `none` for no role (an empty value means "use the default", like every variable here).
+  MFA_REQUIRED_ROLES: z.string().default('admin').transform((s) => (s.trim() === 'none' ? [] : s.split(',').map((x) => x.trim()).filter(Boolean))),
+  // Issuer name shown in authenticator apps next to the account.
+  MFA_ISSUER_NAME: z.string().min(1).max(64).default('Gatehouse'),
+  // Recovery codes left at which the user is told to generate a new set.
+  MFA_RECOVERY_LOW: z.coerce.number().int().min(0).max(10).default(3),
+  // `off` switches every rate limit, lockout and login delay off (benchmarks only).
+  RATE_LIMITS: z.enum(['on', 'off']).default('on'),
+  // Each limit is `<points>/<duration>` (duration: 30s, 1m, 15m, 1h, 1d) or `off`. See docs/security.md.
+  // Login attempts per client IP: generous, since many people can sit behind one NAT.
+  RATE_LIMIT_LOGIN_IP: rateLimit('30/1m'),
+  // Failed logins per account (by email, known or not) before the account is locked for LOCKOUT_DURATION.
+  RATE_LIMIT_LOGIN_ACCOUNT: rateLimit('5/15m'),
+  // Failed second-factor codes per account before MFA is locked for LOCKOUT_DURATION.
+  RATE_LIMIT_MFA_ACCOUNT: rateLimit('5/15m'),
+  // Token exchange per user (subject) and per client: 60/min per user (DESIGN.md), high per client
+  // because one agent client exchanges for many users.
+  RATE_LIMIT_EXCHANGE_USER: rateLimit('60/1m'),
+  RATE_LIMIT_EXCHANGE_CLIENT: rateLimit('6000/1m'),
+  // POST /livekit/connection-details per user, and anonymous guests per IP (much stricter).
+  RATE_LIMIT_CONNECTION_USER: rateLimit('60/1m'),
+  RATE_LIMIT_GUEST_IP: rateLimit('10/1m'),
+  // POST /token per client IP (every grant); a backend NAT may carry many users.
+  RATE_LIMIT_TOKEN_IP: rateLimit('600/1m'),
+  // Account registration (and dynamic client registration) per IP.
+  RATE_LIMIT_REGISTER_IP: rateLimit('10/1h'),
+  // How long an account stays locked after too many failures (seconds). Time-boxed, never permanent.
+  LOCKOUT_DURATION: seconds(900),
+  // Progressive delay after each failed login of an account: base * 2^(failures-1), at most 5 s. 0 = none.
+  LOGIN_DELAY_MS: z.coerce.number().int().min(0).max(5000).default(250),
+  // --- end login security ---
+  // --- MCP clients and voice devices (issue 5) ---
+  // Dynamic client registration (RFC 7591/7592) at /reg. `open` by default: MCP hosts register
+  // themselves with no manual set-up (the MCP authorization spec's path for unknown clients); the
+  // registration policy keeps such clients untrusted (never first-party, consent always shown,
+  // code/refresh/device grants only, PKCE for public clients) and RATE_LIMIT_REGISTER_IP limits them.
+  // `token`: an initial access token (REGISTRATION_INITIAL_ACCESS_TOKEN) is required. `off`: no /reg.
+  REGISTRATION: z.enum(['open', 'token', 'off']).default('open'),
+  // The initial access token for REGISTRATION=token (at least 32 characters; give it to trusted hosts).
+  REGISTRATION_INITIAL_ACCESS_TOKEN: z.string().min(32, 'must be at least 32 characters').optional(),
+  // Scope used when an authorization or device request has no `scope`; with `resource=` the
+  // resource's registered scopes are added, so an MCP host that sends no scope still gets a usable token.
+  DEFAULT_SCOPE: z.string().regex(/^[\x21\x23-\x5B\x5D-\x7E]+( [\x21\x23-\x5B\x5D-\x7E]+)*$/, 'space-separated scope tokens').default('openid'),
+  // RFC 8628 §3.2 polling interval (seconds) told to devices; polling faster answers slow_down.
+  DEVICE_POLL_INTERVAL: z.coerce.number().int().min(1).max(60).default(5),
+  // Client ID Metadata Documents (https client_id URLs fetched on first use). Off unless hosts are
+  // listed: comma-separated host names (or host:port); `*` allows any public host.
+  CIMD_ALLOWED_HOSTS: list.default([]),
+  // Tests and closed networks only: allow fetching documents from private, loopback and link-local addresses.
+  CIMD_ALLOW_PRIVATE_ADDRESSES: bool.default(false),
+  // Extra CA certificates (PEM file) trusted for CIMD fetches, e.g. an internal PKI.
+  CIMD_CA_FILE: z.string().optional(),
+  // Largest document accepted (bytes) and the longest a fetch may take (ms).
+  CIMD_MAX_BYTES: z.coerce.number().int().min(512).max(64 * 1024).default(5 * 1024),
+  CIMD_TIMEOUT_MS: z.coerce.number().int().min(100).max(10_000).default(2500),
+  // --- end MCP clients and voice devices ---
   NODE_ENV: z.string().default('development'),
 });
 
@@ -108,6 +190,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     throw new ConfigError([
       { variable: 'LIVEKIT_URL', message: 'LIVEKIT_URL, LIVEKIT_API_KEY and LIVEKIT_API_SECRET must be set together' },
     ]);
+  }
+  if (e.REGISTRATION === 'token' && !e.REGISTRATION_INITIAL_ACCESS_TOKEN) {
+    throw new ConfigError([{ variable: 'REGISTRATION_INITIAL_ACCESS_TOKEN', message: 'is required when REGISTRATION=token' }]);
   }
   if ((e.ADMIN_EMAIL === undefined) !== (e.ADMIN_PASSWORD === undefined)) {
     throw new ConfigError([

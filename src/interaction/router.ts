@@ -17,6 +17,17 @@ import type { Logger } from '../http/log.ts';
 import { assertThat, InvalidRequest, NotFound } from '../http/errors.ts';
 import { readForm } from '../http/body.ts';
 import { assertCsrf, CSRF_FIELD, issueCsrf } from './csrf.ts';
+// --- login security (issue 7) ---
+import type { Kv } from '../store/kv.ts';
+import type { SecretBox } from '../crypto/secretbox.ts';
+import { noRateLimits, type RateLimits } from '../http/rate-limit.ts';
+import { createMemoryKv } from '../store/kv.ts';
+import { createSecretBox } from '../crypto/secretbox.ts';
+import { noMfa, type Mfa } from '../mfa/factors.ts';
+import crypto from 'node:crypto';
+import { accountLockKey, createMfaInteraction, deviceId } from '../mfa/interaction.ts';
+// --- end login security ---
+import type { Federation } from '../federation/router.ts';
 
 export interface InteractionDeps {
   provider: Provider;
@@ -24,12 +35,21 @@ export interface InteractionDeps {
   accounts: Accounts;
   audit: Audit;
   log: Logger;
+  // Issue 7: second factors and login limits. app.ts passes them all; without them (unit tests of
+  // the pages) nobody has a factor, pending steps live in process memory, and nothing is limited.
+  kv?: Kv;
+  box?: SecretBox;
+  mfa?: Mfa;
+  limits?: RateLimits;
+  /** Issue 4: home-realm discovery (email domain, `connection=`, `login_hint`) hands off to upstream IdPs. */
+  federation?: Pick<Federation, 'routeLogin' | 'routeAuthorization'>;
 }
 
-/** acr for a password login (same value as ACR_PASSWORD in oidc/provider.ts, which also lists it in acrValues). */
-const ACR_PASSWORD = 'urn:gatehouse:acr:pwd';
 const INVALID_CREDENTIALS = 'Invalid email or password.';
 const ACCOUNT_DISABLED = 'This account has been disabled. Contact your administrator.';
+const LOCKED = (seconds: number) => `Too many failed sign-in attempts. Try again in ${Math.ceil(seconds / 60)} minute${seconds > 60 ? 's' : ''}.`;
+/** The longest a failed sign-in is held back (progressive delay), whatever LOGIN_DELAY_MS says. */
+const MAX_LOGIN_DELAY_MS = 5000;
 
 export const VIEWS_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../views');
 
@@ -65,6 +85,8 @@ export function createInteractionRouter(deps: InteractionDeps): Router {
   const { provider, config, accounts, audit } = deps;
   const secureCookies = config.ISSUER.startsWith('https://');
   const router = new Router();
+  const limits = deps.limits ?? noRateLimits;
+  const mfa = deps.mfa ?? noMfa;
 
   async function load(ctx: Context) {
     const interaction = await provider.interactionDetails(ctx.req, ctx.res);
@@ -87,10 +109,6 @@ export function createInteractionRouter(deps: InteractionDeps): Router {
     ctx.redirect(to);
     // A POST answered with 303 is followed with GET by every client.
     ctx.status = 303;
-  }
-
-  function loginResult(accountId: string): InteractionResults {
-    return { login: { accountId, amr: ['pwd'], acr: ACR_PASSWORD, remember: true } };
   }
 
   function loginLocals(ctx: Context, uid: string, clientName: string, extra: Record<string, unknown> = {}) {
@@ -130,6 +148,27 @@ export function createInteractionRouter(deps: InteractionDeps): Router {
     await finish(ctx, { consent: { grantId } }, true);
   }
 
+  // Second factor (issue 7): its routes share this router's loader, renderer and finisher.
+  const secondFactor = createMfaInteraction(router, {
+    ...deps,
+    limits,
+    mfa,
+    kv: deps.kv ?? createMemoryKv(),
+    box: deps.box ?? createSecretBox(crypto.randomBytes(32)),
+  }, {
+    load,
+    page,
+    finish,
+    csrf: (ctx) => issueCsrf(ctx, { secure: secureCookies }),
+  });
+
+  /** Progressive delay after a failed sign-in: base · 2^(failures−1), capped. Same for unknown emails. */
+  async function holdBack(failures: number) {
+    if (!config.LOGIN_DELAY_MS || failures < 1 || config.RATE_LIMITS === 'off') return;
+    const ms = Math.min(config.LOGIN_DELAY_MS * 2 ** Math.min(failures - 1, 10), MAX_LOGIN_DELAY_MS);
+    await new Promise((r) => setTimeout(r, ms));
+  }
+
   router.use('/interaction', async function noStoreHtmlPages(ctx: Context, next: Next) {
     // Errors thrown below render as pages, not JSON, and nothing here may be cached.
     ctx.state.html = true;
@@ -142,6 +181,9 @@ export function createInteractionRouter(deps: InteractionDeps): Router {
     const { interaction, client, clientName } = await load(ctx);
     const { uid, prompt, params } = interaction;
     if (prompt.name === 'login') {
+      // Signed in, but this request needs a second factor the session lacks: ask only for that.
+      if (await secondFactor.startStepUp(ctx, interaction)) return;
+      if (await deps.federation?.routeAuthorization(ctx, interaction)) return;
       const hint = typeof params.login_hint === 'string' ? params.login_hint.slice(0, 254) : '';
       return page(ctx, 'login', loginLocals(ctx, uid, clientName, { email: hint }));
     }
@@ -167,15 +209,35 @@ export function createInteractionRouter(deps: InteractionDeps): Router {
   router.post('/interaction/:uid/login', async function submitLogin(ctx: Context) {
     const form = await readForm(ctx);
     assertCsrf(ctx, form.get(CSRF_FIELD));
-    const { interaction, clientName } = await load(ctx);
+    const { interaction, client, clientName } = await load(ctx);
     assertThat(interaction.prompt.name === 'login', new InvalidRequest('This sign-in step is already complete.'));
     const clientId = String(interaction.params.client_id);
     const email = form.get('email') ?? '';
-    const result = await accounts.authenticate(email, form.get('password') ?? '');
+    // Issue 4: an email whose domain has a connection goes to that IdP (no password typed, or password sign-in off there).
+    if (await deps.federation?.routeLogin(ctx, interaction, email, form.get('password') ?? '')) return;
     // The attempted email is recorded for investigations, stripped of control characters; never the password.
     const attempted = email.replace(/\p{Cc}/gu, '').slice(0, 254);
+    await limits.consume('loginIp', ctx.ip, { ip: ctx.ip, clientId, requestId: ctx.state.requestId });
+    // Lockout (issue 7): counted per email whether or not an account has it, so it reveals nothing.
+    // A device that completed a sign-in for this account before is not held back, so an attacker
+    // cannot lock the owner out.
+    const lockKey = accountLockKey(email);
+    let locked = await limits.lockedFor('loginAccount', lockKey);
+    if (locked) {
+      const owner = await accounts.findUserByEmail(email);
+      if (owner && await mfa.isKnownDevice(owner.id, deviceId(ctx, secureCookies))) locked = 0;
+    }
+    if (locked) {
+      await auditLogin(ctx, 'failure', clientId, null, { reason: 'locked', email: attempted, method: 'pwd' });
+      ctx.set('Retry-After', String(locked));
+      return page(ctx, 'login', loginLocals(ctx, interaction.uid, clientName, { email: attempted, error: LOCKED(locked) }), 429);
+    }
+    const result = await accounts.authenticate(email, form.get('password') ?? '');
     if ('error' in result) {
       await auditLogin(ctx, 'failure', clientId, null, { reason: result.error, email: attempted, method: 'pwd' });
+      if (result.error === 'invalid_credentials') {
+        await holdBack(await limits.fail('loginAccount', lockKey, { ip: ctx.ip, clientId, requestId: ctx.state.requestId }));
+      }
       const shownEmail = attempted;
       const inactive = result.error === 'inactive';
       return page(ctx, 'login', loginLocals(ctx, interaction.uid, clientName, {
@@ -184,7 +246,7 @@ export function createInteractionRouter(deps: InteractionDeps): Router {
       }), inactive ? 403 : 401);
     }
     await auditLogin(ctx, 'success', clientId, result.user.id, { method: 'pwd' });
-    await finish(ctx, loginResult(result.user.id), false);
+    await secondFactor.afterPassword(ctx, interaction, client, result.user);
   });
 
   router.post('/interaction/:uid/confirm', async function submitConsent(ctx: Context) {
@@ -242,16 +304,18 @@ export function createInteractionRouter(deps: InteractionDeps): Router {
     router.post('/interaction/:uid/register', async function submitRegistration(ctx: Context) {
       const form = await readForm(ctx);
       assertCsrf(ctx, form.get(CSRF_FIELD));
-      const { interaction, clientName } = await load(ctx);
+      const { interaction, client, clientName } = await load(ctx);
       assertThat(interaction.prompt.name === 'login', new InvalidRequest('You are already signed in.'));
       const clientId = String(interaction.params.client_id);
+      await limits.consume('registerIp', ctx.ip, { ip: ctx.ip, clientId, requestId: ctx.state.requestId });
       const email = (form.get('email') ?? '').trim();
       const name = (form.get('name') ?? '').trim().slice(0, 200);
       try {
         const user = await accounts.createUser({ email, password: form.get('password') ?? '', name: name || undefined, roles: ['user'] });
         await audit.record({ type: 'register', subject: user.id, clientId, ip: ctx.ip, requestId: ctx.state.requestId ?? null });
         await auditLogin(ctx, 'success', clientId, user.id, { method: 'pwd', registered: true });
-        await finish(ctx, loginResult(user.id), false);
+        // A new account under an MFA policy (everyone, client, acr_values) enrols before it goes on.
+        await secondFactor.afterPassword(ctx, interaction, client, user);
       } catch (err) {
         if (!(err instanceof EmailTakenError || err instanceof WeakPasswordError || err instanceof InvalidEmailError)) throw err;
         await audit.record({ type: 'register', outcome: 'failure', clientId, ip: ctx.ip, requestId: ctx.state.requestId ?? null, details: { reason: err.name } });

@@ -113,6 +113,20 @@ export function createClients(db: Queryable, box: SecretBox) {
       const r = await db.query('DELETE FROM clients WHERE client_id = $1', [clientId]);
       return r.rowCount > 0;
     },
+    /**
+     * Store a client oidc-provider registered (RFC 7591) or updated (RFC 7592): the adapter's
+     * 'Client' upsert lands here, so registered clients sit beside the CLI's, secret sealed.
+     * An update keeps the row's origin and creation time.
+     */
+    async saveRegistered(payload: Record<string, unknown>, origin = 'registration'): Promise<void> {
+      const { client_id: clientId, client_secret: secret, ...metadata } = payload;
+      await db.query(
+        `INSERT INTO clients (client_id, client_secret_enc, metadata, first_party, origin)
+         VALUES ($1, $2, $3, false, $4)
+         ON CONFLICT (client_id) DO UPDATE SET client_secret_enc = EXCLUDED.client_secret_enc, metadata = EXCLUDED.metadata`,
+        [String(clientId), typeof secret === 'string' ? box.seal(secret) : null, JSON.stringify(metadata), origin],
+      );
+    },
     /** oidc-provider client metadata, secret included, or undefined for an unknown client. */
     async findMetadata(clientId: string): Promise<Record<string, unknown> | undefined> {
       const r = await db.query<Row>('SELECT * FROM clients WHERE client_id = $1', [clientId]);

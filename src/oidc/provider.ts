@@ -4,7 +4,7 @@
 import pug from 'pug';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import Provider, { errors, type Configuration, type KoaContextWithOIDC } from 'oidc-provider';
+import Provider, { errors, interactionPolicy, type Configuration, type KoaContextWithOIDC } from 'oidc-provider';
 import type { JWK } from 'jose';
 import type { Config } from '../config/index.ts';
 import type { Db } from '../store/db.ts';
@@ -15,6 +15,7 @@ import { CLAIMS } from '../accounts/users.ts';
 import { createAdapterFactory } from './adapter.ts';
 import type { Clients } from './clients.ts';
 import type { Resources } from './resources.ts';
+import { ACR_MFA, ACR_PASSWORD, mfaRequirement, STEP_UP_REASON, type MfaPolicyDeps } from '../mfa/policy.ts';
 
 export interface ProviderDeps {
   config: Config;
@@ -28,22 +29,45 @@ export interface ProviderDeps {
   jwks: { keys: JWK[] };
   /** Extra configuration from feature modules (e.g. token exchange registers itself afterwards). */
   extend?: (configuration: Configuration) => void;
+  /** Issue 4: the upstream IdP this browser signed in through, when it supports RP-initiated logout. */
+  upstreamLogoutOffer?: (ctx: KoaContextWithOIDC) => Promise<{ name: string } | undefined>;
 }
 
 const VIEWS = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../views');
 const renderView = (name: string, locals: Record<string, unknown>) =>
   pug.renderFile(path.join(VIEWS, `${name}.pug`), { cache: true, ...locals });
 
-/** acr values Gatehouse issues; the MFA issue adds the stronger one. */
-export const ACR_PASSWORD = 'urn:gatehouse:acr:pwd';
-export const ACR_MFA = 'urn:gatehouse:acr:mfa';
+/** acr values Gatehouse issues (defined with the MFA policy, issue 7). */
+export { ACR_MFA, ACR_PASSWORD };
+
+/**
+ * oidc-provider's default prompts plus one login check (issue 7): a signed-in session without a
+ * second factor is sent back to the login prompt when this request needs one (acr_values step-up,
+ * the client's require_mfa, MFA_REQUIRED, the user's role). The interaction pages then ask only for
+ * the missing factor. They decide with the same mfaRequirement, so a finished login passes this check.
+ */
+function interactionPolicyWithMfa(deps: MfaPolicyDeps) {
+  const policy = interactionPolicy.base();
+  policy.get('login')!.checks.add(new interactionPolicy.Check(STEP_UP_REASON, 'a second authentication factor is required', async (ctx) => {
+    const { oidc } = ctx;
+    const accountId = oidc.session?.accountId;
+    if (!accountId || oidc.session?.acr === ACR_MFA) return interactionPolicy.Check.NO_NEED_TO_PROMPT;
+    const reason = await mfaRequirement(deps, {
+      accountId,
+      clientRequiresMfa: oidc.client?.metadata().require_mfa,
+      acrValues: oidc.params?.acr_values,
+    });
+    return reason ? interactionPolicy.Check.REQUEST_PROMPT : interactionPolicy.Check.NO_NEED_TO_PROMPT;
+  }));
+  return policy;
+}
 
 export function buildProvider(deps: ProviderDeps): Provider {
   const { config, accounts, resources, clients, audit } = deps;
   const secureCookies = config.ISSUER.startsWith('https://');
 
   const configuration: Configuration = {
-    adapter: createAdapterFactory(deps.db, { clientFinder: (id: string) => clients.findMetadata(id) }) as never,
+    adapter: createAdapterFactory(deps.db, { clientFinder: (id: string) => clients.findMetadata(id), clientStore: clients }) as never,
     jwks: deps.jwks as never,
     cookies: {
       keys: deps.cookieKeys,
@@ -72,16 +96,20 @@ export function buildProvider(deps: ProviderDeps): Provider {
     },
     extraClientMetadata: {
       // first_party: consent is implied (the interaction router skips the consent page).
-      properties: ['first_party'],
+      // require_mfa: every login for this client needs a second factor (issue 7).
+      properties: ['first_party', 'require_mfa'],
       validator(_ctx, key, value) {
         if (key === 'first_party' && value !== undefined && typeof value !== 'boolean') {
           throw new errors.InvalidClientMetadata('first_party must be a boolean');
+        }
+        if (key === 'require_mfa' && value !== undefined && typeof value !== 'boolean') {
+          throw new errors.InvalidClientMetadata('require_mfa must be a boolean');
         }
       },
     },
     // PKCE: required for public clients (oidc-provider's default), S256 only.
     pkce: { required: (_ctx, client) => client.clientAuthMethod === 'none' },
-    interactions: { url: (_ctx, interaction) => `/interaction/${interaction.uid}` },
+    interactions: { url: (_ctx, interaction) => `/interaction/${interaction.uid}`, policy: interactionPolicyWithMfa({ config, accounts }) },
     features: {
       devInteractions: { enabled: false },
       introspection: { enabled: true },
@@ -95,7 +123,11 @@ export function buildProvider(deps: ProviderDeps): Provider {
         async logoutSource(ctx, form) {
           const client = ctx.oidc.client;
           ctx.type = 'html';
-          ctx.body = renderView('logout', { form, clientName: client?.clientName ?? client?.clientId, title: 'Sign out' });
+          // Issue 4: a federated session is also offered the upstream's logout (views/federation-logout.pug).
+          const upstream = await deps.upstreamLogoutOffer?.(ctx);
+          ctx.body = upstream
+            ? renderView('federation-logout', { form, clientName: client?.clientName ?? client?.clientId, title: 'Sign out', upstreamName: upstream.name })
+            : renderView('logout', { form, clientName: client?.clientName ?? client?.clientId, title: 'Sign out' });
         },
         async postLogoutSuccessSource(ctx) {
           ctx.type = 'html';
@@ -143,10 +175,19 @@ export function buildProvider(deps: ProviderDeps): Provider {
       },
     },
     // Origin grant and session travel in JWT access tokens so revocation of either reaches them.
-    async extraTokenClaims(_ctx, token) {
+    // RFC 9068 §2.2.1: acr and amr of the authentication behind the token (issue 7), taken from the
+    // code / refresh token / device code it was issued for, so token exchange can carry them on.
+    async extraTokenClaims(ctx, token) {
       const t = token as unknown as { grantId?: string; sessionUid?: string; kind: string };
       if (t.kind !== 'AccessToken') return undefined;
-      return { ...(t.grantId ? { gid: t.grantId } : {}), ...(t.sessionUid ? { sid: t.sessionUid } : {}) };
+      const entities = ctx.oidc.entities as { AuthorizationCode?: { acr?: string; amr?: string[] }; RefreshToken?: { acr?: string; amr?: string[] }; DeviceCode?: { acr?: string; amr?: string[] } };
+      const origin = entities.AuthorizationCode ?? entities.RefreshToken ?? entities.DeviceCode;
+      return {
+        ...(t.grantId ? { gid: t.grantId } : {}),
+        ...(t.sessionUid ? { sid: t.sessionUid } : {}),
+        ...(origin?.acr ? { acr: origin.acr } : {}),
+        ...(origin?.amr?.length ? { amr: origin.amr } : {}),
+      };
     },
     clientBasedCORS(_ctx, origin, client) {
       if (config.CORS_ORIGINS.includes(origin)) return true;
@@ -170,6 +211,8 @@ export function buildProvider(deps: ProviderDeps): Provider {
     },
     // Scope-requested claims (email, name, roles) also go into the ID token, as Keycloak and Auth0 do.
     conformIdTokenClaims: false,
+    // Issue 4: `connection=<name>` names the upstream connection to sign in with (skips home-realm discovery).
+    extraParams: ['connection'],
   };
 
   deps.extend?.(configuration);
