@@ -242,6 +242,24 @@ export function createAccounts(db: Db, audit: Audit) {
     return { user: toUser({ ...row, last_login_at: rows[0]?.last_login_at ?? new Date() }) };
   }
 
+  /**
+   * Delete the account and, through the foreign keys, its roles, factors, devices and federation
+   * links. The audit trail keeps the id. Revocation of what was issued is the caller's decorator
+   * (src/revocation/accounts.ts).
+   */
+  async function deleteUser(id: string): Promise<void> {
+    const r = await db.query('DELETE FROM users WHERE id = $1 RETURNING id', [id]);
+    if (r.rows.length === 0) throw new UserNotFoundError(id);
+  }
+
+  /** Ids of the active users who hold the admin role. */
+  async function activeAdminIds(): Promise<string[]> {
+    const { rows } = await db.query<{ id: string }>(
+      "SELECT u.id FROM users u JOIN user_roles ur ON ur.user_id = u.id WHERE ur.role = 'admin' AND u.active ORDER BY u.id",
+    );
+    return rows.map((r) => r.id);
+  }
+
   /** Remove every second factor, recovery code and known device (admin MFA reset, issue 7). */
   async function resetMfa(id: string): Promise<{ factors: number }> {
     const user = await findUserById(id);
@@ -314,6 +332,8 @@ export function createAccounts(db: Db, audit: Audit) {
     setPassword,
     setRoles,
     resetMfa,
+    deleteUser,
+    activeAdminIds,
     authenticate,
     rolesAndPermissions,
     claimsFor,

@@ -1,11 +1,14 @@
 // Admin commands shared by the `gatehouse` CLI and the embedded control socket. Each takes argv
 // and returns a JSON-serialisable result; errors are CommandError with a message for the operator.
+import crypto from 'node:crypto';
 import { parseArgs } from 'node:util';
 import { ZodError } from 'zod';
 import type { Deps } from '../app.ts';
 import { policyCommands } from './policy-commands.ts';
 import { CONNECTION_USAGE, connectionCommands } from './connection-commands.ts';
 import { revokeAsOperator } from '../revocation/admin.ts';
+import { createRoles } from '../accounts/roles.ts';
+import { HttpError } from '../http/errors.ts';
 
 export class CommandError extends Error {
   constructor(message: string) {
@@ -67,6 +70,70 @@ const commands: Record<string, Handler> = {
     await deps.accounts.setActive(user.id, true);
     await adminAudit(deps, 'admin.user.enable', user.id);
     return { id: user.id, email: user.email, active: true };
+  },
+  // Each of these ends the user's sessions and revokes what was issued to them (src/revocation/accounts.ts).
+  async 'user set-password'(deps, args) {
+    const { values, positionals } = parse(args, { email: one, id: one, password: one });
+    const user = await findUser(deps, values.email ?? positionals[0], values.id);
+    const generated = values.password === undefined ? crypto.randomBytes(18).toString('base64url') : undefined;
+    await deps.accounts.setPassword(user.id, values.password ?? generated!);
+    await adminAudit(deps, 'admin.user.set_password', user.id, { generated: Boolean(generated) });
+    // A generated password is printed once, here, like a client secret.
+    return { id: user.id, email: user.email, ...(generated ? { password: generated } : {}), sessionsRevoked: true };
+  },
+  async 'user delete'(deps, args) {
+    const { values, positionals } = parse(args, { email: one, id: one });
+    const user = await findUser(deps, values.email ?? positionals[0], values.id);
+    await assertNotLastAdmin(deps, user.id, 'delete');
+    await deps.accounts.deleteUser(user.id);
+    await adminAudit(deps, 'admin.user.delete', user.id);
+    return { deleted: user.id, email: user.email, sessionsRevoked: true };
+  },
+  async 'user set-roles'(deps, args) {
+    const { values, positionals } = parse(args, { email: one, id: one, role: many });
+    const user = await findUser(deps, values.email ?? positionals[0], values.id);
+    const roles = splitList(values.role);
+    if (!roles.includes('admin')) await assertNotLastAdmin(deps, user.id, 'take the admin role from');
+    await deps.accounts.setRoles(user.id, roles);
+    await adminAudit(deps, 'admin.user.set_roles', user.id, { roles });
+    return { id: user.id, email: user.email, ...(await deps.accounts.rolesAndPermissions(user.id)) };
+  },
+  async 'user get'(deps, args) {
+    const { values, positionals } = parse(args, { email: one, id: one });
+    const user = await findUser(deps, values.email ?? positionals[0], values.id);
+    return { ...user, ...(await deps.accounts.rolesAndPermissions(user.id)) };
+  },
+  async 'role list'(deps) {
+    return createRoles(deps.db).listRoles();
+  },
+  async 'role create'(deps, args) {
+    const { values, positionals } = parse(args, { name: one, description: one, permission: many });
+    const name = values.name ?? positionals[0];
+    if (!name) throw new CommandError('a role name is required');
+    const role = await createRoles(deps.db).createRole({ name, description: values.description, permissions: splitList(values.permission) });
+    await adminAudit(deps, 'admin.role.create', name, { permissions: role.permissions });
+    return role;
+  },
+  async 'role update'(deps, args) {
+    const { values, positionals } = parse(args, { name: one, description: one, permission: many, add: many, remove: many });
+    const name = values.name ?? positionals[0];
+    if (!name) throw new CommandError('a role name is required');
+    const role = await createRoles(deps.db).updateRole(name, {
+      description: values.description,
+      permissions: values.permission ? splitList(values.permission) : undefined,
+      add: splitList(values.add),
+      remove: splitList(values.remove),
+    });
+    await adminAudit(deps, 'admin.role.update', name, { permissions: role.permissions });
+    return role;
+  },
+  async 'role delete'(deps, args) {
+    const { values, positionals } = parse(args, { name: one, force: flag });
+    const name = values.name ?? positionals[0];
+    if (!name) throw new CommandError('a role name is required');
+    await createRoles(deps.db).deleteRole(name, { force: values.force });
+    await adminAudit(deps, 'admin.role.delete', name);
+    return { deleted: name };
   },
   // Issue 7: account recovery for a lost authenticator. Revokes the user's sessions and tokens.
   async 'user reset-mfa'(deps, args) {
@@ -174,6 +241,12 @@ const commands: Record<string, Handler> = {
   },
 };
 
+/** Refuse to leave Gatehouse with no active administrator. */
+async function assertNotLastAdmin(deps: CommandDeps, userId: string, what: string) {
+  const admins = await deps.accounts.activeAdminIds();
+  if (admins.length === 1 && admins[0] === userId) throw new CommandError(`refusing to ${what} the only active administrator; make another admin first`);
+}
+
 async function findUser(deps: CommandDeps, email?: string, id?: string) {
   const user = id ? await deps.accounts.findUserById(id) : email ? await deps.accounts.findUserByEmail(email) : undefined;
   if (!user) throw new CommandError(id || email ? `no user ${id ?? email}` : '--email or --id is required');
@@ -188,7 +261,11 @@ export function usage(): string {
     '  serve                              start the server (default)',
     '  migrate                            apply database migrations',
     '  user create --email E [--password P] [--name N] [--role R ...] [--verified]',
-    '  user list | user disable --email E | user enable --email E',
+    '  user list | user get --email E | user disable --email E | user enable --email E | user delete --email E',
+    '  user set-password --email E [--password P]   (no --password: a generated one, printed once; ends sessions)',
+    '  user set-roles --email E --role R ...',
+    '  role list | role create NAME [--permission P ...] [--description D]',
+    '  role update NAME [--permission P ... (replaces)] [--add P ...] [--remove P ...] [--description D] | role delete NAME [--force]',
     '  client create --name N [--type public|confidential] [--redirect-uri U ...] [--grant G ...]',
     '                [--post-logout-redirect-uri U ...] [--auth-method client_secret_basic|client_secret_post] [--first-party]',
     '  client list | client delete ID | client require-mfa ID [--off]',
@@ -215,6 +292,7 @@ export async function runCommand(deps: CommandDeps, argv: string[]): Promise<unk
       throw new CommandError(err.issues.map((i) => `${i.path.join('.') || 'input'}: ${i.message}`).join('; '));
     }
     if (err instanceof CommandError) throw err;
+    if (err instanceof HttpError && err.status < 500) throw new CommandError(err.message);
     if (err instanceof Error && /taken|exists|unknown role|already|password/i.test(err.message)) throw new CommandError(err.message);
     throw err;
   }
