@@ -4,7 +4,7 @@ import crypto from 'node:crypto';
 import { parseArgs } from 'node:util';
 import { ZodError } from 'zod';
 import type { Deps } from '../app.ts';
-import { policyCommands } from './policy-commands.ts';
+import { POLICY_USAGE, policyCommands } from './policy-commands.ts';
 import { CONNECTION_USAGE, connectionCommands } from './connection-commands.ts';
 import { revokeAsOperator } from '../revocation/admin.ts';
 import { createRoles } from '../accounts/roles.ts';
@@ -274,6 +274,7 @@ export function usage(): string {
     '  keys rotate | keys list',
     '  user reset-mfa --email E | --id ID   (removes authenticators and recovery codes, ends sessions)',
     '  revoke --user ID|EMAIL | --grant ID | --session ID | --jti JTI [--ttl SECONDS]',
+    ...POLICY_USAGE,
     ...CONNECTION_USAGE,
   ].join('\n');
 }
