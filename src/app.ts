@@ -30,6 +30,7 @@ import { createRevocationStore, type RevocationService } from './revocation/stor
 import { attachRevocationWriters, awaitRevocationWrites, revocationChecks } from './revocation/oidc.ts';
 import { structuredTokenEndpoints } from './revocation/endpoints.ts';
 import { withUserRevocation } from './revocation/accounts.ts';
+import { createAccountRouter } from './account/router.ts';
 import { createRoomSessions, createRoomSessionsRouter, startParticipantRemoval } from './livekit/rooms.ts';
 import { createWebhookRouter } from './livekit/webhook.ts';
 // --- end revocation ---
@@ -257,6 +258,7 @@ export async function createApp(deps: Deps): Promise<GatehouseApp> {
   app.use(devicePolling(deps));
   app.use(createDeviceAccountRouter({ ...deps, devices: createDevices(deps.db), provider: () => layer.provider }).routes());
   // --- end MCP clients and voice devices ---
+  app.use(createAccountRouter({ ...deps, provider: () => layer.provider }).routes());
   app.use((ctx, next) => layer.middleware(ctx, next));
 
   return {

@@ -25,7 +25,7 @@ export async function main(env: NodeJS.ProcessEnv = process.env): Promise<void> 
   if (gh.generatedAdmin) {
     // Printed once, to the terminal only, never through the logger.
     process.stdout.write(
-      `\n  First admin created: ${gh.generatedAdmin.email}\n  One-time password:   ${gh.generatedAdmin.password}\n  (shown once; change it after signing in)\n\n`,
+      `\n  First admin created: ${gh.generatedAdmin.email}\n  One-time password:   ${gh.generatedAdmin.password}\n  (shown once; change it at ${gh.url}/account/password)\n\n`,
     );
   }
   log.info({ issuer: gh.url, mode: gh.config.embedded ? 'embedded' : 'postgres', store: gh.deps.kv.kind }, `Gatehouse listening on ${gh.url}`);

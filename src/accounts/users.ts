@@ -252,6 +252,12 @@ export function createAccounts(db: Db, audit: Audit) {
     if (r.rows.length === 0) throw new UserNotFoundError(id);
   }
 
+  /** Whether the user has a password at all (accounts created through SSO have none). */
+  async function hasPassword(id: string): Promise<boolean> {
+    const { rows } = await db.query<{ has: boolean }>('SELECT password_hash IS NOT NULL AS has FROM users WHERE id = $1', [id]);
+    return rows[0]?.has === true;
+  }
+
   /** Ids of the active users who hold the admin role. */
   async function activeAdminIds(): Promise<string[]> {
     const { rows } = await db.query<{ id: string }>(
@@ -334,6 +340,7 @@ export function createAccounts(db: Db, audit: Audit) {
     resetMfa,
     deleteUser,
     activeAdminIds,
+    hasPassword,
     authenticate,
     rolesAndPermissions,
     claimsFor,

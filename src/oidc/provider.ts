@@ -15,6 +15,7 @@ import { CLAIMS } from '../accounts/users.ts';
 import { createAdapterFactory } from './adapter.ts';
 import type { Clients } from './clients.ts';
 import type { Resources } from './resources.ts';
+import { accountClient } from '../account/client.ts';
 import { ACR_MFA, ACR_PASSWORD, mfaRequirement, STEP_UP_REASON, type MfaPolicyDeps } from '../mfa/policy.ts';
 
 export interface ProviderDeps {
@@ -69,6 +70,8 @@ export function buildProvider(deps: ProviderDeps): Provider {
   const configuration: Configuration = {
     adapter: createAdapterFactory(deps.db, { clientFinder: (id: string) => clients.findMetadata(id), clientStore: clients }) as never,
     jwks: deps.jwks as never,
+    // Gatehouse's own account pages sign in through the same flow as any app (src/account/router.ts).
+    clients: [accountClient(config)] as never,
     cookies: {
       keys: deps.cookieKeys,
       long: { signed: true, httpOnly: true, sameSite: 'lax', secure: secureCookies } as never,

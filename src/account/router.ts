@@ -1,0 +1,139 @@
+// The account pages a signed-in person uses on their own: /account (who am I, links to the rest),
+// /account/password (change it), and the sign-in that gets them there. Gatehouse is its own client
+// for this: `gatehouse-account`, a static first-party public client (provider.ts), so "sign in to
+// your account" is the same authorization-code flow, login page, MFA and lockout as any app's, and
+// the browser session it leaves behind is what every /account page reads.
+import crypto from 'node:crypto';
+import Router from '@koa/router';
+import type { Context, Next } from 'koa';
+import type Provider from 'oidc-provider';
+import type { Config } from '../config/index.ts';
+import { WeakPasswordError, type Accounts } from '../accounts/users.ts';
+import type { Audit } from '../audit/index.ts';
+import type { RateLimits } from '../http/rate-limit.ts';
+import { readForm } from '../http/body.ts';
+import { InvalidRequest } from '../http/errors.ts';
+import { assertCsrf, CSRF_FIELD, issueCsrf } from '../interaction/csrf.ts';
+import { renderView } from '../interaction/router.ts';
+import { accountLockKey } from '../mfa/interaction.ts';
+import { ACCOUNT_CLIENT_ID, accountClient } from './client.ts';
+
+const STATE_COOKIE = 'gh_account_state';
+
+/** The user of the browser's Gatehouse session, or undefined when it has none. */
+export async function sessionAccountId(provider: Provider, ctx: Context): Promise<string | undefined> {
+  const session = await provider.Session.get(ctx as never);
+  return session?.accountId ?? undefined;
+}
+
+/** Only our own account pages are places to come back to after signing in. */
+function safeReturnTo(value: unknown): string {
+  return typeof value === 'string' && /^\/account(\/[A-Za-z0-9/_-]*)?$/.test(value) ? value : '/account';
+}
+
+export interface AccountDeps {
+  provider: () => Provider;
+  config: Config;
+  accounts: Accounts;
+  audit: Audit;
+  limits: RateLimits;
+}
+
+export function createAccountRouter(deps: AccountDeps): Router {
+  const router = new Router({ prefix: '/account' });
+  const secure = deps.config.ISSUER.startsWith('https://');
+
+  function page(ctx: Context, view: string, locals: Record<string, unknown>, status = 200) {
+    ctx.status = status;
+    ctx.type = 'html';
+    ctx.body = renderView(view, locals);
+  }
+
+  router.use(async function accountPages(ctx: Context, next: Next) {
+    ctx.set('Cache-Control', 'no-store');
+    ctx.state.html = true;
+    await next();
+  });
+
+  router.get('/sign-in', async function startSignIn(ctx: Context) {
+    const state = crypto.randomBytes(24).toString('base64url');
+    ctx.cookies.set(STATE_COOKIE, `${state}.${safeReturnTo(ctx.query.return_to)}`, { httpOnly: true, sameSite: 'lax', secure, path: '/account', maxAge: 10 * 60_000, overwrite: true });
+    const client = accountClient(deps.config);
+    // The session cookie is what the account pages need, not the code: it is left to expire unused.
+    // PKCE is still sent because every public client must.
+    const challenge = crypto.createHash('sha256').update(crypto.randomBytes(32)).digest('base64url');
+    const auth = new URL('/auth', deps.config.ISSUER);
+    auth.search = new URLSearchParams({
+      client_id: client.client_id, response_type: 'code', scope: 'openid', redirect_uri: client.redirect_uris[0],
+      state, code_challenge: challenge, code_challenge_method: 'S256',
+    }).toString();
+    ctx.redirect(auth.href);
+  });
+
+  router.get('/callback', async function finishSignIn(ctx: Context) {
+    const [state, returnTo] = (ctx.cookies.get(STATE_COOKIE) ?? '').split('.');
+    ctx.cookies.set(STATE_COOKIE, null, { path: '/account' });
+    if (!state || ctx.query.state !== state) throw new InvalidRequest('This sign-in link is stale or was not started here. Open your account page again.');
+    if (typeof ctx.query.error === 'string') {
+      return page(ctx, 'error', { title: 'Not signed in', error: ctx.query.error, description: String(ctx.query.error_description ?? 'Sign-in did not complete.') }, 400);
+    }
+    ctx.status = 303;
+    ctx.redirect(safeReturnTo(returnTo));
+  });
+
+  /** The signed-in user, or a redirect to sign in (returning here afterwards). */
+  async function signedIn(ctx: Context) {
+    const id = await sessionAccountId(deps.provider(), ctx);
+    const user = id ? await deps.accounts.findUserById(id) : undefined;
+    if (user?.active) return user;
+    ctx.redirect(`/account/sign-in?return_to=${encodeURIComponent(ctx.path)}`);
+    return undefined;
+  }
+
+  router.get('/', async function showAccount(ctx: Context) {
+    const user = await signedIn(ctx);
+    if (!user) return;
+    const { roles } = await deps.accounts.rolesAndPermissions(user.id);
+    page(ctx, 'account', { title: 'Your account', user, roles, hasPassword: await deps.accounts.hasPassword(user.id), signOut: `/session/end?client_id=${ACCOUNT_CLIENT_ID}` });
+  });
+
+  router.get('/password', async function showPasswordForm(ctx: Context) {
+    const user = await signedIn(ctx);
+    if (!user) return;
+    page(ctx, 'account-password', { title: 'Change password', csrf: issueCsrf(ctx, { secure }), hasPassword: await deps.accounts.hasPassword(user.id) });
+  });
+
+  router.post('/password', async function changePassword(ctx: Context) {
+    const form = await readForm(ctx);
+    assertCsrf(ctx, form.get(CSRF_FIELD));
+    const user = await signedIn(ctx);
+    if (!user) return;
+    const again = (error: string, status: number) => page(ctx, 'account-password', { title: 'Change password', csrf: issueCsrf(ctx, { secure }), hasPassword: true, error }, status);
+    const next = form.get('new_password') ?? '';
+    if (next !== (form.get('confirm_password') ?? '')) return again('The new passwords do not match.', 400);
+    // The current password is a password guess like any other: same lockout as the sign-in page.
+    const lockKey = accountLockKey(user.email);
+    const locked = await deps.limits.lockedFor('loginAccount', lockKey);
+    if (locked) {
+      ctx.set('Retry-After', String(locked));
+      return again(`Too many wrong passwords. Try again in ${Math.ceil(locked / 60)} minute(s).`, 429);
+    }
+    const check = await deps.accounts.authenticate(user.email, form.get('current_password') ?? '');
+    if ('error' in check) {
+      await deps.limits.fail('loginAccount', lockKey, { ip: ctx.ip, subject: user.id, requestId: ctx.state.requestId });
+      await deps.audit.record({ type: 'account.password_change', outcome: 'failure', actor: user.id, subject: user.id, ip: ctx.ip, requestId: ctx.state.requestId ?? null, details: { reason: 'wrong_current_password' } });
+      return again('The current password is not right.', 400);
+    }
+    try {
+      // Ends every session and revokes every token of the user (src/revocation/accounts.ts), this browser's too.
+      await deps.accounts.setPassword(user.id, next);
+    } catch (err) {
+      if (err instanceof WeakPasswordError) return again(err.message, 400);
+      throw err;
+    }
+    await deps.audit.record({ type: 'account.password_change', outcome: 'success', actor: user.id, subject: user.id, ip: ctx.ip, requestId: ctx.state.requestId ?? null });
+    page(ctx, 'account-password-changed', { title: 'Password changed' });
+  });
+
+  return router;
+}
