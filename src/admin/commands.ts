@@ -161,7 +161,8 @@ const commands: Record<string, Handler> = {
     });
     await adminAudit(deps, 'admin.client.create', client.clientId);
     // The secret is shown once, here; it is stored encrypted and never printed again.
-    return { client_id: client.clientId, ...(clientSecret ? { client_secret: clientSecret } : {}), ...client };
+    const { clientId, ...rest } = client;
+    return { client_id: clientId, ...(clientSecret ? { client_secret: clientSecret } : {}), ...rest };
   },
   // Issue 7: every login for this client needs a second factor (client metadata require_mfa).
   async 'client require-mfa'(deps, args) {
@@ -177,7 +178,7 @@ const commands: Record<string, Handler> = {
     return { client_id: id, require_mfa: !values.off };
   },
   async 'client list'(deps) {
-    return (await deps.clients.listClients()).map((c) => ({ client_id: c.clientId, ...c }));
+    return (await deps.clients.listClients()).map(({ clientId, ...rest }) => ({ client_id: clientId, ...rest }));
   },
   async 'client delete'(deps, args) {
     const { positionals, values } = parse(args, { id: one });
