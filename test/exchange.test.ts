@@ -6,6 +6,7 @@ import { createRemoteJWKSet, decodeJwt, exportJWK, generateKeyPair, importJWK, j
 import * as oauth from 'oauth4webapi';
 import { TokenVerifier } from 'livekit-server-sdk';
 import { CALLBACK, codeFlow, rpConfig, startTestGatehouse, type TestGatehouse } from './helpers/gatehouse.ts';
+import { expectNoTokensInAudit } from './helpers/audit.ts';
 
 /** The CLI prints the client record (clientId) plus the one-time client_secret. */
 async function createClient(gh: { cli(...argv: string[]): Promise<any> }, ...argv: string[]): Promise<{ client_id: string; client_secret: string }> {
@@ -24,6 +25,10 @@ const ALICE = { email: 'alice@example.com', password: 'alice has a long passphra
 
 type Client = { client_id: string; client_secret: string };
 
+/** Every token this suite sends or receives, so the last test can look for them in the audit log. */
+const seenTokens = new Set<string>();
+const TOKEN_FIELDS = ['subject_token', 'actor_token', 'access_token', 'refresh_token', 'id_token'];
+
 async function tokenRequest(gh: { url: string }, client: Client, params: Record<string, string | string[]>) {
   const body = new URLSearchParams();
   for (const [k, v] of Object.entries(params)) for (const x of [v].flat()) body.append(k, x);
@@ -32,7 +37,9 @@ async function tokenRequest(gh: { url: string }, client: Client, params: Record<
     headers: { authorization: `Basic ${Buffer.from(`${client.client_id}:${client.client_secret}`).toString('base64')}`, 'content-type': 'application/x-www-form-urlencoded' },
     body,
   });
-  return { status: res.status, headers: res.headers, body: await res.json() as Record<string, any> };
+  const json = await res.json() as Record<string, any>;
+  for (const f of TOKEN_FIELDS) for (const t of [params[f] ?? [], json[f] ?? []].flat()) if (typeof t === 'string' && t.length > 8) seenTokens.add(t);
+  return { status: res.status, headers: res.headers, body: json };
 }
 
 describe('token exchange', () => {
@@ -41,8 +48,11 @@ describe('token exchange', () => {
   let legacySecret: string;
   let alice: { opaque: string; jwt: string; refresh: string; idToken: string; sub: string };
 
-  const exchange = (client: Client, params: Record<string, string | string[]>) =>
-    tokenRequest(gh, client, { grant_type: TX, subject_token_type: AT, ...params });
+  let exchanges = 0;
+  const exchange = (client: Client, params: Record<string, string | string[]>) => {
+    exchanges++;
+    return tokenRequest(gh, client, { grant_type: TX, subject_token_type: AT, ...params });
+  };
   const clientCredentials = async (client: Client) => (await tokenRequest(gh, client, { grant_type: 'client_credentials' })).body.access_token as string;
   const auditRows = async (since: number) => (await gh.deps.db.query<{ type: string; outcome: string; subject: string | null; client_id: string; actor: string | null; details: any }>(
     "SELECT type, outcome, subject, client_id, actor, details FROM audit_events WHERE type = 'token.exchange' AND id > $1 ORDER BY id", [since])).rows;
@@ -81,6 +91,7 @@ describe('token exchange', () => {
       jwt: jwt.tokens.access_token,
       sub: opaque.tokens.claims()!.sub,
     };
+    for (const t of [alice.opaque, alice.refresh, alice.idToken, alice.jwt]) seenTokens.add(t);
   }, 60_000);
   afterAll(async () => gh?.close());
 
@@ -102,6 +113,8 @@ describe('token exchange', () => {
       expect((claims.roomConfig as any).agents.map((a: any) => a.agentName)).toEqual(['helper']);
       expect(claims.exp! - Math.floor(Date.now() / 1000)).toBeGreaterThan(890);
       expect(claims.exp! - Math.floor(Date.now() / 1000)).toBeLessThanOrEqual(900);
+      const [row] = (await auditRows(0)).filter((r) => r.details.room === room);
+      expect(row).toMatchObject({ outcome: 'success', subject: alice.sub, client_id: web.client_id, actor: null, details: { target_type: 'livekit', target: 'livekit' } });
     });
 
     it('generates a room inside the user\'s own rooms when none is named', async () => {
@@ -110,7 +123,8 @@ describe('token exchange', () => {
       expect((await new TokenVerifier(LK.key, LK.secret).verify(body.access_token)).video?.room).toBe(body.room_name);
     });
 
-    it('refuses rooms outside the patterns, reserved and over-long names, unknown agents', async () => {
+    it('refuses rooms outside the patterns, reserved and over-long names, unknown agents, and audits each', async () => {
+      const since = await lastAuditId();
       const cases: [Record<string, string>, string, RegExp][] = [
         [{ room: 'user_someoneelse_x' }, 'invalid_target', /outside the rooms/],
         [{ room: 'lobby' }, 'invalid_target', /outside the rooms/],
@@ -126,6 +140,9 @@ describe('token exchange', () => {
         expect(body.error).toBe(error);
         expect(body.error_description).toMatch(description);
       }
+      const rows = await auditRows(since);
+      expect(rows.map((r) => [r.outcome, r.details.target_type, r.details.error, r.details.room])).toEqual(
+        cases.map(([params, error]) => ['failure', 'livekit', error, params.room]));
     });
   });
 
@@ -169,9 +186,17 @@ describe('token exchange', () => {
       let r = await exchange(web, { subject_token: alice.jwt, resource: MCP, scope: 'tools:read tools:write' });
       expect([r.status, r.body.error]).toEqual([400, 'invalid_scope']);
       expect(r.body.error_description).toMatch(/tools:write/);
-      // The opaque token was granted OIDC scopes only: nothing of the resource's.
+      // The opaque token was granted OIDC scopes only: nothing of the resource's…
       r = await exchange(web, { subject_token: alice.opaque, resource: MCP });
       expect([r.status, r.body.error]).toEqual([400, 'invalid_scope']);
+      // …so even a scope Alice holds (tools:read) is beyond what this subject token carries.
+      const since = await lastAuditId();
+      r = await exchange(web, { subject_token: alice.opaque, resource: MCP, scope: 'tools:read' });
+      expect([r.status, r.body.error]).toEqual([400, 'invalid_scope']);
+      expect(r.body.error_description).toMatch(/tools:read/);
+      expect(await auditRows(since)).toEqual([expect.objectContaining({
+        outcome: 'failure', subject: alice.sub, details: expect.objectContaining({ error: 'invalid_scope', target: MCP, scopes: ['tools:read'] }),
+      })]);
     });
   });
 
@@ -226,17 +251,19 @@ describe('token exchange', () => {
       expect(all).not.toContain(alice.refresh);
     });
 
-    it('refuses a revoked subject token: by origin grant (revocation list) and at /token/revocation', async () => {
+    it('refuses a revoked subject token: by origin grant (revocation list) and at /token/revocation, and audits both', async () => {
       const config = await rpConfig(gh, web.client_id, web.client_secret);
       const fresh = await codeFlow(gh, config, { creds: ALICE, resource: MCP, scope: 'openid tools:read' });
       const gid = decodeJwt(fresh.tokens.access_token).gid as string;
       expect((await exchange(web, { subject_token: fresh.tokens.access_token, resource: MCP })).status).toBe(200);
+      const since = await lastAuditId();
       await gh.deps.revocations.revoke('grant', gid, 900);
       const r = await exchange(web, { subject_token: fresh.tokens.access_token, resource: MCP });
       expect([r.status, r.body.error]).toEqual([400, 'invalid_request']);
       expect(r.body.error_description).toMatch(/revoked/);
 
       const opaque = (await codeFlow(gh, config, { creds: ALICE })).tokens.access_token;
+      seenTokens.add(opaque);
       const rev = await fetch(`${gh.url}/token/revocation`, {
         method: 'POST',
         headers: { authorization: `Basic ${Buffer.from(`${web.client_id}:${web.client_secret}`).toString('base64')}`, 'content-type': 'application/x-www-form-urlencoded' },
@@ -245,6 +272,11 @@ describe('token exchange', () => {
       expect(rev.status).toBe(200);
       const r2 = await exchange(web, { subject_token: opaque, requested_token_type: LIVEKIT });
       expect([r2.status, r2.body.error]).toEqual([400, 'invalid_request']);
+      const rows = await auditRows(since);
+      expect(rows.map((row) => [row.outcome, row.subject, row.details.error, row.details.target_type])).toEqual([
+        ['failure', alice.sub, 'invalid_request', 'resource'], ['failure', null, 'invalid_request', 'livekit'],
+      ]);
+      expect(rows.map((row) => row.details.reason)).toEqual([expect.stringMatching(/revoked/), expect.stringMatching(/not an active access token/)]);
     });
 
     it('refuses targets the client may not reach, unknown token types and clients without policy', async () => {
@@ -267,6 +299,22 @@ describe('token exchange', () => {
       expect(rows.map((r) => r.details.error)).toEqual(cases.map((c) => c[3]));
       expect(rows[1]).toMatchObject({ subject: alice.sub, details: { target: OTHER } });
     });
+  });
+
+  it('audits exchanges oidc-provider refuses before the grant runs: no grant type, bad client secret', async () => {
+    const noGrant = await createClient(gh, '--name', 'No exchange grant', '--grant', 'client_credentials');
+    const since = await lastAuditId();
+    let r = await exchange(noGrant, { subject_token: alice.jwt, resource: MCP });
+    expect([r.status, r.body.error]).toEqual([400, 'invalid_request']);
+    expect(r.body.error_description).toMatch(/grant type is not allowed/);
+    r = await exchange({ client_id: web.client_id, client_secret: 'not the secret' }, { subject_token: alice.jwt, resource: MCP });
+    expect([r.status, r.body.error]).toEqual([401, 'invalid_client']);
+    const rows = await auditRows(since);
+    expect(rows.map((row) => [row.outcome, row.client_id, row.details.error])).toEqual([
+      ['failure', noGrant.client_id, 'invalid_request'],
+      // The client id it claimed: a failed authentication under a real client's id is worth seeing.
+      ['failure', web.client_id, 'invalid_client'],
+    ]);
   });
 
   it('fails closed with 503 when the revocation store is unreachable', async () => {
@@ -325,5 +373,13 @@ describe('token exchange', () => {
       expect((await auditRows(since)).every((x) => x.outcome === 'failure')).toBe(true);
       expect(await auditRows(since)).toHaveLength(3);
     });
+  });
+
+  // Runs last: every token this suite sent or received, and none of them in any audit event.
+  it('writes an audit event for every exchange and never a token', async () => {
+    const { rows } = await gh.deps.db.query<{ n: number }>("SELECT count(*)::int AS n FROM audit_events WHERE type = 'token.exchange'");
+    expect(rows[0].n).toBe(exchanges);
+    expect(seenTokens.size).toBeGreaterThan(15);
+    await expectNoTokensInAudit(gh, seenTokens);
   });
 });

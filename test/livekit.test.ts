@@ -5,6 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TokenVerifier } from 'livekit-server-sdk';
 import { decodeJwt } from 'jose';
 import { CALLBACK, codeFlow, rpConfig, startTestGatehouse, type TestGatehouse } from './helpers/gatehouse.ts';
+import { expectNoTokensInAudit } from './helpers/audit.ts';
 import { startMcpServer } from '../examples/mcp-server.ts';
 import { runAgent } from '../examples/agent.ts';
 
@@ -20,11 +21,23 @@ const AT = 'urn:ietf:params:oauth:token-type:access_token';
 const BOB = { email: 'bob@example.com', password: 'bob has a long passphrase' };
 type Client = { client_id: string; client_secret: string };
 
-const details = (gh: { url: string }, body: unknown, token?: string) => fetch(`${gh.url}/livekit/connection-details`, {
-  method: 'POST',
-  headers: { 'content-type': 'application/json', ...(token ? { authorization: `Bearer ${token}` } : {}) },
-  body: JSON.stringify(body),
-});
+/** Every LiveKit and bearer token the suite handled, to be looked for in the audit log. */
+const seenTokens = new Set<string>();
+async function details(gh: { url: string }, body: unknown, token?: string) {
+  if (token) seenTokens.add(token);
+  const res = await fetch(`${gh.url}/livekit/connection-details`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', ...(token ? { authorization: `Bearer ${token}` } : {}) },
+    body: JSON.stringify(body),
+  });
+  const json = await res.clone().json().catch(() => ({}));
+  if (json.participantToken) {
+    seenTokens.add(json.participantToken);
+    const claims = decodeJwt(json.participantToken) as { attributes?: Record<string, string> };
+    for (const [k, v] of Object.entries(claims.attributes ?? {})) if (k.startsWith('gatehouse.delegation.')) seenTokens.add(v);
+  }
+  return res;
+}
 
 describe('connection-details (bearer) and the agent flow', () => {
   let gh: TestGatehouse;
@@ -103,6 +116,18 @@ describe('connection-details (bearer) and the agent flow', () => {
     // The MCP server refuses a token for another audience.
     const wrong = await fetch(resource, { method: 'POST', headers: { authorization: `Bearer ${delegationToken}` }, body: '{}' });
     expect(wrong.status).toBe(401);
+    seenTokens.add(mcpToken.access_token);
+
+    // Each exchange above, allowed or refused, is in the audit log under the acting agent.
+    const { rows } = await gh.deps.db.query<{ outcome: string; actor: string | null; client_id: string; subject: string | null; details: any }>(
+      "SELECT outcome, actor, client_id, subject, details FROM audit_events WHERE type = 'token.exchange' ORDER BY id");
+    expect(rows.map((r) => [r.outcome, r.client_id, r.actor, r.subject, r.details.error ?? null])).toEqual([
+      ['success', agent.client_id, agent.client_id, bob.sub, null],
+      ['failure', stranger.client_id, stranger.client_id, bob.sub, 'invalid_request'],
+      ['failure', agent.client_id, agent.client_id, bob.sub, 'invalid_scope'],
+      ['failure', agent.client_id, null, bob.sub, 'invalid_request'],
+    ]);
+    expect(rows[0].details).toMatchObject({ target: resource, scopes: ['tools:read'] });
   });
 
   it('refuses a missing, invalid or delegated bearer token and rooms outside policy', async () => {
@@ -127,6 +152,11 @@ describe('connection-details (bearer) and the agent flow', () => {
     const audited = await gh.deps.db.query<{ outcome: string }>("SELECT outcome FROM audit_events WHERE type = 'livekit.connection_details'");
     expect(audited.rows.some((r) => r.outcome === 'failure')).toBe(true);
     expect(audited.rows.some((r) => r.outcome === 'success')).toBe(true);
+  });
+
+  it('never writes a LiveKit, delegation or bearer token to the audit log', async () => {
+    expect(seenTokens.size).toBeGreaterThan(5);
+    await expectNoTokensInAudit(gh, seenTokens);
   });
 });
 

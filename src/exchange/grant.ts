@@ -242,15 +242,16 @@ export function buildExchangeHandler(provider: Provider, deps: ExchangeDeps) {
     };
   }
 
-  function audit(ctx: KoaContextWithOIDC, x: Exchange, err?: ExchangeError) {
+  function audit(ctx: KoaContextWithOIDC, x: Exchange, err?: Refusal) {
+    (ctx.state as ExchangeState).exchangeAudited = true;
     void deps.audit.record({
       type: 'token.exchange',
       outcome: err ? 'failure' : 'success',
       actor: x.actor ? x.clientId : null,
       subject: x.subject?.user ?? null,
-      clientId: x.clientId,
+      clientId: x.clientId || null,
       ip: ctx.ip,
-      requestId: ctx.get('x-request-id') || null,
+      requestId: ctx.state.requestId ?? null,
       details: {
         target_type: x.targetType ?? (x.params?.requestedTokenType === LIVEKIT_TOKEN_TYPE ? 'livekit' : 'resource'),
         target: x.target ?? x.params?.targets[0] ?? null,
@@ -262,7 +263,20 @@ export function buildExchangeHandler(provider: Provider, deps: ExchangeDeps) {
     });
   }
 
-  return async function tokenExchangeGrant(ctx: KoaContextWithOIDC) {
+  /**
+   * oidc-provider refuses some exchanges before the grant runs (client authentication, a client
+   * without the grant type, a missing grant parameter). Its `grant.error` event reports them; they
+   * are audited here unless the grant already recorded the request.
+   */
+  function auditProviderRefusal(ctx: KoaContextWithOIDC, err: unknown) {
+    if ((ctx.state as ExchangeState).exchangeAudited || ctx.oidc?.params?.grant_type !== GRANT_TYPE) return;
+    const refusal = asRefusal(err);
+    if (!refusal) return;
+    // invalid_client: the id the client claimed, when oidc-provider found one.
+    audit(ctx, { clientId: ctx.oidc.client?.clientId ?? '' }, refusal);
+  }
+
+  async function tokenExchangeGrant(ctx: KoaContextWithOIDC) {
     const x: Exchange = { clientId: ctx.oidc.client!.clientId };
     try {
       x.params = readParams(ctx);
@@ -278,8 +292,32 @@ export function buildExchangeHandler(provider: Provider, deps: ExchangeDeps) {
       audit(ctx, x);
       ctx.body = body;
     } catch (err) {
-      if (err instanceof ExchangeError) audit(ctx, x, err);
+      const refusal = asRefusal(err);
+      if (refusal) audit(ctx, x, refusal);
+      else (ctx.state as ExchangeState).exchangeAudited = true; // rate limited: audited by the limiter
       throw err;
     }
-  };
+  }
+
+  return { tokenExchangeGrant, auditProviderRefusal };
+}
+
+type ExchangeState = { exchangeAudited?: boolean };
+interface Refusal {
+  code: string;
+  message: string;
+}
+
+/**
+ * What the audit event records of an error: the RFC 8693 code and description (never a token; no
+ * error message echoes one). undefined for a rate-limit refusal (429), which the limiter audits once
+ * per window rather than once per request, so a flood cannot fill the log.
+ */
+function asRefusal(err: unknown): Refusal | undefined {
+  if (err instanceof ExchangeError) return { code: err.code, message: err.message };
+  const e = err as { status?: number; statusCode?: number; error?: string; error_description?: string; message?: string } | undefined;
+  const status = e?.statusCode ?? e?.status;
+  if (status === 429) return undefined;
+  if (status && status < 500 && e?.error) return { code: e.error, message: e.error_description ?? e.error };
+  return { code: 'server_error', message: 'the exchange failed on the server' };
 }

@@ -25,7 +25,7 @@ export function lazyKeyRing(deps: Pick<Deps, 'keys'>): () => Promise<KeyRing> {
 }
 
 export function registerTokenExchange(provider: Provider, deps: ExchangeAppDeps, opts: { rateLimit?: ExchangeRateLimit } = {}): void {
-  const handler = buildExchangeHandler(provider, {
+  const { tokenExchangeGrant, auditProviderRefusal } = buildExchangeHandler(provider, {
     config: deps.config,
     audit: deps.audit,
     resources: deps.resources,
@@ -37,10 +37,12 @@ export function registerTokenExchange(provider: Provider, deps: ExchangeAppDeps,
   });
   provider.registerGrantType(GRANT_TYPE, async function tokenExchange(ctx: KoaContextWithOIDC) {
     try {
-      await handler(ctx);
+      await tokenExchangeGrant(ctx);
     } catch (err) {
       // One place turns exchange refusals into oidc-provider's RFC 6749 §5.2 error responses.
       throw err instanceof ExchangeError ? toOidcError(err) : err;
     }
   } as never, PARAMETERS, REPEATABLE);
+  // Refusals oidc-provider answers before the grant runs are audited too (every exchange is).
+  provider.on('grant.error', auditProviderRefusal);
 }
