@@ -83,9 +83,11 @@ describe.skipIf(!haveOpenssl)('client ID metadata documents', () => {
     fs.rmSync(dir, { recursive: true, force: true });
   });
 
-  it('advertises the feature only when hosts are allowed', async () => {
-    const meta = await (await fetch(`${gh.url}/.well-known/oauth-authorization-server`)).json();
+  it.each(['/.well-known/oauth-authorization-server', '/.well-known/openid-configuration'])('advertises the feature at %s when hosts are allowed', async (path) => {
+    const meta = await (await fetch(`${gh.url}${path}`)).json();
     expect(meta.client_id_metadata_document_supported).toBe(true);
+    expect(meta.code_challenge_methods_supported).toEqual(['S256']);
+    expect(meta.authorization_response_iss_parameter_supported).toBe(true);
   });
 
   it('uses a document on an allowed host as the client, with no registration, and caches it', async () => {

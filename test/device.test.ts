@@ -4,9 +4,10 @@
 // LiveKit room token. Then the person lists and revokes the device at /account/devices.
 import fs from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { chromium, type Browser } from 'playwright-core';
+import { chromium, type Browser, type Page } from 'playwright-core';
 import * as oidc from 'openid-client';
 import { TokenVerifier } from 'livekit-server-sdk';
+import { generate, generateSecret } from 'otplib';
 import { rpConfig, startTestGatehouse, type TestGatehouse } from './helpers/gatehouse.ts';
 
 const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
@@ -20,6 +21,16 @@ const TX = 'urn:ietf:params:oauth:grant-type:token-exchange';
 const AT = 'urn:ietf:params:oauth:token-type:access_token';
 const LIVEKIT = 'urn:gatehouse:token-type:livekit';
 const CAROL = { email: 'carol@example.com', password: 'carol has a long passphrase' };
+const ERIN = { email: 'erin@example.com', password: 'erin has a long passphrase' };
+
+/** The ordinary sign-in page, reached from the device confirmation page. */
+async function signInOnPage(page: Page, creds: { email: string; password: string }) {
+  await page.waitForURL(/\/interaction\//);
+  await page.getByLabel(/email/i).fill(creds.email);
+  await page.getByLabel(/password/i).fill(creds.password);
+  await page.getByRole('button', { name: /sign in/i }).click();
+  await page.waitForLoadState();
+}
 
 describe('device authorization grant', () => {
   let gh: TestGatehouse;
@@ -82,6 +93,14 @@ describe('device authorization grant', () => {
       page.on('pageerror', (e) => errors.push(e.message));
       await page.goto(start.verification_uri);
       expect(await page.title()).toMatch(/connect a device/i);
+      // Fits a phone: no sideways scrolling at 390 px, and the field and button are full-size tap targets.
+      expect(await page.evaluate(() => document.documentElement.scrollWidth)).toBeLessThanOrEqual(390);
+      for (const target of [page.getByLabel(/code/i), page.getByRole('button', { name: /continue/i })]) {
+        const box = (await target.boundingBox())!;
+        expect(box.height).toBeGreaterThanOrEqual(40);
+        expect(box.x + box.width).toBeLessThanOrEqual(390);
+      }
+      expect(await page.getByLabel(/code/i).getAttribute('autocapitalize')).toBe('characters');
       // A wrong code first: the page says so.
       await page.getByLabel(/code/i).fill('BBBB-BBBB');
       await page.getByRole('button', { name: /continue/i }).click();
@@ -97,11 +116,7 @@ describe('device authorization grant', () => {
       await page.getByLabel(/name this device/i).fill('Kitchen speaker');
       await page.getByRole('button', { name: /continue/i }).click();
       // The ordinary sign-in and consent pages.
-      await page.waitForURL(/\/interaction\//);
-      await page.getByLabel(/email/i).fill(CAROL.email);
-      await page.getByLabel(/password/i).fill(CAROL.password);
-      await page.getByRole('button', { name: /sign in/i }).click();
-      await page.waitForLoadState();
+      await signInOnPage(page, CAROL);
       if (await page.getByRole('button', { name: /allow/i }).count()) {
         expect(await page.content()).toContain('Kitchen speaker app');
         await page.getByRole('button', { name: /allow/i }).click();
@@ -145,6 +160,35 @@ describe('device authorization grant', () => {
       await context.close();
     });
 
+    it('asks a user with an authenticator for the second factor on the phone, and the device token carries it', async () => {
+      const erin = (await gh.cli('user', 'create', '--email', ERIN.email, '--password', ERIN.password, '--name', 'Erin', '--role', 'user', '--verified')).id;
+      const secret = generateSecret();
+      expect(await gh.deps.mfa.confirmFactor(erin, { name: 'Phone', secret, code: await generate({ secret }) })).toBeTruthy();
+
+      const start = await oidc.initiateDeviceAuthorization(config, { scope: 'openid offline_access', device_name: 'Hallway speaker' });
+      const polling = oidc.pollDeviceAuthorizationGrant(config, start);
+      const context = await browser.newContext({ viewport: { width: 390, height: 844 }, isMobile: true, hasTouch: true });
+      const page = await context.newPage();
+      await page.goto(start.verification_uri_complete!);
+      await page.getByRole('button', { name: /continue/i }).click();
+      await signInOnPage(page, ERIN);
+      // The password alone does not finish the sign-in: the second-factor page follows.
+      expect(await page.title()).toMatch(/two-step/i);
+      // The next time step: enrolment used this one, and a code is good only once.
+      await page.getByLabel(/code from your authenticator/i).fill(await generate({ secret, epoch: Math.floor(Date.now() / 1000) + 30 }));
+      await page.getByRole('button', { name: /^verify$/i }).click();
+      await page.waitForLoadState();
+      if (await page.getByRole('button', { name: /allow/i }).count()) await page.getByRole('button', { name: /allow/i }).click();
+      await page.getByText(/device connected/i).first().waitFor();
+
+      const tokens = await polling;
+      expect(tokens.claims()).toMatchObject({ sub: erin, acr: 'urn:gatehouse:acr:mfa', amr: ['pwd', 'otp', 'mfa'] });
+      const lk = await tokenRequest({ grant_type: TX, subject_token: tokens.access_token, subject_token_type: AT, requested_token_type: LIVEKIT });
+      expect(lk.status, JSON.stringify(lk.body)).toBe(200);
+      expect((await new TokenVerifier(LK.key, LK.secret).verify(lk.body.access_token)).sub).toBe(`user_${erin}`);
+      await context.close();
+    });
+
     it('keeps two devices of one client apart: revoking one leaves the other signed in', async () => {
       const context = await browser.newContext({ viewport: { width: 390, height: 844 }, isMobile: true });
       const page = await context.newPage();
@@ -155,11 +199,7 @@ describe('device authorization grant', () => {
         await page.goto(start.verification_uri_complete!);
         await page.getByRole('button', { name: /continue/i }).click();
         if (first) {
-          await page.waitForURL(/\/interaction\//);
-          await page.getByLabel(/email/i).fill(CAROL.email);
-          await page.getByLabel(/password/i).fill(CAROL.password);
-          await page.getByRole('button', { name: /sign in/i }).click();
-          await page.waitForLoadState();
+          await signInOnPage(page, CAROL);
         }
         if (await page.getByRole('button', { name: /allow/i }).count()) await page.getByRole('button', { name: /allow/i }).click();
         await page.getByText(/device connected/i).first().waitFor();

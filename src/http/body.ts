@@ -27,3 +27,19 @@ export async function readForm(ctx: Context, limitBytes = FORM_LIMIT_BYTES): Pro
   }
   return new URLSearchParams(await readRawBody(ctx, limitBytes));
 }
+
+/**
+ * Hand a body we read before oidc-provider (and may have rewritten) on to it: once the stream is
+ * consumed, oidc-provider's body parser takes the string from `req.body` instead.
+ *
+ * oidc-provider then prints, once per process, "WARNING: already parsed request body detected,
+ * having upstream middleware parser is not recommended". That is expected here, not a fault: the
+ * pre-readers (registration policy and default scope in src/oidc/{registration,mcp}.ts, slow_down in
+ * src/oidc/device.ts, JWT introspection/revocation in src/revocation/endpoints.ts) must see the body
+ * to decide before oidc-provider does, and it offers no hook between its parser and its handlers.
+ * The alternative, a fake IncomingMessage replaying the bytes, would be more fragile than this
+ * fallback, which oidc-provider supports on purpose ("resolving to use req.body").
+ */
+export function handBodyToProvider(ctx: Context, text: string): void {
+  (ctx.req as unknown as { body: string }).body = text;
+}

@@ -23,7 +23,7 @@ import type { Logger } from '../http/log.ts';
 import type { RevocationService } from '../revocation/store.ts';
 import { revokeAsOperator } from '../revocation/admin.ts';
 import { HttpError, InvalidRequest, InvalidToken, NotFound } from '../http/errors.ts';
-import { readRawBody } from '../http/body.ts';
+import { handBodyToProvider, readRawBody } from '../http/body.ts';
 import { assertCsrf, CSRF_FIELD, issueCsrf } from '../interaction/csrf.ts';
 
 const VIEWS = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../views');
@@ -251,8 +251,7 @@ export function devicePolling(deps: { config: Config; kv: Kv }) {
     if (!(isToken || isConfirm) || !ctx.is('application/x-www-form-urlencoded')) return next();
     const raw = await readRawBody(ctx, limit);
     const form = new URLSearchParams(raw);
-    // oidc-provider reads a body that was already read from ctx.req.body.
-    (ctx.req as unknown as { body: string }).body = raw;
+    handBodyToProvider(ctx, raw);
     if (isToken && form.get('grant_type') === DEVICE_CODE_GRANT && form.get('device_code')) {
       await checkPollRate(form.get('device_code')!);
     }

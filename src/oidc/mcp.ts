@@ -7,7 +7,7 @@
 import type { Context, Next } from 'koa';
 import type { Config } from '../config/index.ts';
 import type { Resources } from './resources.ts';
-import { readRawBody } from '../http/body.ts';
+import { handBodyToProvider, readRawBody } from '../http/body.ts';
 
 const FORM_LIMIT = 56 * 1024; // oidc-provider's own body limit
 const BODY_ROUTES = new Set(['/auth', '/request', '/device/auth']);
@@ -38,8 +38,7 @@ export function defaultScope(deps: { config: Config; resources: Resources }) {
       const params = new URLSearchParams(raw);
       const missing = !params.has('scope') && !params.has('request') && !params.has('request_uri');
       if (missing) params.set('scope', await scopeFor(params.getAll('resource')));
-      // oidc-provider reads a body that was already read from ctx.req.body.
-      (ctx.req as unknown as { body: string }).body = missing ? params.toString() : raw;
+      handBodyToProvider(ctx, missing ? params.toString() : raw);
     }
     return next();
   };

@@ -15,7 +15,7 @@ import type { Config } from '../config/index.ts';
 import type { Audit } from '../audit/index.ts';
 import { HttpError } from '../http/errors.ts';
 import { redirectUri } from './clients.ts';
-import { readRawBody } from '../http/body.ts';
+import { handBodyToProvider, readRawBody } from '../http/body.ts';
 import { CLAIMS } from '../accounts/users.ts';
 
 /** RFC 7591 §3.2.2 error codes, answered as JSON with status 400. */
@@ -137,7 +137,7 @@ export function registrationPolicy(deps: { config: Config; audit: Audit }) {
       }
       throw err;
     }
-    (ctx.req as unknown as { body: string }).body = raw;
+    handBodyToProvider(ctx, raw);
     await next();
   };
 }
