@@ -64,6 +64,7 @@ describe.skipIf(!haveOpenssl)('client ID metadata documents', () => {
         case '/slow.json': return void setTimeout(() => send(doc('slow')), 2500);
         case '/greedy.json': return send(doc('greedy', { grant_types: ['authorization_code', 'client_credentials'] }));
         case '/trusted.json': return send(doc('trusted', { first_party: true }));
+        case '/scoped.json': return send(doc('scoped', { scope: 'openid tools:write admin' }));
         case '/evil-redirect.json': return send(doc('evil-redirect', { redirect_uris: ['http://attacker.example.com/cb'] }));
         default: res.writeHead(404).end();
       }
@@ -121,6 +122,7 @@ describe.skipIf(!haveOpenssl)('client ID metadata documents', () => {
     ['a slow document', 'slow'],
     ['a document granting itself client_credentials', 'greedy'],
     ['a document declaring itself first-party', 'trusted'],
+    ['a document granting itself scopes beyond OpenID ones', 'scoped'],
     ['a document with a non-loopback http redirect URI', 'evil-redirect'],
   ])('refuses %s', async (_name, file) => {
     const r = await authorizeStatus(gh, `${origin}/${file}.json`);
