@@ -201,15 +201,18 @@ describe('token exchange', () => {
   });
 
   describe('refusals', () => {
-    async function expired() {
+    /** Signed with Gatehouse's own key: only the claims are wrong. */
+    async function ourKeySigns(claims: { iss: string; iat: number; exp: number }) {
       const { keys } = await gh.deps.keys.privateJwks();
       const jwk = keys.find((k: JWK) => k.alg === 'ES256')!;
-      const now = Math.floor(Date.now() / 1000);
       return new SignJWT({ client_id: web.client_id, scope: 'tools:read', gid: 'g' })
         .setProtectedHeader({ alg: 'ES256', kid: jwk.kid, typ: 'at+jwt' })
-        .setIssuer(gh.url).setSubject(alice.sub).setAudience(MCP).setIssuedAt(now - 2000).setExpirationTime(now - 1000).setJti('old')
+        .setIssuer(claims.iss).setSubject(alice.sub).setAudience(MCP).setIssuedAt(claims.iat).setExpirationTime(claims.exp).setJti('old')
         .sign(await importJWK(jwk, 'ES256'));
     }
+    const now = () => Math.floor(Date.now() / 1000);
+    const expired = () => ourKeySigns({ iss: gh.url, iat: now() - 2000, exp: now() - 1000 });
+    const otherIssuer = () => ourKeySigns({ iss: 'https://other-gatehouse.example.com', iat: now(), exp: now() + 300 });
     async function foreign() {
       const { privateKey, publicKey } = await generateKeyPair('ES256', { extractable: true });
       const kid = (await exportJWK(publicKey)).x!.slice(0, 8);
@@ -231,7 +234,8 @@ describe('token exchange', () => {
         ['refresh token', () => alice.refresh, /not an active access token/],
         ['expired', expired, /expired/],
         ['tampered', tampered, /not a valid access token/],
-        ['foreign issuer', foreign, /not a valid access token|not issued by this server/],
+        ['foreign issuer and key', foreign, /not a valid access token|not issued by this server/],
+        ['foreign issuer, our key', otherIssuer, /not issued by this server/],
         ['garbage', () => 'nonsense', /not an active access token/],
       ];
       for (const [name, make, description] of cases) {
