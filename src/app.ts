@@ -6,7 +6,6 @@ import { fileURLToPath } from 'node:url';
 import Koa from 'koa';
 import compose from 'koa-compose';
 import cors from '@koa/cors';
-import pug from 'pug';
 import type Provider from 'oidc-provider';
 import type { Config } from './config/index.ts';
 import { createPgDb, createPgliteDb, type Db } from './store/db.ts';
@@ -21,7 +20,7 @@ import { createSigningKeys, type SigningKeys } from './oidc/keys.ts';
 import { loadInstanceSecrets } from './oidc/secrets.ts';
 import { buildProvider } from './oidc/provider.ts';
 import { startSweeper } from './oidc/adapter.ts';
-import { createInteractionRouter } from './interaction/router.ts';
+import { createInteractionRouter, renderView } from './interaction/router.ts';
 import { errorHandler, PayloadTooLarge } from './http/errors.ts';
 import { accessLog, healthRoutes, requestId, securityHeaders } from './http/middleware.ts';
 import type { SecretBox } from './crypto/secretbox.ts';
@@ -154,7 +153,6 @@ async function buildOidcLayer(deps: Deps): Promise<OidcLayer> {
   return { provider, middleware: compose([federation.upstreamLogout, federation.router.routes(), interaction.routes(), interaction.allowedMethods(), ...provider.middleware]) as Koa.Middleware };
 }
 
-const renderError = pug.compileFile(path.join(ROOT, 'views/error.pug'));
 const STYLESHEET = fs.readFileSync(path.join(ROOT, 'public/style.css'));
 
 function parseLimit(s: string): number {
@@ -198,7 +196,7 @@ export async function createApp(deps: Deps): Promise<GatehouseApp> {
   app.use(requestId());
   app.use(accessLog(log));
   app.use(securityHeaders(['/interaction', '/account', '/admin', '/assets']));
-  app.use(errorHandler(log, (status, error, description) => renderError({ title: 'Error', error, description, status })));
+  app.use(errorHandler(log, (status, error, description) => renderView('error', { title: 'Error', error, description, status })));
   app.use(healthRoutes([
     { name: 'database', check: () => deps.db.ping() },
     { name: deps.kv.kind === 'redis' ? 'redis' : 'store', check: () => deps.kv.ping() },

@@ -8,11 +8,8 @@
 //   - a per-user list of devices (table `devices`), each with its own grant, so the user can see
 //     them at /account/devices and revoke one without touching the others.
 import crypto from 'node:crypto';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import Router from '@koa/router';
 import type { Context, Next } from 'koa';
-import pug from 'pug';
 import type Provider from 'oidc-provider';
 import type { Configuration, KoaContextWithOIDC } from 'oidc-provider';
 import type { Config } from '../config/index.ts';
@@ -25,9 +22,9 @@ import { revokeAsOperator } from '../revocation/admin.ts';
 import { HttpError, InvalidRequest, InvalidToken, NotFound } from '../http/errors.ts';
 import { handBodyToProvider, readRawBody } from '../http/body.ts';
 import { assertCsrf, CSRF_FIELD, issueCsrf } from '../interaction/csrf.ts';
+import { sessionAccountId } from '../account/router.ts';
+import { renderView as render } from '../interaction/router.ts';
 
-const VIEWS = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../views');
-const render = (name: string, locals: Record<string, unknown>) => pug.renderFile(path.join(VIEWS, `${name}.pug`), { cache: true, ...locals });
 
 export const DEVICE_CODE_GRANT = 'urn:ietf:params:oauth:grant-type:device_code';
 /** oidc-provider's default user-code alphabet (no vowels, so no words) and shape. */
@@ -289,8 +286,7 @@ export function createDeviceAccountRouter(deps: DeviceAccountDeps): Router {
   const wantsJson = (ctx: Context) => ctx.accepts('html', 'json') === 'json';
 
   async function signedInUser(ctx: Context): Promise<string> {
-    const session = await deps.provider().Session.get(ctx as never);
-    const accountId = session?.accountId;
+    const accountId = await sessionAccountId(deps.provider(), ctx);
     if (!accountId) throw new InvalidToken('Sign in first: open this page from a browser that is signed in to Gatehouse.');
     return accountId;
   }
