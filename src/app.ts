@@ -256,7 +256,7 @@ export async function createApp(deps: Deps): Promise<GatehouseApp> {
   app.use(devicePolling(deps));
   app.use(createDeviceAccountRouter({ ...deps, devices: createDevices(deps.db), provider: () => layer.provider }).routes());
   // --- end MCP clients and voice devices ---
-  app.use(createAccountRouter({ ...deps, provider: () => layer.provider }).routes());
+  app.use(createAccountRouter({ ...deps, rooms, provider: () => layer.provider }).routes());
   app.use((ctx, next) => layer.middleware(ctx, next));
 
   return {

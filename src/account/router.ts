@@ -16,7 +16,11 @@ import { InvalidRequest } from '../http/errors.ts';
 import { assertCsrf, CSRF_FIELD, issueCsrf } from '../interaction/csrf.ts';
 import { renderView } from '../interaction/router.ts';
 import { accountLockKey } from '../mfa/interaction.ts';
+import type { Mfa } from '../mfa/factors.ts';
+import type { SecretBox } from '../crypto/secretbox.ts';
+import type { RoomSessions } from '../livekit/rooms.ts';
 import { ACCOUNT_CLIENT_ID, accountClient } from './client.ts';
+import { addSecurityPages } from './security.ts';
 
 const STATE_COOKIE = 'gh_account_state';
 
@@ -37,6 +41,9 @@ export interface AccountDeps {
   accounts: Accounts;
   audit: Audit;
   limits: RateLimits;
+  mfa: Mfa;
+  box: SecretBox;
+  rooms: RoomSessions;
 }
 
 export function createAccountRouter(deps: AccountDeps): Router {
@@ -134,6 +141,14 @@ export function createAccountRouter(deps: AccountDeps): Router {
     await deps.audit.record({ type: 'account.password_change', outcome: 'success', actor: user.id, subject: user.id, ip: ctx.ip, requestId: ctx.state.requestId ?? null });
     page(ctx, 'account-password-changed', { title: 'Password changed' });
   });
+
+  router.get('/rooms', async function showRoomSessions(ctx: Context) {
+    const user = await signedIn(ctx);
+    if (!user) return;
+    page(ctx, 'account-rooms', { title: 'Voice rooms you joined', sessions: await deps.rooms.listForUser(user.id, { limit: 100 }) });
+  });
+
+  addSecurityPages(router, deps, { page, signedIn });
 
   return router;
 }

@@ -68,6 +68,9 @@ export function newRecoveryCode(): string {
   return out.match(/.{4}/g)!.join('-');
 }
 
+/** A factor's name as shown on pages: no control characters, at most 64 characters. */
+const factorName = (name: string) => name.replace(/\p{Cc}/gu, '').trim().slice(0, 64);
+
 const hashRecoveryCode = (userId: string, normalized: string) =>
   crypto.createHash('sha256').update(`${userId}:${normalized}`).digest('base64url');
 
@@ -118,7 +121,7 @@ export function createMfa(db: Queryable, box: SecretBox, opts: { issuer: string 
     if (!code) return null;
     const step = await matchStep(input.secret, code);
     if (step === null) return null;
-    const name = input.name.replace(/\p{Cc}/gu, '').trim().slice(0, 64) || 'Authenticator';
+    const name = factorName(input.name) || 'Authenticator';
     const { rows } = await db.query<FactorRow>(
       `INSERT INTO mfa_factors (id, user_id, type, name, secret_enc, last_time_step, last_used_at)
        VALUES ($1, $2, 'totp', $3, $4, $5, now())
@@ -156,13 +159,27 @@ export function createMfa(db: Queryable, box: SecretBox, opts: { issuer: string 
     return rows.length > 0;
   }
 
+  /** False when the name is empty (after cleaning) or the factor is not the user's. */
+  async function renameFactor(userId: string, factorId: string, input: string): Promise<boolean> {
+    const name = factorName(input);
+    if (!name) return false;
+    const { rows } = await db.query('UPDATE mfa_factors SET name = $3 WHERE user_id = $1 AND id = $2 RETURNING id', [userId, factorId, name]);
+    return rows.length > 0;
+  }
+
+  async function deleteRecoveryCodes(userId: string): Promise<void> {
+    await db.query('DELETE FROM mfa_recovery_codes WHERE user_id = $1', [userId]);
+  }
+
   /** A new set of recovery codes, replacing (invalidating) any earlier set. Shown once; stored hashed. */
   async function regenerateRecoveryCodes(userId: string): Promise<string[]> {
     const codes = Array.from({ length: RECOVERY_CODE_COUNT }, newRecoveryCode);
-    await db.query('DELETE FROM mfa_recovery_codes WHERE user_id = $1', [userId]);
-    for (const code of codes) {
-      await db.query('INSERT INTO mfa_recovery_codes (user_id, code_hash) VALUES ($1, $2)', [userId, hashRecoveryCode(userId, normalizeRecoveryCode(code)!)]);
-    }
+    // One statement, so the old set is never gone without the new one in place.
+    await db.query(
+      `WITH old AS (DELETE FROM mfa_recovery_codes WHERE user_id = $1)
+       INSERT INTO mfa_recovery_codes (user_id, code_hash) SELECT $1, unnest($2::text[])`,
+      [userId, codes.map((code) => hashRecoveryCode(userId, normalizeRecoveryCode(code)!))],
+    );
     return codes;
   }
 
@@ -208,6 +225,8 @@ export function createMfa(db: Queryable, box: SecretBox, opts: { issuer: string 
     confirmFactor,
     verifyTotp,
     deleteFactor,
+    renameFactor,
+    deleteRecoveryCodes,
     regenerateRecoveryCodes,
     useRecoveryCode,
     remainingRecoveryCodes,
