@@ -45,6 +45,42 @@ describeEachKv('kv store', (getKv, prefix) => {
     expect(got).toEqual(['hello']);
   });
 
+  it('leaves a channel when its last subscriber unsubscribes, and not before', async () => {
+    const kv = getKv();
+    const first: string[] = [];
+    const second: string[] = [];
+    const handler = (m: string) => first.push(m);
+    const offFirst = await kv.subscribe('chan-leave', handler);
+    // The same function subscribed twice is two subscriptions; each unsubscribe removes its own.
+    const offAgain = await kv.subscribe('chan-leave', handler);
+    const offSecond = await kv.subscribe('chan-leave', (m) => second.push(m));
+    if (kv.kind === 'redis') expect(await redisSubscribers(kv, 'chan-leave')).toBe(1);
+
+    await offFirst();
+    await offFirst(); // idempotent: must not remove the other subscription of the same function
+    expect(await kv.publish('chan-leave', 'one')).toBe(1);
+    for (let i = 0; i < 20 && second.length === 0; i++) await sleep(25);
+    expect(first).toEqual(['one']);
+    expect(second).toEqual(['one']);
+
+    await offAgain();
+    await offSecond();
+    // Nobody listens any more: the store has left the channel (Redis: UNSUBSCRIBE was sent), so a
+    // publish reaches no one.
+    if (kv.kind === 'redis') expect(await redisSubscribers(kv, 'chan-leave')).toBe(0);
+    expect(await kv.publish('chan-leave', 'two')).toBe(0);
+    await sleep(100);
+    expect(second).toEqual(['one']);
+
+    // And it can join again.
+    const again: string[] = [];
+    const off = await kv.subscribe('chan-leave', (m) => again.push(m));
+    expect(await kv.publish('chan-leave', 'three')).toBe(1);
+    for (let i = 0; i < 20 && again.length === 0; i++) await sleep(25);
+    expect(again).toEqual(['three']);
+    await off();
+  });
+
   it('keeps keys under its prefix', async () => {
     const kv = getKv();
     await kv.set('scoped', 'v', 30);
@@ -77,6 +113,17 @@ describeEachKv('kv store', (getKv, prefix) => {
     }
   });
 });
+
+/** Redis's own count of connections subscribed to a channel (PUBSUB NUMSUB), asked on another connection. */
+async function redisSubscribers(kv: Kv, channel: string): Promise<number> {
+  const raw = new Redis(REDIS_URL);
+  try {
+    const [, n] = (await raw.pubsub('NUMSUB', `${kv.prefix}${channel}`)) as [string, number];
+    return Number(n);
+  } finally {
+    raw.disconnect();
+  }
+}
 
 /** A second store of the same kind under another prefix. */
 async function otherStore(kind: Kv['kind']): Promise<{ kv: Kv; close(): Promise<void> }> {

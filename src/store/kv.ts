@@ -10,8 +10,12 @@ export interface Kv {
   del(key: string): Promise<void>;
   /** Increment and return the new value; the expiry is set when the key is created. */
   incr(key: string, ttlSeconds?: number): Promise<number>;
-  publish(channel: string, message: string): Promise<void>;
-  /** Returns an unsubscribe function. */
+  /** Returns how many subscribed stores received it (Redis: connections; in-process: 0 or 1). */
+  publish(channel: string, message: string): Promise<number>;
+  /**
+   * Returns an unsubscribe function (idempotent). When a channel's last handler goes, the store
+   * leaves the channel (Redis: UNSUBSCRIBE), so it neither receives nor counts as a receiver.
+   */
   subscribe(channel: string, handler: (message: string) => void): Promise<() => Promise<void>>;
   ping(): Promise<void>;
   close(): Promise<void>;
@@ -57,14 +61,12 @@ export function createMemoryKv(prefix = ''): Kv {
       return n;
     },
     async publish(channel, message) {
-      for (const h of subs.get(channel) ?? []) queueMicrotask(() => h(message));
+      const handlers = subs.get(channel);
+      for (const h of handlers ?? []) queueMicrotask(() => h(message));
+      return handlers ? 1 : 0;
     },
     async subscribe(channel, handler) {
-      if (!subs.has(channel)) subs.set(channel, new Set());
-      subs.get(channel)!.add(handler);
-      return async () => {
-        subs.get(channel)?.delete(handler);
-      };
+      return addHandler(subs, channel, handler, () => {}, () => {});
     },
     async ping() {},
     async close() {
@@ -118,18 +120,12 @@ export function createRedisKv(url: string, prefix = 'gatehouse:'): Kv {
       return n;
     },
     async publish(channel, message) {
-      await redis.publish(prefix + channel, message);
+      return redis.publish(prefix + channel, message);
     },
     async subscribe(channel, handler) {
-      const full = prefix + channel;
-      if (!handlers.has(full)) {
-        handlers.set(full, new Set());
-        await sub.subscribe(full);
-      }
-      handlers.get(full)!.add(handler);
-      return async () => {
-        handlers.get(full)?.delete(handler);
-      };
+      // Commands on one connection run in order, so an UNSUBSCRIBE followed by a new SUBSCRIBE for
+      // the same channel leaves it subscribed.
+      return addHandler(handlers, prefix + channel, handler, (c) => sub.subscribe(c), (c) => sub.unsubscribe(c));
     },
     async ping() {
       await redis.ping();
@@ -138,5 +134,42 @@ export function createRedisKv(url: string, prefix = 'gatehouse:'): Kv {
       redis.disconnect();
       sub.disconnect();
     },
+  };
+}
+
+/** A channel's pending join, so a second subscriber also waits until the channel is joined. */
+const joining = new WeakMap<Set<unknown>, Promise<unknown>>();
+
+/**
+ * Add one handler to a channel's set; the first handler joins the channel, and the returned
+ * function removes this handler only (the same function subscribed twice is two subscriptions),
+ * leaving the channel when none remain.
+ */
+async function addHandler(
+  channels: Map<string, Set<(m: string) => void>>,
+  channel: string,
+  handler: (m: string) => void,
+  join: (channel: string) => unknown,
+  leave: (channel: string) => unknown,
+): Promise<() => Promise<void>> {
+  const own = (m: string) => handler(m);
+  let set = channels.get(channel);
+  if (!set) {
+    channels.set(channel, (set = new Set()));
+    joining.set(set, Promise.resolve().then(() => join(channel)));
+  }
+  set.add(own);
+  try {
+    await joining.get(set);
+  } catch (err) {
+    set.delete(own);
+    if (!set.size && channels.get(channel) === set) channels.delete(channel);
+    throw err;
+  }
+  return async () => {
+    const current = channels.get(channel);
+    if (current !== set || !set.delete(own) || set.size) return;
+    channels.delete(channel);
+    await leave(channel);
   };
 }
