@@ -1,6 +1,7 @@
 // Two Gatehouse processes on one PostgreSQL (and Redis): a code issued by one is redeemed at the
 // other; both serve the same JWKS; a key rotated through the CLI is used by both. And: a restart in
-// embedded mode keeps users, clients, keys and refresh tokens.
+// embedded mode keeps users, clients, keys and refresh tokens. And: a token revoked at one process is
+// refused by the other (introspection and token exchange), with the propagation time printed.
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -14,6 +15,10 @@ import { createTestPgDatabase, createTestRedisPrefix, servicesFor } from './help
 
 
 const stop = stopProcess;
+const TX = 'urn:ietf:params:oauth:grant-type:token-exchange';
+const AT = 'urn:ietf:params:oauth:token-type:access_token';
+const MCP = 'https://mcp.example.com/mcp';
+const ALICE = { email: 'alice@example.com', password: 'alice has a long passphrase' };
 
 const cli = (env: Record<string, string>, ...argv: string[]) => {
   const r = spawnSync(TSX, ['src/cli/main.ts', ...argv], { cwd: ROOT, env: { ...process.env, ...env, LOG_LEVEL: 'warn' }, encoding: 'utf8' });
@@ -31,15 +36,72 @@ describe.skipIf(!run)('two processes on one PostgreSQL + Redis', () => {
     for (const c of cleanups) await c();
   });
 
-  it("share codes, JWKS and key rotation", { timeout: 120_000 }, async () => {
+  /** A fresh database and Redis prefix (dropped after the suite), and the env both processes share. */
+  async function sharedEnv(extra: Record<string, string>): Promise<Record<string, string>> {
     const pg = await createTestPgDatabase();
     const redis = await createTestRedisPrefix();
     cleanups.push(pg.drop, redis.cleanup);
-    const env = {
-      DATABASE_URL: pg.url, REDIS_URL: redis.url, REDIS_KEY_PREFIX: redis.prefix, KEYS_REFRESH_SECONDS: '1',
+    return {
+      DATABASE_URL: pg.url, REDIS_URL: redis.url, REDIS_KEY_PREFIX: redis.prefix,
       ADMIN_EMAIL: ADMIN.email, ADMIN_PASSWORD: ADMIN.password, MFA_REQUIRED_ROLES: 'none',
       DATA_ENCRYPTION_KEY: Buffer.alloc(32, 7).toString('base64url'),
+      ...extra,
     };
+  }
+
+  it('a token revoked at A is refused at B (introspection and exchange); prints how long it took', { timeout: 120_000 }, async () => {
+    const env = await sharedEnv({ RATE_LIMITS: 'off' });
+    const a = await spawnGatehouse(env);
+    procs.push(a.proc);
+    // The CLI writes straight to the shared database: both processes see what it creates.
+    cli(env, 'resource', 'create', '--uri', MCP, '--scope', 'tools:read');
+    cli(env, 'role', 'update', 'user', '--add', 'tools:read');
+    cli(env, 'user', 'create', '--email', ALICE.email, '--password', ALICE.password, '--role', 'user');
+    const web = cli(env, 'client', 'create', '--name', 'Web', '--redirect-uri', CALLBACK, '--grant', 'authorization_code', '--grant', 'refresh_token', '--grant', TX);
+    cli(env, 'policy', 'client', 'set', web.client_id, '--resource', MCP);
+    // One issuer behind a load balancer: B answers for tokens A issued.
+    const b = await spawnGatehouse({ ...env, ISSUER: a.url });
+    procs.push(b.proc);
+
+    const post = async (url: string, path: string, params: Record<string, string>) => {
+      const res = await fetch(`${url}${path}`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: `Basic ${Buffer.from(`${web.client_id}:${web.client_secret}`).toString('base64')}` },
+        body: new URLSearchParams(params),
+      });
+      return { status: res.status, body: await res.json().catch(() => ({})) as Record<string, any> };
+    };
+    const introspect = (url: string, token: string) => post(url, '/token/introspection', { token });
+    const exchange = (url: string, token: string) => post(url, '/token', { grant_type: TX, subject_token_type: AT, subject_token: token, resource: MCP });
+
+    const config = await rpConfig({ url: a.url }, web.client_id, web.client_secret);
+    const { tokens } = await codeFlow({ url: a.url }, config, { creds: ALICE, resource: MCP, scope: 'openid offline_access tools:read' });
+    const token = tokens.access_token;
+    // Before: B accepts the token A issued.
+    expect((await introspect(b.url, token)).body).toMatchObject({ active: true, aud: MCP });
+    expect((await exchange(b.url, token)).status).toBe(200);
+
+    const start = performance.now();
+    expect((await post(a.url, '/token/revocation', { token })).status).toBe(200);
+    let ms = -1;
+    while (performance.now() - start < 5000) {
+      if ((await introspect(b.url, token)).body.active === false) {
+        ms = performance.now() - start;
+        break;
+      }
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    console.log(`two processes: revoked at A, refused at B after ${ms.toFixed(1)} ms (the revoke request included)`);
+    expect(ms, 'B still says active 5 s after the revocation at A').toBeGreaterThanOrEqual(0);
+    expect(ms).toBeLessThan(2000);
+    expect((await introspect(b.url, token)).body).toEqual({ active: false });
+    const refused = await exchange(b.url, token);
+    expect(refused.status).toBe(400);
+    expect(refused.body).toMatchObject({ error: 'invalid_request', error_description: expect.stringMatching(/revoked/) });
+  });
+
+  it("share codes, JWKS and key rotation", { timeout: 120_000 }, async () => {
+    const env = await sharedEnv({ KEYS_REFRESH_SECONDS: '1' });
     const a = await spawnGatehouse(env);
     procs.push(a.proc);
     // Both processes must share one issuer; B listens elsewhere but presents A's issuer URL.

@@ -6,13 +6,16 @@ import { spawn, type ChildProcess } from 'node:child_process';
 export const ROOT = path.resolve(import.meta.dirname, '../..');
 export const TSX = path.join(ROOT, 'node_modules/.bin/tsx');
 
-/** Start `src/main.ts` on a random port with `env` added, and wait until /ready answers 200. */
+/**
+ * Start `src/main.ts` on a random port with `env` added, and wait until /ready answers 200. The
+ * issuer is the process's own URL unless `env.ISSUER` names another (nodes behind one load balancer).
+ */
 export async function spawnGatehouse(env: Record<string, string>): Promise<{ url: string; proc: ChildProcess }> {
   const port = 20000 + Math.floor(Math.random() * 20000);
   const url = `http://127.0.0.1:${port}`;
   const proc = spawn(TSX, ['src/main.ts'], {
     cwd: ROOT,
-    env: { ...process.env, ...env, PORT: String(port), HOST: '127.0.0.1', ISSUER: url, LOG_LEVEL: 'warn' },
+    env: { ...process.env, ...env, PORT: String(port), HOST: '127.0.0.1', ISSUER: env.ISSUER ?? url, LOG_LEVEL: 'warn' },
     stdio: ['ignore', 'ignore', 'pipe'],
   });
   let stderr = '';
