@@ -1,20 +1,35 @@
-// A minimal MCP tool server that trusts Gatehouse: it verifies the bearer token against Gatehouse's
-// /jwks (RFC 9068: typ at+jwt, iss, aud = this server's resource URI exactly, exp), requires the
-// tool's scope, and reports who acts for whom (`act`, RFC 8693 §4.1).
+// A minimal MCP tool server that trusts Gatehouse. Every request's bearer token goes through the SDK
+// helper `createTokenVerifier` (src/sdk/verify.ts): the JWT is checked against Gatehouse's /jwks
+// (RFC 9068: typ at+jwt, iss, aud = this server's resource URI exactly, exp), then Gatehouse's
+// introspection says whether it has been revoked (answer cached for `cacheSeconds`, so a revoked
+// token is refused at most that long after the revocation). It requires the tool's scope, reports who
+// acts for whom (`act`, RFC 8693 §4.1), serves its RFC 9728 metadata, and answers 401 with a
+// WWW-Authenticate challenge naming that metadata.
 //
-//   GATEHOUSE_ISSUER=http://127.0.0.1:3000 MCP_RESOURCE=http://127.0.0.1:8787/mcp npx tsx examples/mcp-server.ts
+//   gatehouse client create --name "MCP example" --grant client_credentials   # credentials to introspect with
+//   GATEHOUSE_ISSUER=http://127.0.0.1:3000 MCP_RESOURCE=http://127.0.0.1:8787/mcp \
+//   MCP_CLIENT_ID=... MCP_CLIENT_SECRET=... [MCP_CACHE_SECONDS=10] npx tsx examples/mcp-server.ts
 //
 // It speaks just enough MCP (JSON-RPC 2.0 over HTTP POST: initialize, tools/list, tools/call) for the
 // agent example; a real server would use the MCP SDK with this verification in front of it.
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { createRemoteJWKSet, jwtVerify, type JWTPayload } from 'jose';
+import type { JWTPayload } from 'jose';
+import { createTokenVerifier, TokenRejectedError } from '../src/sdk/verify.ts';
 
 export interface McpServerOptions {
   issuer: string;
   /** The resource URI exactly as registered in Gatehouse (`gatehouse resource create --uri ...`); default `<url>/mcp`. */
   resource?: string;
   port?: number;
+  /**
+   * This server's own Gatehouse client credentials, used to ask introspection whether a token has
+   * been revoked. Without them only the JWT is checked and a revoked token works until it expires.
+   */
+  clientId?: string;
+  clientSecret?: string;
+  /** How long an introspection answer is reused (the worst-case delay before a revocation bites). Default 10. */
+  cacheSeconds?: number;
 }
 
 const TOOLS = [
@@ -22,19 +37,16 @@ const TOOLS = [
 ];
 
 export async function startMcpServer(opts: McpServerOptions) {
-  const jwks = createRemoteJWKSet(new URL(`${opts.issuer}/jwks`));
   let resource = opts.resource ?? '';
   const path = () => new URL(resource).pathname;
+  // Made on first use: without opts.resource the audience is known only once the port is.
+  let verify: ReturnType<typeof createTokenVerifier> | undefined;
 
   async function authenticate(req: http.IncomingMessage): Promise<JWTPayload> {
     const m = /^Bearer (.+)$/i.exec(req.headers.authorization ?? '');
-    if (!m) throw Object.assign(new Error('missing bearer token'), { status: 401 });
-    try {
-      const { payload } = await jwtVerify(m[1], jwks, { issuer: opts.issuer, audience: resource, typ: 'at+jwt', algorithms: ['ES256', 'RS256'] });
-      return payload;
-    } catch (err) {
-      throw Object.assign(new Error(`invalid token: ${(err as Error).message}`), { status: 401 });
-    }
+    if (!m) throw new TokenRejectedError('missing bearer token');
+    verify ??= createTokenVerifier({ issuer: opts.issuer, audience: resource, clientId: opts.clientId, clientSecret: opts.clientSecret, cacheSeconds: opts.cacheSeconds });
+    return verify(m[1]);
   }
 
   const server = http.createServer(async (req, res) => {
@@ -55,6 +67,10 @@ export async function startMcpServer(opts: McpServerOptions) {
     try {
       claims = await authenticate(req);
     } catch (err) {
+      // Gatehouse could not say whether the token is revoked: refuse, and ask the client to retry.
+      if (err instanceof TokenRejectedError && err.status === 503) {
+        return send(503, { error: 'temporarily_unavailable', error_description: err.message }, { 'retry-after': '5' });
+      }
       // RFC 9728 §5.1: the challenge names the resource metadata, which names Gatehouse.
       return send(401, { error: 'invalid_token', error_description: (err as Error).message }, {
         'www-authenticate': `Bearer error="invalid_token", resource_metadata="${new URL(`/.well-known/oauth-protected-resource${path()}`, resource).href}"`,
@@ -106,6 +122,8 @@ export async function startMcpServer(opts: McpServerOptions) {
 if (process.argv[1]?.endsWith('mcp-server.ts')) {
   const issuer = process.env.GATEHOUSE_ISSUER ?? 'http://127.0.0.1:3000';
   const resource = process.env.MCP_RESOURCE ?? 'http://127.0.0.1:8787/mcp';
-  const s = await startMcpServer({ issuer, resource, port: Number(new URL(resource).port || 8787) });
+  const { MCP_CLIENT_ID: clientId, MCP_CLIENT_SECRET: clientSecret, MCP_CACHE_SECONDS: cache } = process.env;
+  const s = await startMcpServer({ issuer, resource, port: Number(new URL(resource).port || 8787), clientId, clientSecret, cacheSeconds: cache ? Number(cache) : undefined });
   console.log(`MCP example listening on ${s.url}, resource ${resource}, trusting ${issuer}`);
+  if (!clientId) console.warn('MCP_CLIENT_ID/MCP_CLIENT_SECRET not set: tokens are checked offline only, and a revoked token works until it expires');
 }
