@@ -35,11 +35,14 @@ describe('federation to another Gatehouse', () => {
     const browser = new Browser();
     let step = await followAcross(browser, authUrl.href, CALLBACK);
     // Downstream: only the email, through the SSO button.
+    expect(step.html).toContain('Use single sign-on (SSO)');
     const uid = /\/interaction\/([^/]+)\/login/.exec(step.html!)![1];
     step = await followAcross(browser, `${gh.url}/interaction/${uid}/federation`, CALLBACK, { form: { ...formOf(step.html!, '/login').fields, email: 'frank@initech.test' } });
     // Upstream Gatehouse: its own login page, email pre-filled from login_hint.
     expect(step.url.startsWith(upstream.url)).toBe(true);
     expect(step.html).toContain('value="frank@initech.test"');
+    // The upstream Gatehouse has no connection, so its login page offers no single sign-on.
+    expect(step.html).not.toContain('single sign-on');
     const { action, fields } = formOf(step.html!, '/login');
     step = await followAcross(browser, new URL(action, upstream.url).href, CALLBACK, { form: { ...fields, email: 'frank@initech.test', password: 'frank has a long password' } });
     expect(step.html).toBeUndefined();

@@ -232,6 +232,12 @@ export function createConnections(db: Db, box: SecretBox) {
     return rows[0] ? toConnection(rows[0]) : undefined;
   }
 
+  /** Whether any connection can take a sign-in (the login page offers single sign-on only then). */
+  async function anyEnabled(): Promise<boolean> {
+    const { rows } = await db.query<{ any: boolean }>('SELECT EXISTS (SELECT 1 FROM federation_connections WHERE enabled) AS any');
+    return rows[0]?.any === true;
+  }
+
   async function clientSecret(name: string): Promise<string | undefined> {
     const { rows } = await db.query<{ client_secret_enc: string | null }>('SELECT client_secret_enc FROM federation_connections WHERE name = $1', [name]);
     const sealed = rows[0]?.client_secret_enc;
@@ -286,7 +292,7 @@ export function createConnections(db: Db, box: SecretBox) {
     });
   }
 
-  return { create, update, find, list, remove, findByEmail, clientSecret, findIdentity, link, identitiesOf, applyMappedRoles };
+  return { create, update, find, list, remove, findByEmail, anyEnabled, clientSecret, findIdentity, link, identitiesOf, applyMappedRoles };
 }
 
 export type Connections = ReturnType<typeof createConnections>;

@@ -324,7 +324,7 @@ export function createFederation(deps: FederationDeps) {
     ctx.redirect(location ?? `${config.ISSUER}/session/end/success`);
   });
 
-  return { router, rp, routeLogin, routeAuthorization, upstreamLogout, upstreamLogoutOffer };
+  return { router, rp, routeLogin, routeAuthorization, ssoAvailable: connections.anyEnabled, upstreamLogout, upstreamLogoutOffer };
 }
 
 export type Federation = ReturnType<typeof createFederation>;

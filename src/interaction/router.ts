@@ -42,7 +42,7 @@ export interface InteractionDeps {
   mfa?: Mfa;
   limits?: RateLimits;
   /** Issue 4: home-realm discovery (email domain, `connection=`, `login_hint`) hands off to upstream IdPs. */
-  federation?: Pick<Federation, 'routeLogin' | 'routeAuthorization'>;
+  federation?: Pick<Federation, 'routeLogin' | 'routeAuthorization' | 'ssoAvailable'>;
 }
 
 const INVALID_CREDENTIALS = 'Invalid email or password.';
@@ -111,13 +111,15 @@ export function createInteractionRouter(deps: InteractionDeps): Router {
     ctx.status = 303;
   }
 
-  function loginLocals(ctx: Context, uid: string, clientName: string, extra: Record<string, unknown> = {}) {
+  async function loginLocals(ctx: Context, uid: string, clientName: string, extra: Record<string, unknown> = {}) {
     return {
       title: 'Sign in',
       uid,
       clientName,
       csrf: issueCsrf(ctx, { secure: secureCookies }),
       registrationEnabled: config.ALLOW_REGISTRATION,
+      // Issue 4: the single sign-on button only when some connection can take the sign-in.
+      sso: (await deps.federation?.ssoAvailable()) ?? false,
       email: '',
       error: undefined,
       ...extra,
@@ -185,7 +187,7 @@ export function createInteractionRouter(deps: InteractionDeps): Router {
       if (await secondFactor.startStepUp(ctx, interaction)) return;
       if (await deps.federation?.routeAuthorization(ctx, interaction)) return;
       const hint = typeof params.login_hint === 'string' ? params.login_hint.slice(0, 254) : '';
-      return page(ctx, 'login', loginLocals(ctx, uid, clientName, { email: hint }));
+      return page(ctx, 'login', await loginLocals(ctx, uid, clientName, { email: hint }));
     }
     if (prompt.name === 'consent') {
       // First-party clients are part of this deployment: consent is implied.
@@ -230,7 +232,7 @@ export function createInteractionRouter(deps: InteractionDeps): Router {
     if (locked) {
       await auditLogin(ctx, 'failure', clientId, null, { reason: 'locked', email: attempted, method: 'pwd' });
       ctx.set('Retry-After', String(locked));
-      return page(ctx, 'login', loginLocals(ctx, interaction.uid, clientName, { email: attempted, error: LOCKED(locked) }), 429);
+      return page(ctx, 'login', await loginLocals(ctx, interaction.uid, clientName, { email: attempted, error: LOCKED(locked) }), 429);
     }
     const result = await accounts.authenticate(email, form.get('password') ?? '');
     if ('error' in result) {
@@ -240,7 +242,7 @@ export function createInteractionRouter(deps: InteractionDeps): Router {
       }
       const shownEmail = attempted;
       const inactive = result.error === 'inactive';
-      return page(ctx, 'login', loginLocals(ctx, interaction.uid, clientName, {
+      return page(ctx, 'login', await loginLocals(ctx, interaction.uid, clientName, {
         email: shownEmail,
         error: inactive ? ACCOUNT_DISABLED : INVALID_CREDENTIALS,
       }), inactive ? 403 : 401);
