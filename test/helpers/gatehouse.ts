@@ -6,7 +6,7 @@ import path from 'node:path';
 import { CookieJar } from 'tough-cookie';
 import * as oidc from 'openid-client';
 import { startGatehouse, type RunningGatehouse } from '../../src/server.ts';
-import { createLogger } from '../../src/http/log.ts';
+import { createLogger, type Logger } from '../../src/http/log.ts';
 import { runCommand } from '../../src/admin/commands.ts';
 import { createTestPgDatabase, createTestRedisPrefix } from './databases.ts';
 
@@ -20,7 +20,7 @@ export interface TestGatehouse extends RunningGatehouse {
 
 export const ADMIN = { email: 'admin@example.com', password: 'correct horse battery staple' };
 
-export async function startTestGatehouse(opts: { mode?: Mode; env?: Record<string, string>; dataDir?: string; databaseUrl?: string; redis?: { url: string; prefix: string } } = {}): Promise<TestGatehouse> {
+export async function startTestGatehouse(opts: { mode?: Mode; env?: Record<string, string>; dataDir?: string; databaseUrl?: string; redis?: { url: string; prefix: string }; log?: Logger } = {}): Promise<TestGatehouse> {
   const mode = opts.mode ?? 'embedded';
   const cleanups: (() => Promise<void>)[] = [];
   const env: Record<string, string> = {
@@ -60,7 +60,7 @@ export async function startTestGatehouse(opts: { mode?: Mode; env?: Record<strin
     env,
     port: opts.env?.PORT ? Number(opts.env.PORT) : 0,
     memoryDb: mode === 'embedded' && !opts.dataDir,
-    log: createLogger('silent'),
+    log: opts.log ?? createLogger('silent'),
   });
   return {
     ...running,
