@@ -8,7 +8,7 @@ import type { PolicyStore } from '../src/exchange/policy.ts';
 
 const vars = { identity: 'user_u1', sub: 'u1' };
 const role = (r: Partial<RolePolicy> & { role: string }): RolePolicy => ({
-  roomPatterns: [], canPublish: false, canSubscribe: false, canPublishData: false, roomAdmin: false, ...r,
+  roomPatterns: [], canPublish: false, canSubscribe: false, canPublishData: false, roomAdmin: false, requireMfa: false, ...r,
 });
 
 describe('room names', () => {
@@ -94,5 +94,34 @@ describe('LiveKit tokens', () => {
     expect(generateRoomName({ ...settings, roomPrefix: 'voice' }, p)).toMatch(/^voice_\d{10}_[0-9a-f]{12}$/);
     const d = await decideRoom(store, settings, p, { agents: [] });
     expect(d.room).toMatch(/^user_u1_/);
+  });
+
+  it('counts a role policy that requires MFA only for an MFA sign-in (issue 7)', async () => {
+    const banker = { ...user, roles: ['user', 'banker'] };
+    const mfaStore = {
+      ...store,
+      async rolePolicies() {
+        return [
+          role({ role: 'user', roomPatterns: ['{identity}_*', 'vault-lobby'], canSubscribe: true }),
+          role({ role: 'banker', roomPatterns: ['vault-*'], canPublish: true, canSubscribe: true, roomAdmin: true, requireMfa: true }),
+        ];
+      },
+    } as unknown as PolicyStore;
+    const pwd = userParticipant(settings, banker, undefined, 'urn:gatehouse:acr:pwd');
+    const mfa = userParticipant(settings, banker, undefined, 'urn:gatehouse:acr:mfa');
+    // Only the MFA role admits the room: step-up would help, so insufficient_user_authentication.
+    await expect(decideRoom(mfaStore, settings, pwd, { room: 'vault-1', agents: [] }))
+      .rejects.toMatchObject({ code: 'insufficient_user_authentication', message: /multi-factor/ });
+    await expect(decideRoom(mfaStore, settings, userParticipant(settings, banker), { room: 'vault-1', agents: [] }))
+      .rejects.toMatchObject({ code: 'insufficient_user_authentication' });
+    expect((await decideRoom(mfaStore, settings, mfa, { room: 'vault-1', agents: [] })).grant)
+      .toEqual({ canPublish: true, canSubscribe: true, canPublishData: false, roomAdmin: true, roles: ['banker'] });
+    // Another role admits the room: without MFA the MFA role adds nothing to the grant.
+    expect((await decideRoom(mfaStore, settings, pwd, { room: 'vault-lobby', agents: [] })).grant)
+      .toEqual({ canPublish: false, canSubscribe: true, canPublishData: false, roomAdmin: false, roles: ['user'] });
+    expect((await decideRoom(mfaStore, settings, mfa, { room: 'vault-lobby', agents: [] })).grant)
+      .toMatchObject({ canPublish: true, roomAdmin: true, roles: ['user', 'banker'] });
+    // No role admits it at all: still invalid_target.
+    await expect(decideRoom(mfaStore, settings, mfa, { room: 'elsewhere', agents: [] })).rejects.toMatchObject({ code: 'invalid_target' });
   });
 });

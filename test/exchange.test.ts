@@ -108,6 +108,8 @@ describe('token exchange', () => {
       expect(claims.name).toBe('Alice');
       expect(JSON.parse(claims.metadata!)).toEqual({
         user_id: alice.sub, email: ALICE.email, roles: ['user'], permissions: ['data:read', 'livekit:join', 'tools:read'], session_type: 'user', app: 'm1',
+        // the opaque subject token carries its session's acr (issue 7)
+        acr: 'urn:gatehouse:acr:pwd',
       });
       expect(claims.video).toEqual({ roomJoin: true, room, canPublish: true, canSubscribe: true, canPublishData: true });
       expect((claims.roomConfig as any).agents.map((a: any) => a.agentName)).toEqual(['helper']);

@@ -189,7 +189,7 @@ const commands: Record<string, Handler> = {
     return { deleted: id };
   },
   async 'resource create'(deps, args) {
-    const { values } = parse(args, { uri: one, name: one, scope: many, scopes: many, ttl: one, signing: one });
+    const { values } = parse(args, { uri: one, name: one, scope: many, scopes: many, ttl: one, signing: one, 'require-mfa': flag });
     if (!values.uri) throw new CommandError('--uri is required');
     const { resource, hs256Secret } = await deps.resources.createResource({
       uri: values.uri,
@@ -197,9 +197,20 @@ const commands: Record<string, Handler> = {
       scopes: splitList([...(values.scope ?? []), ...(values.scopes ?? [])]),
       accessTokenTtl: values.ttl ? Number(values.ttl) : undefined,
       signing: values.signing as never,
+      requireMfa: Boolean(values['require-mfa']),
     });
-    await adminAudit(deps, 'admin.resource.create', resource.uri);
+    await adminAudit(deps, 'admin.resource.create', resource.uri, { require_mfa: resource.requireMfa });
     return { ...resource, ...(hs256Secret ? { hs256_secret: hs256Secret } : {}) };
+  },
+  // Issue 7: token exchange for this resource needs a subject signed in with MFA.
+  async 'resource require-mfa'(deps, args) {
+    const { values, positionals } = parse(args, { uri: one, off: flag });
+    const uri = values.uri ?? positionals[0];
+    if (!uri) throw new CommandError('--uri is required');
+    const resource = await deps.resources.setRequireMfa(uri, !values.off);
+    if (!resource) throw new CommandError(`no resource ${uri}`);
+    await adminAudit(deps, 'admin.resource.require_mfa', resource.uri, { require_mfa: resource.requireMfa });
+    return { uri: resource.uri, require_mfa: resource.requireMfa };
   },
   async 'resource list'(deps) {
     return deps.resources.listResources();
@@ -270,8 +281,8 @@ export function usage(): string {
     '  client create --name N [--type public|confidential] [--redirect-uri U ...] [--grant G ...]',
     '                [--post-logout-redirect-uri U ...] [--auth-method client_secret_basic|client_secret_post] [--first-party]',
     '  client list | client delete ID | client require-mfa ID [--off]',
-    '  resource create --uri U [--scope S ...] [--name N] [--ttl SECONDS] [--signing jwks|hs256]',
-    '  resource list | resource delete --uri U',
+    '  resource create --uri U [--scope S ...] [--name N] [--ttl SECONDS] [--signing jwks|hs256] [--require-mfa]',
+    '  resource list | resource delete --uri U | resource require-mfa --uri U [--off]',
     '  keys rotate | keys list',
     '  user reset-mfa --email E | --id ID   (removes authenticators and recovery codes, ends sessions)',
     '  revoke --user ID|EMAIL | --grant ID | --session ID | --jti JTI [--ttl SECONDS]',

@@ -1,7 +1,7 @@
 // CLI commands for token-exchange policy (migrations/002_exchange_policy.sql):
 //   policy client set <client_id> [--livekit] [--resource U ...] [--scope S ...] [--act] [--agent-name N]
 //   policy client get|delete <client_id> | policy client list
-//   policy role set <role> [--room PATTERN ...] [--publish] [--subscribe] [--data] [--room-admin]
+//   policy role set <role> [--room PATTERN ...] [--publish] [--subscribe] [--data] [--room-admin] [--require-mfa]
 //   policy role delete <role> | policy role list
 // `set` replaces the whole policy: what a flag does not grant is denied.
 import { parseArgs } from 'node:util';
@@ -101,7 +101,7 @@ const handlers: Record<string, PolicyHandler> = {
       return { deleted: role };
     }
     if (verb !== 'set') throw new CommandError('usage: policy role set|delete|list');
-    const { values, positionals } = parse(rest, { room: many, publish: flag, subscribe: flag, data: flag, 'room-admin': flag });
+    const { values, positionals } = parse(rest, { room: many, publish: flag, subscribe: flag, data: flag, 'room-admin': flag, 'require-mfa': flag });
     const role = positional(positionals, 'role');
     const roomPatterns = splitList(values.room);
     for (const p of roomPatterns) {
@@ -109,7 +109,7 @@ const handlers: Record<string, PolicyHandler> = {
     }
     const saved = await store.setRolePolicy({
       role, roomPatterns, canPublish: Boolean(values.publish), canSubscribe: Boolean(values.subscribe),
-      canPublishData: Boolean(values.data), roomAdmin: Boolean(values['room-admin']),
+      canPublishData: Boolean(values.data), roomAdmin: Boolean(values['room-admin']), requireMfa: Boolean(values['require-mfa']),
     });
     await record(deps, 'admin.policy.role.set', role, { ...saved });
     return saved;
@@ -133,6 +133,6 @@ export const policyCommands = asCliCommands(handlers);
 export const POLICY_USAGE = [
   '  policy client set CLIENT_ID [--livekit] [--resource U ...] [--scope S ...] [--act] [--agent-name N]',
   '  policy client get|delete CLIENT_ID | policy client list',
-  '  policy role set ROLE [--room PATTERN ...] [--publish] [--subscribe] [--data] [--room-admin]',
+  '  policy role set ROLE [--room PATTERN ...] [--publish] [--subscribe] [--data] [--room-admin] [--require-mfa]',
   '  policy role delete ROLE | policy role list',
 ];

@@ -2,12 +2,14 @@
 // oidc-provider errors (RFC 8693 §2.2.2), connection-details into Gatehouse HTTP errors.
 import { errors } from 'oidc-provider';
 import { HttpError } from '../http/errors.ts';
+import { ACR_MFA } from '../mfa/policy.ts';
 
 export type ExchangeErrorCode =
   | 'invalid_request'
   | 'invalid_target'
   | 'invalid_scope'
   | 'unauthorized_client'
+  | 'insufficient_user_authentication'
   | 'temporarily_unavailable';
 
 export class ExchangeError extends Error {
@@ -23,6 +25,10 @@ export const invalidTarget = refuse('invalid_target');
 export const invalidScope = refuse('invalid_scope');
 export const unauthorizedClient = refuse('unauthorized_client');
 export const unavailable = refuse('temporarily_unavailable');
+/** RFC 9470 §3: the subject's authentication is too weak for the target; the hint is always MFA (the one stronger level). */
+export const insufficientUserAuthentication = refuse('insufficient_user_authentication');
+/** RFC 9470 §3: the acr_values a client should request when it sends the user back to sign in. */
+const STEP_UP_ACR_VALUES = ACR_MFA;
 
 /** Guards read top-down (STYLE.md §3). */
 export function assertThat(cond: unknown, err: ExchangeError): asserts cond {
@@ -39,6 +45,9 @@ export function toOidcError(e: ExchangeError): Error {
       return new errors.InvalidScope(e.message, undefined as never);
     case 'unauthorized_client':
       return new errors.UnauthorizedClient(e.message);
+    case 'insufficient_user_authentication':
+      // 400 like every token-endpoint refusal (RFC 6749 §5.2); index.ts adds acr_values to the body.
+      return Object.assign(new errors.CustomOIDCProviderError(e.code, e.message), { acr_values: STEP_UP_ACR_VALUES });
     case 'temporarily_unavailable': {
       // oidc-provider builds every E() error as 400; the revocation store being down is a 503.
       const err = new errors.TemporarilyUnavailable(e.message) as Error & { status: number; statusCode: number };
@@ -53,6 +62,12 @@ export function toOidcError(e: ExchangeError): Error {
 
 /** The Gatehouse HTTP error connection-details answers with. */
 export function toHttpError(e: ExchangeError, status?: number): HttpError {
+  if (e.code === 'insufficient_user_authentication') {
+    // RFC 9470 §3: a protected resource answers 401 with the error and the acr_values to ask for.
+    return new HttpError(401, e.code, e.message, {
+      'WWW-Authenticate': `Bearer error="${e.code}", error_description="${e.message.replace(/["\\]/g, '')}", acr_values="${STEP_UP_ACR_VALUES}"`,
+    });
+  }
   const code = e.code === 'temporarily_unavailable' ? 503 : status ?? (e.code === 'invalid_target' || e.code === 'unauthorized_client' ? 403 : 400);
   return new HttpError(code, e.code, e.message);
 }

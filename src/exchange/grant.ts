@@ -8,7 +8,8 @@ import type { Audit } from '../audit/index.ts';
 import type { Resources } from '../oidc/resources.ts';
 import { uriVariants } from '../oidc/resources.ts';
 import type { RevocationStore } from '../revocation/store.ts';
-import { assertThat, ExchangeError, invalidRequest, invalidScope, invalidTarget, unauthorizedClient } from './errors.ts';
+import { ACR_MFA } from '../mfa/policy.ts';
+import { assertThat, ExchangeError, insufficientUserAuthentication, invalidRequest, invalidScope, invalidTarget, unauthorizedClient } from './errors.ts';
 import { intersectScopes, splitScope, type ClientPolicy, type PolicyStore, type UserFacts } from './policy.ts';
 import { assertNotRevoked, mintAccessToken, verifyIssuedToken, type KeyRing, type VerifiedToken } from './tokens.ts';
 import { decideRoom, LIVEKIT_TOKEN_TYPE, mintLivekitToken, userParticipant, type LivekitSettings } from './livekit.ts';
@@ -167,6 +168,18 @@ export function buildExchangeHandler(provider: Provider, deps: ExchangeDeps) {
     assertThat(allowed.has(rs.uri), invalidTarget('this client may not exchange for this resource'));
   }
 
+  /**
+   * Issue 7: a resource registered with require_mfa takes only subjects whose sign-in had a second
+   * factor (the acr the subject token carries from the session). RFC 9470 §3's error tells the
+   * client to send the user through step-up (acr_values) and try again. LiveKit role policies that
+   * require MFA are decided with the room (decideRoom).
+   */
+  function checkAuthenticationStrength(x: Exchange) {
+    if (x.targetType !== 'resource' || !x.resource!.requireMfa) return;
+    assertThat(x.subject!.acr === ACR_MFA, insufficientUserAuthentication(
+      `this resource requires multi-factor authentication; sign in again with acr_values=${ACR_MFA}`));
+  }
+
   function checkDelegation(x: Exchange) {
     if (!x.actor) return;
     const mayAct = x.subject!.mayAct;
@@ -223,7 +236,7 @@ export function buildExchangeHandler(provider: Provider, deps: ExchangeDeps) {
   async function mintRoomToken(x: Exchange) {
     const p = x.params!;
     const lk = deps.livekit!;
-    const participant = userParticipant(lk, x.user!, p.participantName);
+    const participant = userParticipant(lk, x.user!, p.participantName, x.subject!.acr);
     const decision = await decideRoom(deps.policy, lk, participant, {
       room: p.room,
       agents: p.agentNames.map((agentName) => ({ agentName })),
@@ -257,6 +270,7 @@ export function buildExchangeHandler(provider: Provider, deps: ExchangeDeps) {
         target: x.target ?? x.params?.targets[0] ?? null,
         scopes: x.scopes ?? x.params?.scope ?? null,
         room: x.room ?? x.params?.room ?? null,
+        ...(x.subject?.acr ? { acr: x.subject.acr } : {}),
         ...(x.actor ? { acting_client: x.clientId } : {}),
         ...(err ? { error: err.code, reason: err.message } : {}),
       },
@@ -288,6 +302,7 @@ export function buildExchangeHandler(provider: Provider, deps: ExchangeDeps) {
       await checkRateLimit(x, ctx.ip);
       await decideTarget(x);
       checkDelegation(x);
+      checkAuthenticationStrength(x);
       const body = x.targetType === 'livekit' ? await mintRoomToken(x) : await mintResourceToken(x);
       audit(ctx, x);
       ctx.body = body;

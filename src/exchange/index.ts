@@ -45,4 +45,15 @@ export function registerTokenExchange(provider: Provider, deps: ExchangeAppDeps,
   } as never, PARAMETERS, REPEATABLE);
   // Refusals oidc-provider answers before the grant runs are audited too (every exchange is).
   provider.on('grant.error', auditProviderRefusal);
+  provider.on('grant.error', addStepUpHint);
+}
+
+/**
+ * RFC 9470 §3: an insufficient_user_authentication refusal tells the client which acr_values to ask
+ * for. oidc-provider's error body has only error/error_description; it emits grant.error after
+ * setting the body, so the hint is added here.
+ */
+function addStepUpHint(ctx: KoaContextWithOIDC, err: { error?: string; acr_values?: string }) {
+  if (err?.error !== 'insufficient_user_authentication' || !err.acr_values) return;
+  if (ctx.body && typeof ctx.body === 'object') (ctx.body as Record<string, unknown>).acr_values = err.acr_values;
 }

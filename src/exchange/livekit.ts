@@ -3,7 +3,8 @@
 import crypto from 'node:crypto';
 import { AccessToken, RoomAgentDispatch, RoomConfiguration } from 'livekit-server-sdk';
 import type { Config } from '../config/index.ts';
-import { invalidRequest, invalidTarget } from './errors.ts';
+import { ACR_MFA } from '../mfa/policy.ts';
+import { insufficientUserAuthentication, invalidRequest, invalidTarget } from './errors.ts';
 import { grantForRoom, roomNameProblem, type ClientPolicy, type LivekitGrant, type PolicyStore, type UserFacts } from './policy.ts';
 
 export const LIVEKIT_TOKEN_TYPE = 'urn:gatehouse:token-type:livekit';
@@ -35,11 +36,11 @@ export function livekitSettings(config: Config): LivekitSettings | undefined {
 
 /** Who joins: a user (bearer or subject token) or an anonymous guest. */
 export type Participant =
-  | { kind: 'user'; user: UserFacts; identity: string; name: string }
+  | { kind: 'user'; user: UserFacts; identity: string; name: string; /** the sign-in behind the token (issue 7) */ acr?: string }
   | { kind: 'guest'; identity: string; name: string };
 
-export function userParticipant(s: LivekitSettings, user: UserFacts, requestedName?: string): Participant {
-  return { kind: 'user', user, identity: `${s.identityPrefix}${user.id}`, name: user.name || requestedName || user.email };
+export function userParticipant(s: LivekitSettings, user: UserFacts, requestedName?: string, acr?: string): Participant {
+  return { kind: 'user', user, identity: `${s.identityPrefix}${user.id}`, name: user.name || requestedName || user.email, ...(acr ? { acr } : {}) };
 }
 
 export function guestParticipant(requestedName?: string): Participant {
@@ -76,7 +77,14 @@ export async function decideRoom(policy: PolicyStore, s: LivekitSettings, p: Par
   if (problem) throw invalidTarget(problem);
   const roles = p.kind === 'user' ? p.user.roles : ['guest'];
   const policies = await policy.rolePolicies(roles);
-  const grant = grantForRoom(policies, room, { identity: p.identity, sub: p.kind === 'user' ? p.user.id : p.identity });
+  const vars = { identity: p.identity, sub: p.kind === 'user' ? p.user.id : p.identity };
+  // Issue 7: a role policy with requireMfa counts only for a user signed in with a second factor.
+  const mfa = p.kind === 'user' && p.acr === ACR_MFA;
+  const grant = grantForRoom(policies.filter((r) => mfa || !r.requireMfa), room, vars);
+  if (!grant && p.kind === 'user' && grantForRoom(policies, room, vars)) {
+    // Only MFA-requiring roles admit the room: signing in again with a second factor would help (RFC 9470).
+    throw insufficientUserAuthentication(`${req.room ? `room "${room}"` : 'a LiveKit room'} requires multi-factor authentication; sign in again with acr_values=${ACR_MFA}`);
+  }
   if (!grant) throw invalidTarget(req.room ? `room "${room}" is outside the rooms this user may join` : 'this user may not join any LiveKit room');
   // Guests never publish data (DESIGN.md / issue 3).
   if (p.kind === 'guest') grant.canPublishData = false;
@@ -107,7 +115,7 @@ export async function mintLivekitToken(
   extra: { participantMetadata?: string; attributes?: Record<string, string> } = {},
 ): Promise<{ token: string; expiresIn: number }> {
   const metadata = p.kind === 'user'
-    ? { user_id: p.user.id, email: p.user.email, roles: p.user.roles, permissions: p.user.permissions, session_type: 'user' }
+    ? { user_id: p.user.id, email: p.user.email, roles: p.user.roles, permissions: p.user.permissions, session_type: 'user', ...(p.acr ? { acr: p.acr } : {}) }
     : { user_id: null, email: null, roles: ['guest'], permissions: [], session_type: 'guest' };
   const at = new AccessToken(s.apiKey, s.apiSecret, {
     identity: p.identity,

@@ -27,6 +27,8 @@ export interface RolePolicy {
   canPublishData: boolean;
   /** roomAdmin only where an operator configured it, never by default. */
   roomAdmin: boolean;
+  /** Issue 7: admits its rooms (and adds its grant) only for a subject signed in with MFA. */
+  requireMfa: boolean;
 }
 
 export interface UserFacts {
@@ -56,6 +58,7 @@ interface ClientRow {
 }
 interface RoleRow {
   role: string; room_patterns: string[]; can_publish: boolean; can_subscribe: boolean; can_publish_data: boolean; room_admin: boolean;
+  require_mfa: boolean;
 }
 
 const toClient = (r: ClientRow): ClientPolicy => ({
@@ -63,7 +66,7 @@ const toClient = (r: ClientRow): ClientPolicy => ({
 });
 const toRole = (r: RoleRow): RolePolicy => ({
   role: r.role, roomPatterns: r.room_patterns, canPublish: r.can_publish, canSubscribe: r.can_subscribe,
-  canPublishData: r.can_publish_data, roomAdmin: r.room_admin,
+  canPublishData: r.can_publish_data, roomAdmin: r.room_admin, requireMfa: r.require_mfa,
 });
 
 export function createPolicyStore(db: Queryable): PolicyStore {
@@ -114,11 +117,12 @@ export function createPolicyStore(db: Queryable): PolicyStore {
     },
     async setRolePolicy(p) {
       const r = await db.query<RoleRow>(
-        `INSERT INTO livekit_role_policies (role, room_patterns, can_publish, can_subscribe, can_publish_data, room_admin)
-         VALUES ($1, $2, $3, $4, $5, $6)
-         ON CONFLICT (role) DO UPDATE SET room_patterns = $2, can_publish = $3, can_subscribe = $4, can_publish_data = $5, room_admin = $6, updated_at = now()
+        `INSERT INTO livekit_role_policies (role, room_patterns, can_publish, can_subscribe, can_publish_data, room_admin, require_mfa)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)
+         ON CONFLICT (role) DO UPDATE SET room_patterns = $2, can_publish = $3, can_subscribe = $4, can_publish_data = $5, room_admin = $6,
+           require_mfa = $7, updated_at = now()
          RETURNING *`,
-        [p.role, p.roomPatterns, p.canPublish, p.canSubscribe, p.canPublishData, p.roomAdmin],
+        [p.role, p.roomPatterns, p.canPublish, p.canSubscribe, p.canPublishData, p.roomAdmin, p.requireMfa],
       );
       return toRole(r.rows[0]);
     },

@@ -104,7 +104,7 @@ async function verifyJwtAccessToken(value: string, what: string, ctx: { issuer: 
     act: obj(payload.act),
     mayAct: obj(payload.may_act),
     acr: str(payload.acr),
-    amr: Array.isArray(payload.amr) ? payload.amr.map(String) : undefined,
+    amr: strings(payload.amr),
   };
 }
 
@@ -113,9 +113,12 @@ async function verifyOpaqueToken(value: string, what: string, provider: Provider
   const at = await provider.AccessToken.find(value);
   if (at) {
     const t = at as unknown as { accountId?: string; clientId: string; scope?: string; jti: string; grantId?: string; sessionUid?: string; iat?: number; exp?: number; extra?: Record<string, unknown> };
+    // extra holds what extraTokenClaims (src/oidc/provider.ts) gave the token: gid, sid, and the
+    // acr/amr of the sign-in behind it, so an MFA requirement holds for opaque tokens too.
     return {
       format: 'opaque', user: t.accountId, clientId: t.clientId, scope: splitScope(t.scope), jti: t.jti, gid: t.grantId,
       sid: t.sessionUid, iat: t.iat, exp: t.exp, act: obj(t.extra?.act), mayAct: obj(t.extra?.may_act),
+      acr: str(t.extra?.acr), amr: strings(t.extra?.amr),
     };
   }
   const cc = await provider.ClientCredentials.find(value);
@@ -139,6 +142,7 @@ export async function assertNotRevoked(t: VerifiedToken, what: string, revocatio
 }
 
 const str = (v: unknown) => (typeof v === 'string' ? v : undefined);
+const strings = (v: unknown) => (Array.isArray(v) ? v.map(String) : undefined);
 const obj = (v: unknown) => (v && typeof v === 'object' && !Array.isArray(v) ? (v as Record<string, unknown>) : undefined);
 
 // ---- Minting ----------------------------------------------------------------------------------

@@ -95,6 +95,9 @@ export function createLivekitRouter(deps: LivekitDeps, opts: { rateLimit?: Excha
         ttl: deps.config.LIVEKIT_DELEGATION_TTL,
         gid: bearer.token.gid,
         sid: bearer.token.sid,
+        // Issue 7: the user's sign-in strength travels on, so an MFA-only resource takes the agent's exchange.
+        acr: bearer.token.acr,
+        amr: bearer.token.amr,
         mayAct: { sub: c.clientId },
       });
       attrs[`${DELEGATION_ATTRIBUTE_PREFIX}${agent.agentName}`] = minted.token;
@@ -121,7 +124,7 @@ export function createLivekitRouter(deps: LivekitDeps, opts: { rateLimit?: Excha
       if (bearer) await rateLimit.consume({ clientId: bearer.token.clientId, subject: bearer.user.id, ip: ctx.ip });
       else await guestRateLimit.consume({ clientId: 'guest', ip: ctx.ip });
 
-      const participant: Participant = bearer ? userParticipant(settings, bearer.user, body.participant_name) : guestParticipant(body.participant_name);
+      const participant: Participant = bearer ? userParticipant(settings, bearer.user, body.participant_name, bearer.token.acr) : guestParticipant(body.participant_name);
       const agents = (body.room_config?.agents ?? []).map((a) => ({ agentName: a.agent_name, metadata: a.metadata }));
       audit.agents = agents.map((a) => a.agentName);
       const decision = await decideRoom(policy, settings, participant, { room: body.room_name || undefined, agents });

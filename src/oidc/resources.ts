@@ -17,6 +17,8 @@ export const resourceInput = z.object({
   scopes: z.array(scopeToken).default([]),
   accessTokenTtl: z.number().int().min(30).max(900).default(900),
   signing: z.enum(['jwks', 'hs256']).default('jwks'),
+  /** Issue 7: token exchange for this resource needs a subject signed in with MFA (acr urn:gatehouse:acr:mfa). */
+  requireMfa: z.boolean().default(false),
 });
 export type ResourceInput = z.input<typeof resourceInput>;
 
@@ -26,6 +28,7 @@ export interface ResourceServer {
   scopes: string[];
   accessTokenTtl: number;
   signing: 'jwks' | 'hs256';
+  requireMfa: boolean;
   createdAt: Date;
 }
 
@@ -36,11 +39,13 @@ interface Row {
   access_token_ttl: number;
   signing: 'jwks' | 'hs256';
   hs256_secret_enc: string | null;
+  require_mfa: boolean;
   created_at: Date;
 }
 
 const toResource = (r: Row): ResourceServer => ({
-  uri: r.uri, name: r.name, scopes: r.scopes, accessTokenTtl: r.access_token_ttl, signing: r.signing, createdAt: r.created_at,
+  uri: r.uri, name: r.name, scopes: r.scopes, accessTokenTtl: r.access_token_ttl, signing: r.signing, requireMfa: r.require_mfa,
+  createdAt: r.created_at,
 });
 
 /** Both spellings of a URI, with and without one trailing slash. */
@@ -57,14 +62,19 @@ export function createResources(db: Queryable, box: SecretBox) {
       const existing = await db.query('SELECT 1 FROM resource_servers WHERE uri = ANY($1)', [uriVariants(r.uri)]);
       if (existing.rowCount) throw new ResourceExistsError(r.uri);
       const row = await db.query<Row>(
-        `INSERT INTO resource_servers (uri, name, scopes, access_token_ttl, signing, hs256_secret_enc)
-         VALUES ($1, $2, $3, $4, $5, $6) RETURNING *`,
-        [r.uri, r.name ?? new URL(r.uri).host, r.scopes, r.accessTokenTtl, r.signing, secret ? box.seal(secret) : null],
+        `INSERT INTO resource_servers (uri, name, scopes, access_token_ttl, signing, hs256_secret_enc, require_mfa)
+         VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING *`,
+        [r.uri, r.name ?? new URL(r.uri).host, r.scopes, r.accessTokenTtl, r.signing, secret ? box.seal(secret) : null, r.requireMfa],
       );
       return { resource: toResource(row.rows[0]), hs256Secret: secret };
     },
     async listResources(): Promise<ResourceServer[]> {
       return (await db.query<Row>('SELECT * FROM resource_servers ORDER BY uri')).rows.map(toResource);
+    },
+    /** Issue 7: switch the resource's MFA requirement; undefined when no such resource. */
+    async setRequireMfa(uri: string, requireMfa: boolean): Promise<ResourceServer | undefined> {
+      const r = await db.query<Row>('UPDATE resource_servers SET require_mfa = $2 WHERE uri = ANY($1) RETURNING *', [uriVariants(uri), requireMfa]);
+      return r.rows[0] && toResource(r.rows[0]);
     },
     async deleteResource(uri: string): Promise<boolean> {
       return (await db.query('DELETE FROM resource_servers WHERE uri = ANY($1)', [uriVariants(uri)])).rowCount > 0;
