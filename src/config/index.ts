@@ -102,7 +102,7 @@ export const envSchema = z.object({
   MFA_RECOVERY_LOW: z.coerce.number().int().min(0).max(10).default(3),
   // `off` switches every rate limit, lockout and login delay off (benchmarks only).
   RATE_LIMITS: z.enum(['on', 'off']).default('on'),
-  // Each limit is `<points>/<duration>` (duration: 30s, 1m, 15m, 1h, 1d) or `off`. See docs/security.md.
+  // Each limit is `<points>/<duration>` (duration: 30s, 1m, 15m, 1h, 1d) or `off`. See "Login security" in README.md.
   // Login attempts per client IP: generous, since many people can sit behind one NAT.
   RATE_LIMIT_LOGIN_IP: rateLimit('30/1m'),
   // Failed logins per account (by email, known or not) before the account is locked for LOCKOUT_DURATION.
