@@ -1,7 +1,6 @@
 // Admin commands shared by the `gatehouse` CLI and the embedded control socket. Each takes argv
 // and returns a JSON-serialisable result; errors are CommandError with a message for the operator.
 import crypto from 'node:crypto';
-import { parseArgs } from 'node:util';
 import { ZodError } from 'zod';
 import type { Deps } from '../app.ts';
 import { POLICY_USAGE, policyCommands } from './policy-commands.ts';
@@ -9,31 +8,12 @@ import { CONNECTION_USAGE, connectionCommands } from './connection-commands.ts';
 import { revokeAsOperator } from '../revocation/admin.ts';
 import { createRoles } from '../accounts/roles.ts';
 import { HttpError } from '../http/errors.ts';
+import { CommandError, flag, many, one, parse, splitList } from './args.ts';
 
-export class CommandError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = 'CommandError';
-  }
-}
+export { CommandError };
 
 type CommandDeps = Pick<Deps, 'accounts' | 'clients' | 'resources' | 'keys' | 'audit' | 'config' | 'revocations' | 'db' | 'log'>;
 type Handler = (deps: CommandDeps, args: string[]) => Promise<unknown>;
-
-const many = { type: 'string', multiple: true } as const;
-const one = { type: 'string' } as const;
-const flag = { type: 'boolean' } as const;
-
-function parse<T extends Record<string, { type: 'string' | 'boolean'; multiple?: boolean }>>(args: string[], options: T) {
-  try {
-    return parseArgs({ args, options, allowPositionals: true, strict: true });
-  } catch (err) {
-    throw new CommandError((err as Error).message);
-  }
-}
-
-/** "a,b c" and repeated flags both work for list options. */
-const splitList = (v: string[] | undefined) => (v ?? []).flatMap((s) => s.split(/[\s,]+/)).filter(Boolean);
 
 async function adminAudit(deps: CommandDeps, type: string, subject: string | null, details: Record<string, unknown> = {}) {
   await deps.audit.record({ type, actor: 'cli', subject, details });

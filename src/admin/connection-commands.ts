@@ -3,21 +3,13 @@
 //   connection update NAME [options] | connection list | connection get NAME | connection delete NAME
 // Booleans take on|off so `update` can switch either way. The client secret is sealed at rest and
 // never printed back.
-import { parseArgs } from 'node:util';
-import { ZodError } from 'zod';
 import type { Deps } from '../app.ts';
 import { ConnectionError, type Connection, type ConnectionInput, type Connections } from '../federation/connections.ts';
 import { callbackPath, loggedOutPath } from '../federation/router.ts';
-
-/** Local error, turned into the CLI's CommandError when a command runs (as policy-commands.ts does, to avoid an import cycle). */
-class CommandError extends Error {}
+import { CommandError, flag, many, one, parse, splitList } from './args.ts';
 
 type ConnectionCommandDeps = Pick<Deps, 'audit' | 'config'>;
 type Handler = (deps: ConnectionCommandDeps, args: string[]) => Promise<unknown>;
-
-const many = { type: 'string', multiple: true } as const;
-const one = { type: 'string' } as const;
-const flag = { type: 'boolean' } as const;
 
 const OPTIONS = {
   name: one, 'display-name': one, issuer: one, 'client-id': one, 'client-secret': one, 'clear-client-secret': flag,
@@ -25,17 +17,8 @@ const OPTIONS = {
   jit: one, 'link-by-email': one, 'password-login': one, 'trust-mfa': one, enabled: one,
   'email-claim': one, 'email-verified-claim': one, 'name-claim': one, 'groups-claim': one,
   'map-role': many, 'clear-role-map': flag, 'default-role': many,
-} as const;
+};
 
-function parse(args: string[]) {
-  try {
-    return parseArgs({ args, options: OPTIONS, allowPositionals: true, strict: true });
-  } catch (err) {
-    throw new CommandError((err as Error).message);
-  }
-}
-
-const splitList = (v: string[] | undefined) => (v ?? []).flatMap((s) => s.split(/[\s,]+/)).filter(Boolean);
 
 function onOff(v: string | undefined, option: string): boolean | undefined {
   if (v === undefined) return undefined;
@@ -56,7 +39,9 @@ function roleMap(values: string[] | undefined, base: Record<string, string[]> = 
   return map;
 }
 
-function input(values: ReturnType<typeof parse>['values'], current?: Connection): Partial<ConnectionInput> {
+const parseOptions = (args: string[]) => parse(args, OPTIONS);
+
+function input(values: ReturnType<typeof parseOptions>['values'], current?: Connection): Partial<ConnectionInput> {
   const claims = {
     ...(values['email-claim'] ? { email: values['email-claim'] } : {}),
     ...(values['email-verified-claim'] ? { email_verified: values['email-verified-claim'] } : {}),
@@ -108,7 +93,7 @@ function positional(positionals: string[], value: string | undefined) {
 
 const handlers: Record<string, Handler> = {
   async 'connection create'(deps, args) {
-    const { values, positionals } = parse(args);
+    const { values, positionals } = parseOptions(args);
     const name = positional(positionals, values.name);
     if (!values.issuer) throw new CommandError('--issuer is required (the upstream issuer URL; discovery is read from it)');
     if (!values['client-id']) throw new CommandError('--client-id is required');
@@ -117,7 +102,7 @@ const handlers: Record<string, Handler> = {
     return shown(deps, connection);
   },
   async 'connection update'(deps, args) {
-    const { values, positionals } = parse(args);
+    const { values, positionals } = parseOptions(args);
     const name = positional(positionals, values.name);
     const current = await store(deps).find(name);
     if (!current) throw new CommandError(`no connection ${name}`);
@@ -134,14 +119,14 @@ const handlers: Record<string, Handler> = {
     return (await store(deps).list()).map((c) => shown(deps, c));
   },
   async 'connection get'(deps, args) {
-    const { values, positionals } = parse(args);
+    const { values, positionals } = parseOptions(args);
     const name = positional(positionals, values.name);
     const c = await store(deps).find(name);
     if (!c) throw new CommandError(`no connection ${name}`);
     return shown(deps, c);
   },
   async 'connection delete'(deps, args) {
-    const { values, positionals } = parse(args);
+    const { values, positionals } = parseOptions(args);
     const name = positional(positionals, values.name);
     // Linked identities go with it (ON DELETE CASCADE); the local accounts stay.
     if (!(await store(deps).remove(name))) throw new CommandError(`no connection ${name}`);
@@ -150,17 +135,13 @@ const handlers: Record<string, Handler> = {
   },
 };
 
+/** A connection the store refuses (unknown, name or domain taken) is an operator mistake like a bad flag. */
 function asCliCommands(hs: Record<string, Handler>): Record<string, Handler> {
   return Object.fromEntries(Object.entries(hs).map(([name, handler]) => [name, async (deps: ConnectionCommandDeps, args: string[]) => {
     try {
       return await handler(deps, args);
     } catch (err) {
-      let message: string | undefined;
-      if (err instanceof CommandError || err instanceof ConnectionError) message = err.message;
-      if (err instanceof ZodError) message = err.issues.map((i) => `${i.path.join('.') || 'input'}: ${i.message}`).join('; ');
-      if (message === undefined) throw err;
-      const cli = await import('./commands.ts');
-      throw new cli.CommandError(message);
+      throw err instanceof ConnectionError ? new CommandError(err.message) : err;
     }
   }]));
 }

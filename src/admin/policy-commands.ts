@@ -4,33 +4,12 @@
 //   policy role set <role> [--room PATTERN ...] [--publish] [--subscribe] [--data] [--room-admin] [--require-mfa]
 //   policy role delete <role> | policy role list
 // `set` replaces the whole policy: what a flag does not grant is denied.
-import { parseArgs } from 'node:util';
 import type { Deps } from '../app.ts';
 import { createPolicyStore, splitScope } from '../exchange/policy.ts';
-
-/**
- * commands.ts imports this module, so importing its CommandError here at load time would be an
- * import cycle. Handlers throw this local error; `asCliCommands` turns it into the CLI's
- * CommandError (loaded when a command runs) so runCommand prints it as an operator message.
- */
-class CommandError extends Error {}
+import { CommandError, flag, many, one, parse, splitList } from './args.ts';
 
 type PolicyCommandDeps = Pick<Deps, 'audit' | 'resources'>;
 type PolicyHandler = (deps: PolicyCommandDeps, args: string[]) => Promise<unknown>;
-
-const many = { type: 'string', multiple: true } as const;
-const one = { type: 'string' } as const;
-const flag = { type: 'boolean' } as const;
-
-function parse<T extends Record<string, { type: 'string' | 'boolean'; multiple?: boolean }>>(args: string[], options: T) {
-  try {
-    return parseArgs({ args, options, allowPositionals: true, strict: true });
-  } catch (err) {
-    throw new CommandError((err as Error).message);
-  }
-}
-
-const splitList = (v: string[] | undefined) => (v ?? []).flatMap((s) => s.split(/[\s,]+/)).filter(Boolean);
 
 /** The commands run with the full Deps (CLI, control socket); their shared type names only the common part. */
 function policyStore(deps: PolicyCommandDeps) {
@@ -116,19 +95,7 @@ const handlers: Record<string, PolicyHandler> = {
   },
 };
 
-function asCliCommands(hs: Record<string, PolicyHandler>): Record<string, PolicyHandler> {
-  return Object.fromEntries(Object.entries(hs).map(([name, handler]) => [name, async (deps: PolicyCommandDeps, args: string[]) => {
-    try {
-      return await handler(deps, args);
-    } catch (err) {
-      if (!(err instanceof CommandError)) throw err;
-      const cli = await import('./commands.ts');
-      throw new cli.CommandError(err.message);
-    }
-  }]));
-}
-
-export const policyCommands = asCliCommands(handlers);
+export const policyCommands: Record<string, PolicyHandler> = handlers;
 
 export const POLICY_USAGE = [
   '  policy client set CLIENT_ID [--livekit] [--resource U ...] [--scope S ...] [--act] [--agent-name N]',
