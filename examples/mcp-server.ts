@@ -42,9 +42,10 @@ export async function startMcpServer(opts: McpServerOptions) {
   // Made on first use: without opts.resource the audience is known only once the port is.
   let verify: ReturnType<typeof createTokenVerifier> | undefined;
 
-  async function authenticate(req: http.IncomingMessage): Promise<JWTPayload> {
+  /** Resolves to the token's claims; undefined when the request carries no token at all. */
+  async function authenticate(req: http.IncomingMessage): Promise<JWTPayload | undefined> {
     const m = /^Bearer (.+)$/i.exec(req.headers.authorization ?? '');
-    if (!m) throw new TokenRejectedError('missing bearer token');
+    if (!m) return undefined;
     verify ??= createTokenVerifier({ issuer: opts.issuer, audience: resource, clientId: opts.clientId, clientSecret: opts.clientSecret, cacheSeconds: opts.cacheSeconds });
     return verify(m[1]);
   }
@@ -63,7 +64,11 @@ export async function startMcpServer(opts: McpServerOptions) {
     // Streamable HTTP: this server answers POSTs with JSON and opens no SSE stream.
     if (req.url === path() && (req.method === 'GET' || req.method === 'DELETE')) return send(405, { error: 'method_not_allowed' }, { allow: 'POST' });
     if (req.method !== 'POST' || req.url !== path()) return send(404, { error: 'not_found' });
-    let claims: JWTPayload;
+    const challenge = (error?: string) => [
+      ...(error ? [`error="${error}"`] : []),
+      `resource_metadata="${new URL(`/.well-known/oauth-protected-resource${path()}`, resource).href}"`,
+    ].join(', ');
+    let claims: JWTPayload | undefined;
     try {
       claims = await authenticate(req);
     } catch (err) {
@@ -72,10 +77,10 @@ export async function startMcpServer(opts: McpServerOptions) {
         return send(503, { error: 'temporarily_unavailable', error_description: err.message }, { 'retry-after': '5' });
       }
       // RFC 9728 §5.1: the challenge names the resource metadata, which names Gatehouse.
-      return send(401, { error: 'invalid_token', error_description: (err as Error).message }, {
-        'www-authenticate': `Bearer error="invalid_token", resource_metadata="${new URL(`/.well-known/oauth-protected-resource${path()}`, resource).href}"`,
-      });
+      return send(401, { error: 'invalid_token', error_description: (err as Error).message }, { 'www-authenticate': `Bearer ${challenge('invalid_token')}` });
     }
+    // RFC 6750 §3.1: a request without any credentials gets the challenge but no error code.
+    if (!claims) return send(401, { error_description: 'a bearer token is required' }, { 'www-authenticate': `Bearer ${challenge()}` });
     let raw = '';
     for await (const chunk of req) raw += chunk;
     let rpc: { id?: unknown; method?: string; params?: { name?: string } };

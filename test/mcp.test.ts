@@ -116,6 +116,9 @@ describe.skipIf(!haveChromium)('MCP host (official SDK) → example MCP server p
     const res = await fetch(mcp.resource, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' });
     expect(res.status).toBe(401);
     const challenge = res.headers.get('www-authenticate')!;
+    // RFC 6750 §3.1: no credentials, so no error code — just where to get some.
+    expect(challenge).toMatch(/^Bearer resource_metadata="/);
+    expect(challenge).not.toMatch(/error=/);
     const metadataUrl = /resource_metadata="([^"]+)"/.exec(challenge)![1];
     const prm = await (await fetch(metadataUrl)).json();
     expect(prm).toMatchObject({ resource: mcp.resource, authorization_servers: [gh.url], scopes_supported: ['tools:read'] });
