@@ -437,8 +437,8 @@ describe.each(modes)('enterprise SSO on $store', ({ mode, run }) => {
       const codes = await submit(r.browser, r.page!, '/mfa/enrol', { code: await generate({ secret }), name: 'Phone' });
       const done = await submit(r.browser, codes.html!, '/mfa/continue', {});
       const { claims } = await r.redeem!(done.url);
-      expect(claims).toMatchObject({ email: 'mia@acme.test', acr: ACR_MFA });
-      expect(claims.amr).toContain('otp');
+      // The first factor was the IdP's sign-in, not a Gatehouse password.
+      expect(claims).toMatchObject({ email: 'mia@acme.test', acr: ACR_MFA, amr: ['fed', 'otp', 'mfa'] });
     });
 
     it('an untrusted connection: upstream MFA does not count, Gatehouse asks for its TOTP', async () => {
@@ -451,8 +451,8 @@ describe.each(modes)('enterprise SSO on $store', ({ mode, run }) => {
       const code = await generate({ secret, epoch: Math.floor(Date.now() / 1000) + 30 });
       const done = await submit(r.browser, r.page!, '/mfa', { code });
       const { claims } = await r.redeem!(done.url);
-      expect(claims).toMatchObject({ email: 'mia@acme.test', acr: ACR_MFA });
-      expect(claims.amr).toContain('otp');
+      // The first factor was the IdP's sign-in, not a Gatehouse password.
+      expect(claims).toMatchObject({ email: 'mia@acme.test', acr: ACR_MFA, amr: ['fed', 'otp', 'mfa'] });
     });
 
     it('without the MFA role, an untrusted federated sign-in is one factor (acr = password)', async () => {

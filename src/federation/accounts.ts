@@ -2,12 +2,10 @@
 // link by email, or a JIT-created account; then the claim → role mapping, re-applied every login.
 import type { Accounts, User } from '../accounts/users.ts';
 import { EmailTakenError, normalizeEmail } from '../accounts/users.ts';
-import { ACR_MFA, ACR_PASSWORD } from '../mfa/policy.ts';
+import { ACR_MFA, ACR_PASSWORD, AMR_FEDERATED } from '../mfa/policy.ts';
 import type { Connection, Connections } from './connections.ts';
 import type { UpstreamIdentity } from './rp.ts';
 
-/** RFC 8176 has no value for "federated"; `fed` is what Entra ID and others use for it. */
-export const AMR_FEDERATED = 'fed';
 
 /** Upstream amr values that are a factor other than "something you know". */
 const SECOND_FACTORS = new Set(['otp', 'hwk', 'swk', 'sms', 'tel', 'fpt', 'face', 'iris', 'retina', 'vbm', 'sc', 'pin']);

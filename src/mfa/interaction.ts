@@ -23,7 +23,7 @@ import { readForm } from '../http/body.ts';
 import { hashKey, RateLimited, type RateLimits } from '../http/rate-limit.ts';
 import { assertCsrf, CSRF_FIELD } from '../interaction/csrf.ts';
 import type { Mfa } from './factors.ts';
-import { ACR_MFA, ACR_PASSWORD, AMR_MFA, AMR_PASSWORD, mfaRequirement, STEP_UP_REASON, type MfaReason } from './policy.ts';
+import { ACR_MFA, ACR_PASSWORD, AMR_FEDERATED, AMR_MFA, AMR_PASSWORD, mfaRequirement, STEP_UP_REASON, type MfaReason } from './policy.ts';
 
 type Interaction = Awaited<ReturnType<Provider['interactionDetails']>>;
 
@@ -51,6 +51,8 @@ interface Pending {
   email: string;
   stage: 'challenge' | 'enrol' | 'done';
   reason: MfaReason | 'enrolled' | 'step_up';
+  /** RFC 8176 value of the factor already proven: `pwd`, or `fed` for a step-up after single sign-on. */
+  firstFactor?: string;
   /** Enrolment in progress: the new seed, sealed (the Kv is not encrypted at rest). */
   secret?: string;
 }
@@ -118,7 +120,9 @@ export function createMfaInteraction(router: Router, deps: MfaInteractionDeps, k
     const user = await accounts.findUserById(accountId);
     if (!user || !user.active) return false;
     const enrolled = await mfa.hasFactor(user.id);
-    await savePending(interaction.uid, { accountId, email: user.email, stage: enrolled ? 'challenge' : 'enrol', reason: 'step_up' });
+    // After single sign-on the first factor was the upstream IdP's, not a Gatehouse password.
+    const firstFactor = interaction.session?.amr?.includes(AMR_FEDERATED) ? AMR_FEDERATED : 'pwd';
+    await savePending(interaction.uid, { accountId, email: user.email, stage: enrolled ? 'challenge' : 'enrol', reason: 'step_up', firstFactor });
     ctx.redirect(`/interaction/${interaction.uid}/mfa`);
     return true;
   }
@@ -131,7 +135,10 @@ export function createMfaInteraction(router: Router, deps: MfaInteractionDeps, k
     await kit.finish(ctx, result, false);
   }
 
-  const mfaResult = (accountId: string): InteractionResults => ({ login: { accountId, amr: AMR_MFA, acr: ACR_MFA, remember: true } });
+  /** The sign-in result once the second factor is in: amr names both factors (AMR_MFA after a password). */
+  const mfaResult = (pending: Pending): InteractionResults => ({
+    login: { accountId: pending.accountId, amr: pending.firstFactor && pending.firstFactor !== 'pwd' ? [pending.firstFactor, 'otp', 'mfa'] : AMR_MFA, acr: ACR_MFA, remember: true },
+  });
 
   async function loadStep(ctx: Context, stages: Pending['stage'][]) {
     const loaded = await kit.load(ctx);
@@ -203,7 +210,7 @@ export function createMfaInteraction(router: Router, deps: MfaInteractionDeps, k
       }
       await limits.clear('mfaAccount', pending.accountId);
       await auditMfa(ctx, interaction, 'mfa', 'success', pending.accountId, { method: 'otp', factor: factor.id, step_up: pending.reason === 'step_up' });
-      return completeLogin(ctx, pending.accountId, pending.email, mfaResult(pending.accountId));
+      return completeLogin(ctx, pending.accountId, pending.email, mfaResult(pending));
     }
     if (recovery) {
       const used = await mfa.useRecoveryCode(pending.accountId, recovery);
@@ -218,7 +225,7 @@ export function createMfaInteraction(router: Router, deps: MfaInteractionDeps, k
         await savePending(interaction.uid, { ...pending, stage: 'done' });
         return kit.page(ctx, 'mfa-recovery-low', { title: 'Recovery codes running out', uid: interaction.uid, clientName, csrf: kit.csrf(ctx), remaining: used.remaining });
       }
-      return completeLogin(ctx, pending.accountId, pending.email, mfaResult(pending.accountId));
+      return completeLogin(ctx, pending.accountId, pending.email, mfaResult(pending));
     }
     kit.page(ctx, 'mfa-challenge', challengeLocals(ctx, interaction.uid, clientName, { error: 'Enter the code from your authenticator app.' }), 400);
   });
@@ -237,7 +244,7 @@ export function createMfaInteraction(router: Router, deps: MfaInteractionDeps, k
     }
     await auditMfa(ctx, interaction, 'mfa.enrol', 'success', pending.accountId, { factor: factor.id, type: 'totp' });
     const codes = await mfa.regenerateRecoveryCodes(pending.accountId);
-    await savePending(interaction.uid, { accountId: pending.accountId, email: pending.email, stage: 'done', reason: pending.reason });
+    await savePending(interaction.uid, { ...pending, stage: 'done', secret: undefined });
     kit.page(ctx, 'mfa-recovery-codes', { title: 'Save your recovery codes', uid: interaction.uid, clientName, csrf: kit.csrf(ctx), codes, enrolled: true });
   });
 
@@ -254,7 +261,7 @@ export function createMfaInteraction(router: Router, deps: MfaInteractionDeps, k
     const form = await readForm(ctx);
     assertCsrf(ctx, form.get(CSRF_FIELD));
     const { pending } = await loadStep(ctx, ['done']);
-    await completeLogin(ctx, pending.accountId, pending.email, mfaResult(pending.accountId));
+    await completeLogin(ctx, pending.accountId, pending.email, mfaResult(pending));
   });
 
   return { afterPassword, startStepUp, completeLogin };

@@ -10,6 +10,8 @@ export const ACR_MFA = 'urn:gatehouse:acr:mfa';
 /** RFC 8176 amr values: a password, then a one-time password; `mfa` when more than one factor was used. */
 export const AMR_PASSWORD = ['pwd'];
 export const AMR_MFA = ['pwd', 'otp', 'mfa'];
+/** RFC 8176 has no value for "federated"; `fed` is what Entra ID and others use for it. */
+export const AMR_FEDERATED = 'fed';
 
 /** The reason Gatehouse's login-prompt check reports when a session lacks the second factor. */
 export const STEP_UP_REASON = 'mfa_required';
