@@ -146,7 +146,7 @@ async function buildOidcLayer(deps: Deps): Promise<OidcLayer> {
   attachRateLimitHeaders(provider);
   const interaction = createInteractionRouter({
     provider, config: deps.config, accounts: deps.accounts, audit: deps.audit, log: deps.log,
-    kv: deps.kv, box: deps.box, mfa: deps.mfa, limits: deps.limits,
+    kv: deps.kv, box: deps.box, mfa: deps.mfa, limits: deps.limits, resources: deps.resources,
     federation,
   });
   // oidc-provider is a Koa app; composing its middleware runs it on our context (what koa-mount does).

@@ -103,12 +103,29 @@ describe.each(modes)('token exchange and MFA ($mode)', ({ mode, run }) => {
     await expect(gh.cli('resource', 'require-mfa', '--uri', 'https://nowhere.example.com/mcp')).rejects.toThrow(/no resource/);
   });
 
+  it('an authorization request naming the MFA resource asks for a second factor at sign-in', async () => {
+    const verifier = oidc.randomPKCECodeVerifier();
+    const url = oidc.buildAuthorizationUrl(config, {
+      redirect_uri: CALLBACK, scope: 'openid tools:read', resource: BANK, state: oidc.randomState(),
+      code_challenge: await oidc.calculatePKCECodeChallenge(verifier), code_challenge_method: 'S256',
+    });
+    const fresh = new Browser();
+    const login = await fresh.follow(url.href, gh.url);
+    const form = formOf(login.html!, '/login');
+    const next = await fresh.follow(new URL(form.action, gh.url).href, gh.url, { form: { ...form.fields, email: SAM.email, password: SAM.password } });
+    // Sam has no authenticator yet: the password is not enough for this resource, so enrolment follows.
+    expect(next.res.status).toBe(200);
+    expect(next.html).toContain('Set up two-step verification');
+    expect(next.url).toMatch(/\/interaction\/[^/]+\/mfa$/);
+  });
+
   it('a password-only subject is refused for the MFA resource (400 insufficient_user_authentication, audited)', async () => {
-    const signedIn = await codeFlow(gh, config, { creds: SAM, resource: BANK, scope: 'openid tools:read' });
+    // A token for the other resource: signing in for it needs no second factor.
+    const signedIn = await codeFlow(gh, config, { creds: SAM, resource: NOTES, scope: 'openid tools:read' });
     browser = signedIn.browser;
     expect(signedIn.tokens.claims()).toMatchObject({ sub: samSub, acr: ACR_PWD, amr: ['pwd'] });
     pwd.jwt = keep(signedIn.tokens);
-    expect(decodeJwt(pwd.jwt)).toMatchObject({ acr: ACR_PWD, amr: ['pwd'] });
+    expect(decodeJwt(pwd.jwt)).toMatchObject({ aud: NOTES, acr: ACR_PWD, amr: ['pwd'] });
 
     const since = await lastAuditId();
     const { status, body } = await exchange(web, { subject_token: pwd.jwt, resource: BANK });

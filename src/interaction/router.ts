@@ -28,6 +28,7 @@ import crypto from 'node:crypto';
 import { accountLockKey, createMfaInteraction, deviceId } from '../mfa/interaction.ts';
 // --- end login security ---
 import type { Federation } from '../federation/router.ts';
+import type { Resources } from '../oidc/resources.ts';
 
 export interface InteractionDeps {
   provider: Provider;
@@ -43,6 +44,8 @@ export interface InteractionDeps {
   limits?: RateLimits;
   /** Issue 4: home-realm discovery (email domain, `connection=`, `login_hint`) hands off to upstream IdPs. */
   federation?: Pick<Federation, 'routeLogin' | 'routeAuthorization' | 'ssoAvailable'>;
+  /** Resource servers, for the MFA policy of a request that names one (`resource=`). */
+  resources?: Pick<Resources, 'findResource'>;
 }
 
 const INVALID_CREDENTIALS = 'Invalid email or password.';

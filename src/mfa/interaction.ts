@@ -23,7 +23,7 @@ import { readForm } from '../http/body.ts';
 import { hashKey, RateLimited, type RateLimits } from '../http/rate-limit.ts';
 import { assertCsrf, CSRF_FIELD } from '../interaction/csrf.ts';
 import type { Mfa } from './factors.ts';
-import { ACR_MFA, ACR_PASSWORD, AMR_FEDERATED, AMR_MFA, AMR_PASSWORD, mfaRequirement, STEP_UP_REASON, type MfaReason } from './policy.ts';
+import { ACR_MFA, ACR_PASSWORD, AMR_FEDERATED, AMR_MFA, AMR_PASSWORD, mfaRequirement, STEP_UP_REASON, type MfaPolicyDeps, type MfaReason } from './policy.ts';
 
 type Interaction = Awaited<ReturnType<Provider['interactionDetails']>>;
 
@@ -36,6 +36,7 @@ export interface MfaInteractionDeps {
   box: SecretBox;
   mfa: Mfa;
   limits: RateLimits;
+  resources?: MfaPolicyDeps['resources'];
 }
 
 /** What the interaction router lends: its page loader, renderer and finisher. */
@@ -93,10 +94,11 @@ export function createMfaInteraction(router: Router, deps: MfaInteractionDeps, k
 
   /** Called by the login form once the password is right: finish, or go on to the second factor. */
   async function afterPassword(ctx: Context, interaction: Interaction, client: { metadata(): Record<string, unknown> }, user: User) {
-    const reason = await mfaRequirement({ config, accounts }, {
+    const reason = await mfaRequirement({ config, accounts, resources: deps.resources }, {
       accountId: user.id,
       clientRequiresMfa: client.metadata().require_mfa,
       acrValues: interaction.params.acr_values,
+      resource: interaction.params.resource,
     });
     // A user who enrolled is always asked: an optional factor that is never checked protects nothing.
     const enrolled = await mfa.hasFactor(user.id);

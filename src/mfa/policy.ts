@@ -16,11 +16,13 @@ export const AMR_FEDERATED = 'fed';
 /** The reason Gatehouse's login-prompt check reports when a session lacks the second factor. */
 export const STEP_UP_REASON = 'mfa_required';
 
-export type MfaReason = 'everyone' | 'role' | 'client' | 'acr_values';
+export type MfaReason = 'everyone' | 'role' | 'client' | 'resource' | 'acr_values';
 
 export interface MfaPolicyDeps {
   config: Pick<Config, 'MFA_REQUIRED' | 'MFA_REQUIRED_ROLES'>;
   accounts: { rolesAndPermissions(userId: string): Promise<{ roles: string[] }> };
+  /** Registered resource servers: one created with --require-mfa makes a request naming it need MFA. */
+  resources?: { findResource(uri: string): Promise<{ requireMfa: boolean } | undefined> };
 }
 
 /**
@@ -32,14 +34,29 @@ export function acrValuesRequireMfa(acrValues: unknown): boolean {
   return values.includes(ACR_MFA) && !values.includes(ACR_PASSWORD);
 }
 
+/**
+ * Whether any `resource` of the request (RFC 8707: one or more absolute URIs) is a resource server
+ * registered with --require-mfa. Token exchange refuses such a resource for a password-only subject;
+ * checking at sign-in too means the token a client gets straight from the code flow is held to it.
+ */
+async function resourceRequiresMfa(resources: MfaPolicyDeps['resources'], resource: unknown): Promise<boolean> {
+  if (!resources) return false;
+  const uris = (Array.isArray(resource) ? resource : [resource]).filter((v): v is string => typeof v === 'string' && v.length > 0);
+  for (const uri of uris) {
+    if ((await resources.findResource(uri))?.requireMfa) return true;
+  }
+  return false;
+}
+
 /** Why this login must include a second factor, or null when a password is enough. */
 export async function mfaRequirement(
   deps: MfaPolicyDeps,
-  input: { accountId: string; clientRequiresMfa?: unknown; acrValues?: unknown },
+  input: { accountId: string; clientRequiresMfa?: unknown; acrValues?: unknown; resource?: unknown },
 ): Promise<MfaReason | null> {
   if (deps.config.MFA_REQUIRED) return 'everyone';
   if (input.clientRequiresMfa === true) return 'client';
   if (acrValuesRequireMfa(input.acrValues)) return 'acr_values';
+  if (await resourceRequiresMfa(deps.resources, input.resource)) return 'resource';
   if (deps.config.MFA_REQUIRED_ROLES.length > 0) {
     const { roles } = await deps.accounts.rolesAndPermissions(input.accountId);
     if (roles.some((r) => deps.config.MFA_REQUIRED_ROLES.includes(r))) return 'role';

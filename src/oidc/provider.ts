@@ -44,7 +44,7 @@ export { ACR_MFA, ACR_PASSWORD };
 /**
  * oidc-provider's default prompts plus one login check (issue 7): a signed-in session without a
  * second factor is sent back to the login prompt when this request needs one (acr_values step-up,
- * the client's require_mfa, MFA_REQUIRED, the user's role). The interaction pages then ask only for
+ * the client's require_mfa, a resource's require_mfa, MFA_REQUIRED, the user's role). The interaction pages then ask only for
  * the missing factor. They decide with the same mfaRequirement, so a finished login passes this check.
  */
 function interactionPolicyWithMfa(deps: MfaPolicyDeps) {
@@ -57,6 +57,7 @@ function interactionPolicyWithMfa(deps: MfaPolicyDeps) {
       accountId,
       clientRequiresMfa: oidc.client?.metadata().require_mfa,
       acrValues: oidc.params?.acr_values,
+      resource: oidc.params?.resource,
     });
     return reason ? interactionPolicy.Check.REQUEST_PROMPT : interactionPolicy.Check.NO_NEED_TO_PROMPT;
   }));
@@ -112,7 +113,7 @@ export function buildProvider(deps: ProviderDeps): Provider {
     },
     // PKCE: required for public clients (oidc-provider's default), S256 only.
     pkce: { required: (_ctx, client) => client.clientAuthMethod === 'none' },
-    interactions: { url: (_ctx, interaction) => `/interaction/${interaction.uid}`, policy: interactionPolicyWithMfa({ config, accounts }) },
+    interactions: { url: (_ctx, interaction) => `/interaction/${interaction.uid}`, policy: interactionPolicyWithMfa({ config, accounts, resources }) },
     features: {
       devInteractions: { enabled: false },
       introspection: { enabled: true },
