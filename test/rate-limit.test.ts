@@ -1,8 +1,10 @@
 // Rate limits (issue 7) against a running Gatehouse: token exchange per user and per client,
-// connection-details for guests vs users, /token per IP; 429 + Retry-After and one audit event.
+// connection-details for guests vs users and per user, /token per IP, login posts per IP; 429 +
+// Retry-After and one audit event.
 // Across processes sharing Redis: test/rate-limit.redis.test.ts.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { CALLBACK, codeFlow, rpConfig, startTestGatehouse, type TestGatehouse } from './helpers/gatehouse.ts';
+import * as oidc from 'openid-client';
+import { Browser, CALLBACK, codeFlow, formOf, rpConfig, startTestGatehouse, type TestGatehouse } from './helpers/gatehouse.ts';
 import { loadConfig } from '../src/config/index.ts';
 import { createRateLimits, RateLimited } from '../src/http/rate-limit.ts';
 import { createMemoryKv } from '../src/store/kv.ts';
@@ -113,5 +115,83 @@ describe('/token per IP', () => {
     } finally {
       await gh.close();
     }
+  });
+});
+
+describe('the other limits: login per IP, exchange per client, connection-details per user', () => {
+  let gh: TestGatehouse;
+  let web: Client;
+  let config: Awaited<ReturnType<typeof rpConfig>>;
+  const tokens: Record<string, string> = {};
+
+  beforeAll(async () => {
+    gh = await startTestGatehouse({
+      env: {
+        ...LK, RATE_LIMITS: 'on', LOGIN_DELAY_MS: '0', RATE_LIMIT_TOKEN_IP: 'off',
+        RATE_LIMIT_LOGIN_IP: '4/1m', RATE_LIMIT_EXCHANGE_CLIENT: '5/1m', RATE_LIMIT_CONNECTION_USER: '3/1m',
+      },
+    });
+    await gh.cli('user', 'create', '--email', ALICE.email, '--password', ALICE.password);
+    await gh.cli('user', 'create', '--email', BOB.email, '--password', BOB.password);
+    web = await gh.cli('client', 'create', '--name', 'Web', '--redirect-uri', CALLBACK, '--first-party', '--grant', 'authorization_code', '--grant', TX);
+    await gh.cli('policy', 'client', 'set', web.client_id, '--livekit');
+    config = await rpConfig(gh, web.client_id, web.client_secret);
+    // Two sign-ins: two of the four login posts this IP may make in the minute.
+    tokens.alice = (await codeFlow(gh, config, { creds: ALICE, scope: 'openid' })).tokens.access_token;
+    tokens.bob = (await codeFlow(gh, config, { creds: BOB, scope: 'openid' })).tokens.access_token;
+  });
+  afterAll(async () => {
+    await gh?.close();
+  });
+
+  const limitRows = async (limit: string) => (await gh.deps.db.query<{ subject: string | null; client_id: string | null; ip: string | null }>(
+    "SELECT subject, client_id, ip FROM audit_events WHERE type = 'rate_limit' AND details->>'limit' = $1", [limit])).rows;
+
+  it('login form posts per IP: past the limit even the right password gets 429 + Retry-After, for any account', async () => {
+    const browser = new Browser();
+    const url = oidc.buildAuthorizationUrl(config, {
+      redirect_uri: CALLBACK, scope: 'openid', state: oidc.randomState(),
+      code_challenge: await oidc.calculatePKCECodeChallenge(oidc.randomPKCECodeVerifier()), code_challenge_method: 'S256',
+    });
+    let html = (await browser.follow(url.href, gh.url)).html!;
+    const post = async (email: string, password: string) => {
+      const f = formOf(html, '/login');
+      const step = await browser.follow(new URL(f.action, gh.url).href, gh.url, { form: { ...f.fields, email, password } });
+      if (step.html) html = step.html;
+      return step;
+    };
+    // Different accounts, so no account lockout is involved: only the IP's count.
+    expect((await post('nobody-1@example.com', 'a wrong password')).res.status).toBe(401);
+    expect((await post('nobody-2@example.com', 'a wrong password')).res.status).toBe(401);
+    const refused = await post(ALICE.email, ALICE.password);
+    expect(refused.res.status).toBe(429);
+    expect(Number(refused.res.headers.get('retry-after'))).toBeGreaterThan(0);
+    expect(refused.html).toMatch(/too many/i);
+    expect(await limitRows('loginIp')).toEqual([expect.objectContaining({ ip: expect.stringMatching(/127\.0\.0\.1/) })]);
+  });
+
+  it('token exchanges per client: past the limit the client is refused for every user (429 slow_down)', async () => {
+    const exchange = (token: string) => form(`${gh.url}/token`, { grant_type: TX, subject_token_type: AT, subject_token: token, requested_token_type: LIVEKIT }, web);
+    for (const who of ['alice', 'bob', 'alice', 'bob', 'alice']) {
+      const res = await exchange(tokens[who]);
+      expect(res.status, await res.text()).toBe(200);
+    }
+    for (const who of ['bob', 'alice']) {
+      const refused = await exchange(tokens[who]);
+      expect(refused.status).toBe(429);
+      expect(Number(refused.headers.get('retry-after'))).toBeGreaterThan(0);
+      expect((await refused.json()).error).toBe('slow_down');
+    }
+    expect(await limitRows('exchangeClient')).toEqual([expect.objectContaining({ client_id: web.client_id })]);
+  });
+
+  it('connection-details per user: the fourth call in the minute is 429; another user is still served', async () => {
+    for (let i = 0; i < 3; i++) expect((await details(gh, tokens.alice)).status).toBe(200);
+    const refused = await details(gh, tokens.alice);
+    expect(refused.status).toBe(429);
+    expect(Number(refused.headers.get('retry-after'))).toBeGreaterThan(0);
+    expect((await refused.json()).error).toBe('slow_down');
+    expect((await details(gh, tokens.bob)).status).toBe(200);
+    expect(await limitRows('connectionUser')).toHaveLength(1);
   });
 });
