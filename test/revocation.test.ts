@@ -1,6 +1,7 @@
 // End to end: every revocation writer (RFC 7009 for refresh / opaque / JWT / exchanged tokens,
-// logout, refresh-token reuse, password change, account disable, the CLI) against every reader
-// (introspection, userinfo, refresh, token exchange), on embedded mode and on PostgreSQL + Redis.
+// logout, refresh-token reuse, password change, account disable / delete / MFA reset, the CLI) against
+// every reader (introspection, userinfo, refresh, token exchange's subject and actor), on embedded
+// mode and on PostgreSQL + Redis.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { decodeJwt } from 'jose';
 import { Browser, CALLBACK, codeFlow, formOf, rpConfig, startTestGatehouse, type Mode, type TestGatehouse } from './helpers/gatehouse.ts';
@@ -70,6 +71,8 @@ describe.each(modes)('revocation end to end (%s)', (mode) => {
     const a = await gh.cli('client', 'create', '--name', 'Agent', '--grant', 'client_credentials', '--grant', TX);
     agent = { client_id: a.client_id, client_secret: a.client_secret };
     await gh.cli('policy', 'client', 'set', web.client_id, '--resource', MCP);
+    // The agent may act for users at the MCP server (delegation: actor_token).
+    await gh.cli('policy', 'client', 'set', agent.client_id, '--resource', MCP, '--act', '--scope', 'tools:read');
   }, 60_000);
   afterAll(async () => gh?.close());
 
@@ -178,11 +181,46 @@ describe.each(modes)('revocation end to end (%s)', (mode) => {
     expect((await exchange(again.jwt)).status).toBe(200);
   });
 
-  it('disabling an account revokes its tokens', async () => {
+  it.each([
+    ['disabling', 'account_disabled', ['user', 'disable']],
+    ['deleting', 'account_deleted', ['user', 'delete']],
+    ['an MFA reset of', 'mfa_reset', ['user', 'reset-mfa']],
+  ])('%s an account revokes every token of the user', async (_what, reason, command) => {
     const u = await login();
-    await gh.cli('user', 'disable', '--email', u.email);
+    const mcp = await mcpToken(u.jwt);
+    await gh.cli(...command, '--email', u.email);
     expect(await introspect(u.jwt)).toEqual({ active: false });
     expect(await introspect(u.opaque)).toEqual({ active: false });
+    expect(await introspect(mcp)).toEqual({ active: false });
+    expect(await userinfo(u.opaque)).toBe(401);
+    expect((await refresh(u.jwtRefresh)).body.error).toBe('invalid_grant');
+    expect((await exchange(u.jwt)).body.error).toBe('invalid_request');
+    const rows = (await gh.deps.db.query<{ reason: string }>("SELECT reason FROM revocations WHERE kind = 'user' AND id = $1", [u.sub])).rows;
+    expect(rows).toEqual([{ reason }]);
+  });
+
+  it("token exchange refuses a revoked actor token; revoking the user's grant reaches the delegated token", async () => {
+    const u = await login();
+    // The agent's own client-credentials JWT (RFC 9068): still a valid signature once revoked, so only the list refuses it.
+    const cc = await form('/token', agent, { grant_type: 'client_credentials', resource: MCP, scope: 'tools:read' });
+    expect(cc.status, JSON.stringify(cc.body)).toBe(200);
+    const actor = cc.body.access_token as string;
+    const delegate = () => form('/token', agent, { grant_type: TX, subject_token_type: AT, subject_token: u.jwt, actor_token: actor, actor_token_type: AT, resource: MCP });
+    const ok = await delegate();
+    expect(ok.status, JSON.stringify(ok.body)).toBe(200);
+    const delegated = ok.body.access_token as string;
+    expect(decodeJwt(delegated)).toMatchObject({ sub: u.sub, act: { sub: agent.client_id }, gid: decodeJwt(u.jwt).gid });
+
+    expect((await revoke(actor, agent)).status).toBe(200);
+    expect(await introspect(actor)).toEqual({ active: false });
+    const refused = await delegate();
+    expect(refused.status).toBe(400);
+    expect(refused.body).toMatchObject({ error: 'invalid_request', error_description: 'actor_token has been revoked' });
+    expect((await introspect(u.jwt)).active).toBe(true); // the subject is untouched
+
+    expect((await introspect(delegated)).active).toBe(true);
+    expect((await revoke(u.jwtRefresh)).status).toBe(200);
+    expect(await introspect(delegated)).toEqual({ active: false });
   });
 
   it('gatehouse revoke --jti | --grant | --session | --user', async () => {
