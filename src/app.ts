@@ -23,6 +23,7 @@ import { startSweeper } from './oidc/adapter.ts';
 import { createInteractionRouter, renderView } from './interaction/router.ts';
 import { errorHandler, PayloadTooLarge } from './http/errors.ts';
 import { accessLog, healthRoutes, requestId, securityHeaders } from './http/middleware.ts';
+import { createMetrics, type Metrics } from './http/metrics.ts';
 import type { SecretBox } from './crypto/secretbox.ts';
 // --- revocation (issue 6) ---
 import { createRevocationStore, type RevocationService } from './revocation/store.ts';
@@ -73,6 +74,8 @@ export interface Deps {
   /** Enterprise SSO (issue 4): upstream OIDC connections, and the RP that talks to them. */
   connections: Connections;
   upstream: RelyingParty;
+  /** Prometheus metrics (GET /metrics); the audit writer above counts through it. */
+  metrics: Metrics;
 }
 
 /** Open stores, run migrations, load secrets and keys. The caller owns `close()`. */
@@ -84,7 +87,14 @@ export async function assemble(config: Config, log: Logger, opts: { memoryDb?: b
     await migrate(db);
     const kv = config.REDIS_URL ? createRedisKv(config.REDIS_URL, config.REDIS_KEY_PREFIX) : createMemoryKv(config.REDIS_KEY_PREFIX);
     const { box, cookieKeys, warnings } = await loadInstanceSecrets(config, db);
-    const audit = createAudit(db, log);
+    const metrics = createMetrics({
+      token: config.METRICS_TOKEN,
+      // Read at scrape time, when the store below exists.
+      revocationReady: () => revocations.ready(),
+      info: { mode: config.embedded ? 'embedded' : 'postgres', store: kv.kind },
+    });
+    // Every audit event, whoever records it, is also counted (gatehouse_audit_events_total).
+    const audit = metrics.countAudit(createAudit(db, log));
     const keys = createSigningKeys(db, box);
     await keys.ensure();
     // Revocation (issue 6): durable in the database, hot in the Kv; loaded before the app answers.
@@ -94,7 +104,7 @@ export async function assemble(config: Config, log: Logger, opts: { memoryDb?: b
     const limits = createRateLimits(kv, config, { audit, log });
     if (!config.REDIS_URL) warnings.push('REDIS_URL is not set: revocation lists, rate limits and pub/sub are in-process; run a single Gatehouse process only.');
     return {
-      config, db, kv, log, box, cookieKeys, audit, keys, warnings,
+      config, db, kv, log, box, cookieKeys, audit, keys, warnings, metrics,
       // Password change, disable, delete and MFA reset revoke everything issued to the user (issue 6).
       accounts: withLockoutReset(withUserRevocation(createAccounts(db, audit), { revocations, config, db, log }), limits),
       clients: createClients(db, box),
@@ -170,7 +180,7 @@ export interface GatehouseApp {
 }
 
 export async function createApp(deps: Deps): Promise<GatehouseApp> {
-  const { config, log } = deps;
+  const { config, log, metrics } = deps;
   let layer = await buildOidcLayer(deps);
   let keysVersion = await deps.keys.version();
 
@@ -194,6 +204,7 @@ export async function createApp(deps: Deps): Promise<GatehouseApp> {
   const bodyLimit = parseLimit(config.BODY_LIMIT);
 
   app.use(requestId());
+  app.use(metrics.measure());
   app.use(accessLog(log));
   app.use(securityHeaders(['/interaction', '/account', '/admin', '/assets']));
   app.use(errorHandler(log, (status, error, description) => renderView('error', { title: 'Error', error, description, status })));
@@ -202,6 +213,7 @@ export async function createApp(deps: Deps): Promise<GatehouseApp> {
     { name: deps.kv.kind === 'redis' ? 'redis' : 'store', check: () => deps.kv.ping() },
     { name: 'revocation', check: () => deps.revocations.ready() },
   ]));
+  app.use(metrics.serve());
   app.use(async function rejectLargeBodies(ctx, next) {
     const length = Number(ctx.get('content-length') || 0);
     if (length > bodyLimit) throw new PayloadTooLarge(`request body exceeds ${config.BODY_LIMIT}`);

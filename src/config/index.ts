@@ -134,6 +134,8 @@ export const envSchema = z.object({
   REGISTRATION: z.enum(['open', 'token', 'off']).default('open'),
   // The initial access token for REGISTRATION=token (at least 32 characters; give it to trusted hosts).
   REGISTRATION_INITIAL_ACCESS_TOKEN: z.string().min(32, 'must be at least 32 characters').optional(),
+  // GET /metrics (Prometheus): unset → loopback callers only; set → `Authorization: Bearer <token>` from anywhere.
+  METRICS_TOKEN: z.string().min(32, 'must be at least 32 characters').optional(),
   // Scope used when an authorization or device request has no `scope`; with `resource=` the
   // resource's registered scopes are added, so an MCP host that sends no scope still gets a usable token.
   DEFAULT_SCOPE: z.string().regex(/^[\x21\x23-\x5B\x5D-\x7E]+( [\x21\x23-\x5B\x5D-\x7E]+)*$/, 'space-separated scope tokens').default('openid'),
