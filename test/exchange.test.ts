@@ -379,6 +379,47 @@ describe('token exchange', () => {
       expect((await auditRows(since)).every((x) => x.outcome === 'failure')).toBe(true);
       expect(await auditRows(since)).toHaveLength(3);
     });
+
+    it('nests the earlier actor when a delegated token is exchanged again by another acting agent', async () => {
+      const second = await createClient(gh, '--name', 'Second acting agent', '--grant', 'client_credentials', '--grant', TX);
+      await gh.cli('policy', 'client', 'set', second.client_id, '--resource', MCP, '--act');
+      const first = await exchange(actingAgent, { subject_token: alice.jwt, actor_token: await clientCredentials(actingAgent), actor_token_type: AT, resource: MCP });
+      expect(first.status, JSON.stringify(first.body)).toBe(200);
+      const { status, body } = await exchange(second, { subject_token: first.body.access_token, actor_token: await clientCredentials(second), actor_token_type: AT, resource: MCP });
+      expect(status, JSON.stringify(body)).toBe(200);
+      const { payload } = await jwtVerify(body.access_token, createRemoteJWKSet(new URL(`${gh.url}/jwks`)), { issuer: gh.url, audience: MCP });
+      // RFC 8693 §4.1: the current actor on top, the earlier one nested under it.
+      expect(payload).toMatchObject({ sub: alice.sub, client_id: second.client_id, scope: 'tools:read', act: { sub: second.client_id, act: { sub: actingAgent.client_id } } });
+      expect((payload.act as any).act.act).toBeUndefined();
+      expect(payload.gid).toBe(decodeJwt(alice.jwt).gid);
+    });
+
+    it("refuses an acting agent a resource the user's consent does not cover, even where scope names overlap", async () => {
+      // A resource offering data:read, like OTHER; Alice consented to OTHER only.
+      const NOTES = 'https://notes.example.com/mcp';
+      await gh.cli('resource', 'create', '--uri', NOTES, '--scope', 'data:read');
+      const notesAgent = await createClient(gh, '--name', 'Notes agent', '--grant', 'client_credentials', '--grant', TX);
+      await gh.cli('policy', 'client', 'set', notesAgent.client_id, '--resource', NOTES, '--resource', OTHER, '--act');
+      const { tokens } = await codeFlow(gh, await rpConfig(gh, web.client_id, web.client_secret), { creds: ALICE, resource: OTHER, scope: 'openid data:read' });
+      const forOther = tokens.access_token;
+      seenTokens.add(forOther);
+      expect(decodeJwt(forOther)).toMatchObject({ aud: OTHER, scope: 'data:read' });
+
+      const since = await lastAuditId();
+      const actor = await clientCredentials(notesAgent);
+      const refused = await exchange(notesAgent, { subject_token: forOther, actor_token: actor, actor_token_type: AT, resource: NOTES });
+      expect([refused.status, refused.body.error], JSON.stringify(refused.body)).toEqual([400, 'invalid_request']);
+      expect(refused.body.error_description).toMatch(/consent/);
+      expect(refused.body.access_token).toBeUndefined();
+      // The resource she did consent to is fine.
+      const allowed = await exchange(notesAgent, { subject_token: forOther, actor_token: actor, actor_token_type: AT, resource: `${OTHER}/` });
+      expect(allowed.status, JSON.stringify(allowed.body)).toBe(200);
+      expect(decodeJwt(allowed.body.access_token)).toMatchObject({ aud: OTHER, sub: alice.sub, scope: 'data:read', act: { sub: notesAgent.client_id } });
+      expect((await auditRows(since)).map((r) => [r.outcome, r.actor, r.details.target, r.details.error ?? null])).toEqual([
+        ['failure', notesAgent.client_id, NOTES, 'invalid_request'],
+        ['success', notesAgent.client_id, OTHER, null],
+      ]);
+    });
   });
 
   // Runs last: every token this suite sent or received, and none of them in any audit event.

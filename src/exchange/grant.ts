@@ -72,6 +72,8 @@ interface Exchange {
   resource?: NonNullable<Awaited<ReturnType<Resources['findResource']>>>;
   scopes?: string[];
   room?: string;
+  /** Acting by policy: the resource scopes the user consented to in the origin grant (they bound the token). */
+  consented?: string[];
 }
 
 const one = (v: unknown) => (typeof v === 'string' && v !== '' ? v : undefined);
@@ -180,7 +182,7 @@ export function buildExchangeHandler(provider: Provider, deps: ExchangeDeps) {
       `this resource requires multi-factor authentication; sign in again with acr_values=${ACR_MFA}`));
   }
 
-  function checkDelegation(x: Exchange) {
+  async function checkDelegation(x: Exchange) {
     if (!x.actor) return;
     const mayAct = x.subject!.mayAct;
     // RFC 8693 §4.4: may_act names the party authorised to act; a token naming one agent is no
@@ -190,8 +192,21 @@ export function buildExchangeHandler(provider: Provider, deps: ExchangeDeps) {
       return;
     }
     // Otherwise the agent's policy must let it act (for this resource: decideTarget checked it is
-    // listed), and the scopes are bounded by what the user's grant (the subject token) covers.
+    // listed), and the user's consent must cover the resource.
     assertThat(x.policy!.mayAct, invalidRequest('this client may not act for the subject (no may_act naming it and no acting policy)'));
+    x.consented = await consentedScopes(x.subject!, x.resource!.uri);
+    assertThat(x.consented.length > 0, invalidRequest("the user's consent (the grant behind subject_token) does not cover this resource"));
+  }
+
+  /**
+   * What the user consented to for `resource` in the grant behind the subject token (oidc-provider's
+   * Grant, by gid). The subject token's scopes alone are not enough: scope names repeat across
+   * resources, and consent given to one resource server is not consent to another.
+   */
+  async function consentedScopes(s: VerifiedToken, resource: string): Promise<string[]> {
+    const grant = s.gid ? await provider.Grant.find(s.gid) : undefined;
+    if (!grant || grant.accountId !== s.user) return [];
+    return [...new Set(uriVariants(resource).flatMap((uri) => splitScope(grant.getResourceScope(uri))))];
   }
 
   async function mintResourceToken(x: Exchange) {
@@ -199,7 +214,8 @@ export function buildExchangeHandler(provider: Provider, deps: ExchangeDeps) {
     const rs = x.resource!;
     const { granted, refused } = intersectScopes({
       requested: p.scope,
-      subject: x.subject!.scope,
+      // Acting by policy: only what the user consented to for this resource (checkDelegation).
+      subject: x.consented ? x.subject!.scope.filter((s) => x.consented!.includes(s)) : x.subject!.scope,
       resource: rs.scopes,
       permissions: x.user!.permissions,
       client: x.policy!.scopes,
@@ -301,7 +317,7 @@ export function buildExchangeHandler(provider: Provider, deps: ExchangeDeps) {
       checkSubjectBinding(x);
       await checkRateLimit(x, ctx.ip);
       await decideTarget(x);
-      checkDelegation(x);
+      await checkDelegation(x);
       checkAuthenticationStrength(x);
       const body = x.targetType === 'livekit' ? await mintRoomToken(x) : await mintResourceToken(x);
       audit(ctx, x);

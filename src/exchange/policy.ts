@@ -12,7 +12,7 @@ export interface ClientPolicy {
   resources: string[];
   /** Scopes it may obtain; null = whatever the resource offers (still ∩ subject ∩ permissions). */
   scopes: string[] | null;
-  /** May act for users (RFC 8693 delegation) for the resources above, without the user's may_act. */
+  /** May act for users (RFC 8693 delegation) for the resources above without the user's may_act, where the user's grant consented to the resource. */
   mayAct: boolean;
   /** The LiveKit agent name this client runs as (dispatch + delegation in connection-details). */
   agentName: string | null;
