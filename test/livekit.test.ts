@@ -130,6 +130,27 @@ describe('connection-details (bearer) and the agent flow', () => {
     expect(rows[0].details).toMatchObject({ target: resource, scopes: ['tools:read'] });
   });
 
+  it("the example MCP server holds a valid token to the tool's scope", async () => {
+    // A token for the MCP server with tools:write only (the code flow, with resource=).
+    const { tokens } = await codeFlow(gh, await rpConfig(gh, web.client_id, web.client_secret), { creds: BOB, resource, scope: 'openid tools:write' });
+    seenTokens.add(tokens.access_token);
+    expect(decodeJwt(tokens.access_token)).toMatchObject({ aud: resource, scope: 'tools:write' });
+    const rpc = (method: string, params: unknown = {}) => fetch(resource, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${tokens.access_token}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ jsonrpc: '2.0', id: 1, method, params }),
+    });
+    // The token is good (tools/list answers) but lists no tool it cannot call…
+    const list = await rpc('tools/list');
+    expect(list.status).toBe(200);
+    expect((await list.json()).result.tools).toEqual([]);
+    // …and calling whoami (tools:read) is 403 insufficient_scope naming the scope (RFC 6750 §3.1).
+    const call = await rpc('tools/call', { name: 'whoami', arguments: {} });
+    expect(call.status).toBe(403);
+    expect(call.headers.get('www-authenticate')).toBe('Bearer error="insufficient_scope", scope="tools:read"');
+    expect(await call.json()).toEqual({ error: 'insufficient_scope', scope: 'tools:read' });
+  });
+
   it('refuses a missing, invalid or delegated bearer token and rooms outside policy', async () => {
     let res = await details(gh, {});
     expect(res.status).toBe(401);
