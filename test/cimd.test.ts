@@ -12,6 +12,7 @@ import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import * as oidc from 'openid-client';
 import { ADMIN, authorize, CALLBACK, startTestGatehouse, type TestGatehouse } from './helpers/gatehouse.ts';
+import { isSpecialUseAddress } from '../src/oidc/cimd.ts';
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'gh-cimd-'));
 const haveOpenssl = (() => {
@@ -139,5 +140,33 @@ describe.skipIf(!haveOpenssl)('client ID metadata documents', () => {
     expect(literal.status).toBe(400);
     // Refused at connect time: the document server never saw a request.
     expect(fetched.length).toBe(before);
+  });
+});
+
+describe('the SSRF guard on document fetches', () => {
+  // The HTTP test above reaches loopback only; these are the other ranges a document URL (or its DNS
+  // answer) must never reach, the cloud metadata address first among them.
+  it.each([
+    ['169.254.169.254', 'link-local (cloud metadata)'],
+    ['::ffff:a9fe:a9fe', 'link-local, IPv4-mapped (as new URL() writes [::ffff:169.254.169.254])'],
+    ['::ffff:10.0.0.1', 'private, IPv4-mapped'],
+    ['10.1.2.3', 'private 10/8'],
+    ['172.16.5.4', 'private 172.16/12'],
+    ['192.168.1.1', 'private 192.168/16'],
+    ['100.64.0.1', 'CGNAT'],
+    ['127.0.0.2', 'loopback'],
+    ['0.0.0.0', 'this network'],
+    ['::1', 'IPv6 loopback'],
+    ['::', 'IPv6 unspecified'],
+    ['fe80::1', 'IPv6 link-local'],
+    ['fd12:3456::1', 'IPv6 unique local'],
+    ['ff02::1', 'IPv6 multicast'],
+    ['not-an-address', 'not an address'],
+  ])('refuses %s (%s)', (address) => {
+    expect(isSpecialUseAddress(address)).toBe(true);
+  });
+
+  it.each(['8.8.8.8', '172.32.0.1', '2606:4700:4700::1111', '::ffff:808:808'])('lets public %s through', (address) => {
+    expect(isSpecialUseAddress(address)).toBe(false);
   });
 });
