@@ -1,12 +1,14 @@
 // LiveKit webhooks (signed as LiveKit signs them, with the SDK's AccessToken) record room sessions;
-// anything unverified is 401 and records nothing. Revoking a user removes their live participants
-// through RoomServiceClient, against a stand-in Twirp endpoint that verifies the SDK's JWT.
+// anything unverified is 401 and records nothing. Revoking a user, a grant (RFC 7009 refresh token)
+// or a session (logout) removes that user's live participants through RoomServiceClient, against a
+// stand-in Twirp endpoint that verifies the SDK's JWT; a LiveKit that hangs or fails never holds up
+// the revocation, is retried, and every outcome is audited. A user lists their own room sessions.
 import crypto from 'node:crypto';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { AccessToken, TokenVerifier } from 'livekit-server-sdk';
-import { startTestGatehouse, type TestGatehouse } from './helpers/gatehouse.ts';
+import { Browser, CALLBACK, codeFlow, formOf, rpConfig, startTestGatehouse, type TestGatehouse } from './helpers/gatehouse.ts';
 
 const KEY = 'APIwebhooktest';
 const SECRET = 'webhook-secret-'.padEnd(40, 'y');
@@ -19,11 +21,13 @@ async function sign(body: string, secret = SECRET, key = KEY) {
   return at.toJwt();
 }
 
-/** Stand-in for LiveKit's RoomService: records verified RemoveParticipant calls; can be made to fail. */
+/** Stand-in for LiveKit's RoomService: records verified RemoveParticipant calls; can be made to fail or to hang. */
 async function fakeRoomService() {
   const calls: { room: string; identity: string }[] = [];
   let failing = false;
   let attempts = 0;
+  let held: Promise<void> | undefined;
+  let release = () => {};
   const verifier = new TokenVerifier(KEY, SECRET);
   const server = http.createServer(async (req, res) => {
     let body = '';
@@ -36,6 +40,7 @@ async function fakeRoomService() {
     } catch {
       return res.writeHead(401, { 'content-type': 'application/json' }).end('{"code":"unauthenticated","msg":"bad token"}');
     }
+    if (held) await held;
     if (failing) return res.writeHead(503, { 'content-type': 'application/json' }).end('{"code":"unavailable","msg":"down"}');
     const { room, identity } = JSON.parse(body);
     calls.push({ room, identity });
@@ -47,6 +52,9 @@ async function fakeRoomService() {
     calls,
     get attempts() { return attempts; },
     fail(v: boolean) { failing = v; },
+    /** Every request is held unanswered until release(). */
+    hold() { held = new Promise((r) => { release = () => { held = undefined; r(); }; }); },
+    release: () => release(),
     close: () => new Promise<void>((r) => server.close(() => r())),
   };
 }
@@ -55,7 +63,34 @@ describe('LiveKit webhooks and participant removal', () => {
   let gh: TestGatehouse;
   let lk: Awaited<ReturnType<typeof fakeRoomService>>;
   let user: { id: string; email: string };
+  let web: { client_id: string; client_secret: string };
+  let n = 0;
+  const PASSWORD = 'a long enough passphrase';
   const rows = async () => (await gh.deps.db.query<any>('SELECT * FROM room_sessions ORDER BY joined_at')).rows;
+  /** Polls until `done` holds (or `rounds` × 25 ms pass); the assertion after it says what was expected. */
+  const until = async (done: () => boolean | Promise<boolean>, rounds = 200) => {
+    for (let i = 0; i < rounds && !(await done()); i++) await sleep(25);
+  };
+  const removalsOf = (identity: string) => lk.calls.filter((c) => c.identity === identity);
+  const removalAudits = async (identity: string) => (await gh.deps.db.query<{ outcome: string; details: Record<string, any> }>(
+    "SELECT outcome, details FROM audit_events WHERE type = 'livekit.participant.remove' AND details->>'identity' = $1 ORDER BY id", [identity])).rows;
+
+  /** A fresh user signed in at the web client (opaque access token, refresh token, ID token), in a room. */
+  async function signedInUserInRoom(room: string) {
+    const email = `lk${++n}@example.com`;
+    const id = (await gh.cli('user', 'create', '--email', email, '--password', PASSWORD)).id as string;
+    const browser = new Browser();
+    const { tokens } = await codeFlow(gh, await rpConfig(gh, web.client_id, web.client_secret), { creds: { email, password: PASSWORD }, scope: 'openid offline_access', browser });
+    const identity = `user_${id}`;
+    const j = joined(room, `PA_${room}`, identity);
+    expect(await post(j, await sign(j))).toBe(200);
+    return { id, identity, browser, access: tokens.access_token, refresh: tokens.refresh_token!, idToken: tokens.id_token! };
+  }
+  const tokenRequest = (path: string, params: Record<string, string>) => fetch(`${gh.url}${path}`, {
+    method: 'POST',
+    headers: { authorization: `Basic ${Buffer.from(`${web.client_id}:${web.client_secret}`).toString('base64')}`, 'content-type': 'application/x-www-form-urlencoded' },
+    body: new URLSearchParams(params),
+  });
 
   const post = async (body: string, authorization?: string) => {
     const res = await fetch(`${gh.url}/livekit/webhook`, {
@@ -76,6 +111,9 @@ describe('LiveKit webhooks and participant removal', () => {
     gh = await startTestGatehouse({ env: { LIVEKIT_URL: lk.url, LIVEKIT_API_KEY: KEY, LIVEKIT_API_SECRET: SECRET } });
     const u = await gh.cli('user', 'create', '--email', 'lk@example.com', '--password', 'a long enough passphrase');
     user = { id: u.id, email: u.email };
+    const c = await gh.cli('client', 'create', '--name', 'Web', '--redirect-uri', CALLBACK, '--post-logout-redirect-uri', 'http://127.0.0.1:8976/bye',
+      '--grant', 'authorization_code', '--grant', 'refresh_token');
+    web = { client_id: c.client_id, client_secret: c.client_secret };
   }, 60_000);
   afterAll(async () => {
     await gh?.close();
@@ -136,23 +174,87 @@ describe('LiveKit webhooks and participant removal', () => {
     expect((await gh.deps.db.query("SELECT 1 FROM audit_events WHERE type = 'livekit.participant.remove' AND outcome = 'success'")).rows.length).toBeGreaterThanOrEqual(2);
   });
 
-  it('a failing LiveKit does not block the revocation, and is retried', async () => {
-    lk.calls.length = 0;
-    lk.fail(true);
-    const before = lk.attempts;
-    const j = joined('live-c', 'PA_20', `user_${user.id}`);
-    expect(await post(j, await sign(j))).toBe(200);
-    const t0 = Date.now();
-    await gh.cli('revoke', '--user', user.id);
-    expect(Date.now() - t0).toBeLessThan(1000);
-    expect(await gh.deps.revocations.check({ sub: user.id, iat: Math.floor(Date.now() / 1000) - 1 })).toBe('user');
-    for (let i = 0; i < 100 && lk.attempts - before < 2; i++) await sleep(20);
-    expect(lk.attempts - before).toBeGreaterThanOrEqual(2); // first attempt + a retry
-    lk.fail(false);
+  it("removes the user's live participants when a grant is revoked (RFC 7009, refresh token)", async () => {
+    const u = await signedInUserInRoom('grant-room');
+    expect((await tokenRequest('/token/revocation', { token: u.refresh })).status).toBe(200);
+    await until(() => removalsOf(u.identity).length > 0);
+    expect(removalsOf(u.identity)).toEqual([{ room: 'grant-room', identity: u.identity }]);
+    await until(async () => (await removalAudits(u.identity)).length > 0);
+    expect(await removalAudits(u.identity)).toMatchObject([{ outcome: 'success', details: { room: 'grant-room', revocation: 'grant', reason: 'token_revocation' } }]);
   });
 
-  it('lets a user list their room sessions', async () => {
+  it("removes the user's live participants when their session ends (RP-initiated logout)", async () => {
+    const u = await signedInUserInRoom('session-room');
+    const start = await u.browser.follow(`${gh.url}/session/end?id_token_hint=${encodeURIComponent(u.idToken)}&post_logout_redirect_uri=${encodeURIComponent('http://127.0.0.1:8976/bye')}`, gh.url);
+    const { action, fields } = formOf(start.html!, '/session/end/confirm');
+    const done = await u.browser.follow(new URL(action, gh.url).href, gh.url, { form: { ...fields, logout: 'yes' } });
+    expect(done.url).toMatch(/^http:\/\/127\.0\.0\.1:8976\/bye/);
+    await until(async () => (await removalAudits(u.identity)).some((a) => a.details.revocation === 'session'));
+    expect(removalsOf(u.identity).every((c) => c.room === 'session-room')).toBe(true);
+    expect((await removalAudits(u.identity)).filter((a) => a.details.revocation === 'session'))
+      .toMatchObject([{ outcome: 'success', details: { room: 'session-room', identity: u.identity, reason: 'logout' } }]);
+  });
+
+  it('a LiveKit that does not answer does not hold up the revocation', async () => {
+    const u = await signedInUserInRoom('hung-room');
+    lk.hold();
+    const before = lk.attempts;
+    try {
+      await gh.cli('revoke', '--user', u.id);
+      // The revocation is in force while LiveKit still has not answered the removal.
+      await until(() => lk.attempts > before);
+      expect(lk.attempts).toBeGreaterThan(before);
+      expect(removalsOf(u.identity)).toEqual([]);
+      expect(await gh.deps.revocations.check({ sub: u.id, iat: Math.floor(Date.now() / 1000) - 1 })).toBe('user');
+      expect((await tokenRequest('/token/introspection', { token: u.access }).then((r) => r.json()))).toEqual({ active: false });
+    } finally {
+      lk.release();
+    }
+    await until(() => removalsOf(u.identity).length > 0);
+    expect(removalsOf(u.identity)).toEqual([{ room: 'hung-room', identity: u.identity }]);
+  });
+
+  it('a failing LiveKit is retried, and the final failure is audited', async () => {
+    const u = await signedInUserInRoom('down-room');
+    lk.fail(true);
+    const before = lk.attempts;
+    try {
+      await gh.cli('revoke', '--user', u.id);
+      expect(await gh.deps.revocations.check({ sub: u.id, iat: Math.floor(Date.now() / 1000) - 1 })).toBe('user');
+      // First attempt + three retries (0.5 s, 2 s, 5 s apart), then one failure event.
+      await until(async () => (await removalAudits(u.identity)).length > 0, 1200);
+    } finally {
+      lk.fail(false);
+    }
+    expect(lk.attempts - before).toBe(4);
+    expect(removalsOf(u.identity)).toEqual([]);
+    const audits = await removalAudits(u.identity);
+    expect(audits).toMatchObject([{ outcome: 'failure', details: { room: 'down-room', identity: u.identity, revocation: 'user', reason: 'admin' } }]);
+    expect(JSON.stringify(audits)).not.toContain(SECRET);
+  });
+
+  it('lets a user list their own room sessions (GET /livekit/sessions), and not with a revoked token', async () => {
     const res = await fetch(`${gh.url}/livekit/sessions`);
     expect(res.status).toBe(401);
+    const u = await signedInUserInRoom('my-room');
+    const left = event('participant_left', { room: { name: 'my-room', sid: 'RM_my-room' }, participant: { sid: 'PA_my-room', identity: u.identity } });
+    expect(await post(left, await sign(left))).toBe(200);
+    const j = joined('my-second-room', 'PA_my-second-room', u.identity, Math.floor(Date.now() / 1000) - 10);
+    expect(await post(j, await sign(j))).toBe(200);
+    const mine = await fetch(`${gh.url}/livekit/sessions`, { headers: { authorization: `Bearer ${u.access}` } });
+    expect(mine.status).toBe(200);
+    expect(mine.headers.get('cache-control')).toBe('no-store');
+    const { sessions } = await mine.json();
+    // Newest first; another user's rooms (live-a, standup, ...) are not listed.
+    expect(sessions).toMatchObject([
+      { room: 'my-second-room', participant_identity: u.identity, left_at: null, duration_seconds: null, end_reason: null },
+      { room: 'my-room', participant_identity: u.identity, end_reason: 'participant_left', duration_seconds: expect.any(Number) },
+    ]);
+    expect(sessions[1].duration_seconds).toBeGreaterThanOrEqual(59);
+
+    await gh.cli('revoke', '--session', (await gh.deps.db.query<{ uid: string }>("SELECT uid FROM oidc_payloads WHERE model = 'Session' AND payload->>'accountId' = $1", [u.id])).rows[0].uid);
+    const revoked = await fetch(`${gh.url}/livekit/sessions`, { headers: { authorization: `Bearer ${u.access}` } });
+    expect(revoked.status).toBe(401);
+    expect(await revoked.json()).toMatchObject({ error: 'invalid_token' });
   });
 });
