@@ -34,6 +34,20 @@ describe('config', () => {
     }
   });
 
+  it('takes CORS_ORIGINS as comma-separated origins and names an entry that is not one', () => {
+    expect(loadConfig({ CORS_ORIGINS: 'https://app.example.com, http://localhost:5173' }).CORS_ORIGINS)
+      .toEqual(['https://app.example.com', 'http://localhost:5173']);
+    // Each of these could never equal a browser's Origin header, so CORS would silently fail.
+    for (const bad of ['app.example.com', 'https://app.example.com/', 'https://app.example.com/path', 'https://App.example.com']) {
+      try {
+        loadConfig({ CORS_ORIGINS: `https://ok.example.com,${bad}` });
+        expect.unreachable(bad);
+      } catch (err) {
+        expect((err as ConfigError).issues).toEqual([{ variable: 'CORS_ORIGINS', message: expect.stringContaining(`"${bad}" is not an origin`) }]);
+      }
+    }
+  });
+
   it('requires the LiveKit variables together and the admin variables together', () => {
     expect(() => loadConfig({ LIVEKIT_URL: 'wss://lk.example.com' })).toThrow(/LIVEKIT/);
     expect(() => loadConfig({ ADMIN_EMAIL: 'a@example.com' })).toThrow(/ADMIN_PASSWORD/);

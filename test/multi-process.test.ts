@@ -190,11 +190,20 @@ describe('the CLI while an embedded server runs', () => {
       expect(user.email).toBe('dora@example.com');
       const client = cli(env, 'client', 'create', '--name', 'Web', '--redirect-uri', CALLBACK);
       expect(client.client_secret).toBeTruthy();
+      // The server migrated at start; `gatehouse migrate` reaches it over the socket and has nothing left to do.
+      expect(cli(env, 'migrate')).toEqual({ applied: [] });
       // A bad command is an error exit with a message, not a stack trace.
       expect(() => cli(env, 'user', 'create', '--email', 'dora@example.com', '--password', 'dora-has-a-long-password')).toThrow(/already|taken|exists/i);
       const config = await rpConfig({ url: server.url }, client.client_id, client.client_secret);
       const { tokens } = await codeFlow({ url: server.url }, config, { scope: 'openid email', creds: { email: 'dora@example.com', password: 'dora-has-a-long-password' } });
       expect(tokens.claims()!.email).toBe('dora@example.com');
+      // Graceful shutdown: SIGTERM closes the listener, the control socket and the database, then exits 0.
+      await stop(server.proc);
+      expect(server.proc.exitCode).toBe(0);
+      expect(fs.existsSync(path.join(dataDir, 'control.sock'))).toBe(false);
+      // The next CLI call finds no server and opens the data directory itself, which PGlite
+      // allows only once the server has let go of it.
+      expect(cli(env, 'user', 'list').map((u: { email: string }) => u.email)).toContain('dora@example.com');
     } finally {
       await stop(server.proc);
       fs.rmSync(dataDir, { recursive: true, force: true });

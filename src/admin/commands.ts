@@ -8,6 +8,7 @@ import { CONNECTION_USAGE, connectionCommands } from './connection-commands.ts';
 import { revokeAsOperator } from '../revocation/admin.ts';
 import { createRoles } from '../accounts/roles.ts';
 import { HttpError } from '../http/errors.ts';
+import { migrate } from '../store/migrate.ts';
 import { CommandError, flag, many, one, parse, splitList } from './args.ts';
 
 export { CommandError };
@@ -202,6 +203,11 @@ const commands: Record<string, Handler> = {
     if (!(await deps.resources.deleteResource(uri))) throw new CommandError(`no resource ${uri}`);
     await adminAudit(deps, 'admin.resource.delete', uri);
     return { deleted: uri };
+  },
+  // Standalone, src/cli/main.ts migrates without assembling the app. Here it runs inside a server
+  // (the embedded control socket): start-up has migrated already, so this reports what is newer.
+  async migrate(deps) {
+    return { applied: await migrate(deps.db) };
   },
   async 'keys rotate'(deps) {
     // Old keys stay published for as long as anything they signed can still be valid.

@@ -35,6 +35,19 @@ const list = z
   .string()
   .transform((s) => s.split(',').map((x) => x.trim()).filter(Boolean));
 
+// A browser sends Origin as scheme://host[:port], lower-case, no default port, no path: an entry in
+// any other shape could never match, so it is refused at start rather than silently ignored.
+const isOrigin = (o: string) => {
+  try {
+    return new URL(o).origin === o;
+  } catch {
+    return false;
+  }
+};
+const origins = list.pipe(z.array(z.string().refine(isOrigin, {
+  error: (issue) => `"${String(issue.input)}" is not an origin; write each like https://app.example.com (no path, no trailing slash)`,
+})));
+
 export const envSchema = z.object({
   // Public URL of this issuer exactly as clients see it (scheme, host, optional path, no trailing slash).
   ISSUER: z.url().optional(),
@@ -53,7 +66,7 @@ export const envSchema = z.object({
   ADMIN_EMAIL: z.email().optional(),
   ADMIN_PASSWORD: z.string().min(12, 'must be at least 12 characters').optional(),
   // Origins allowed to call the token, userinfo and LiveKit endpoints from a browser.
-  CORS_ORIGINS: list.default([]),
+  CORS_ORIGINS: origins.default([]),
   // Lifetimes (seconds). DESIGN.md: access 15 min, refresh 7 days sliding / 30 days absolute.
   ACCESS_TOKEN_TTL: seconds(900),
   ID_TOKEN_TTL: seconds(3600),
