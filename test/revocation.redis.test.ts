@@ -1,7 +1,8 @@
 // Redis failure modes, against a redis-server this file starts on a spare port (no persistence):
-// fail closed while it is down (503 temporarily_unavailable, never 200 for a revoked token; pages,
-// discovery and JWKS keep working; /ready says so), recover without a restart, keep revocations
-// across a Redis restart that comes back empty, and reach a second node at once.
+// fail closed while it is down (introspection, exchange, refresh, userinfo and connection-details
+// answer 503 temporarily_unavailable, never 200 for a revoked token; pages, discovery and JWKS keep
+// working; /ready says so), recover without a restart, keep revocations across a Redis restart that
+// comes back empty, and reach a second node at once.
 import net from 'node:net';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -15,6 +16,7 @@ const MCP = 'https://mcp.example.com/mcp';
 const ALICE = { email: 'alice@example.com', password: 'alice has a long passphrase' };
 type Client = { client_id: string; client_secret: string };
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const LK = { LIVEKIT_URL: 'wss://livekit.test', LIVEKIT_API_KEY: 'APIredistest', LIVEKIT_API_SECRET: 'lk-secret-'.padEnd(40, 'x') };
 
 async function freePort(): Promise<number> {
   const srv = net.createServer();
@@ -70,6 +72,10 @@ describe.skipIf(!run || !haveRedisServer)('revocation with Redis going away (Pos
   };
   const introspect = (gh: TestGatehouse, token: string) => post(gh, '/token/introspection', { token });
   const exchange = (gh: TestGatehouse, token: string) => post(gh, '/token', { grant_type: TX, subject_token_type: AT, subject_token: token, resource: MCP });
+  const connectionDetails = async (gh: TestGatehouse, token: string) => {
+    const res = await fetch(`${gh.url}/livekit/connection-details`, { method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, body: '{}' });
+    return { status: res.status, body: await res.json().catch(() => ({})) as Record<string, any> };
+  };
 
   async function tokens() {
     const config = await rpConfig(a, web.client_id, web.client_secret);
@@ -83,15 +89,15 @@ describe.skipIf(!run || !haveRedisServer)('revocation with Redis going away (Pos
     const pg = await createTestPgDatabase();
     drop = pg.drop;
     const shared = { mode: 'postgres' as const, databaseUrl: pg.url, redis: { url: redis.url, prefix: 'gh:' } };
-    a = await startTestGatehouse(shared);
+    a = await startTestGatehouse({ ...shared, env: LK });
     // One issuer behind a load balancer: B answers for tokens A issued.
-    b = await startTestGatehouse({ ...shared, env: { ISSUER: a.url } });
+    b = await startTestGatehouse({ ...shared, env: { ...LK, ISSUER: a.url } });
     await a.cli('resource', 'create', '--uri', MCP, '--scope', 'tools:read');
     await a.deps.db.query("UPDATE roles SET permissions = permissions || ARRAY['tools:read'] WHERE name = 'user'");
     await a.cli('user', 'create', '--email', ALICE.email, '--password', ALICE.password, '--role', 'user');
     const c = await a.cli('client', 'create', '--name', 'Web', '--redirect-uri', CALLBACK, '--grant', 'authorization_code', '--grant', 'refresh_token', '--grant', TX);
     web = { client_id: c.client_id, client_secret: c.client_secret };
-    await a.cli('policy', 'client', 'set', web.client_id, '--resource', MCP);
+    await a.cli('policy', 'client', 'set', web.client_id, '--resource', MCP, '--livekit');
   }, 60_000);
   afterAll(async () => {
     await a?.close();
@@ -121,6 +127,13 @@ describe.skipIf(!run || !haveRedisServer)('revocation with Redis going away (Pos
   it('fails closed while Redis is down, keeps pages and keys up, and recovers without a restart', async () => {
     const live = await tokens();
     const revoked = await tokens();
+    // An openid access token (opaque) for userinfo.
+    const { tokens: forUserinfo } = await codeFlow(a, await rpConfig(a, web.client_id, web.client_secret), { creds: ALICE, scope: 'openid email' });
+    const userinfo = async (gh: TestGatehouse) => {
+      const res = await fetch(`${gh.url}/me`, { headers: { authorization: `Bearer ${forUserinfo.access_token}` } });
+      return { status: res.status, body: await res.json().catch(() => ({})) as Record<string, any> };
+    };
+    expect((await userinfo(b)).body.email).toBe(ALICE.email);
     expect((await post(a, '/token/revocation', { token: revoked.jwt })).status).toBe(200);
     await redis.stop();
     await sleep(300);
@@ -133,9 +146,12 @@ describe.skipIf(!run || !haveRedisServer)('revocation with Redis going away (Pos
         const x = await exchange(gh, token);
         expect(x.status, JSON.stringify(x.body)).toBe(503);
         expect(x.body.error).toBe('temporarily_unavailable');
+        expect(await connectionDetails(gh, token)).toMatchObject({ status: 503, body: { error: 'temporarily_unavailable' } });
       }
       const r = await post(gh, '/token', { grant_type: 'refresh_token', refresh_token: live.refresh });
       expect(r.status).toBe(503);
+      expect(r.body.error).toBe('temporarily_unavailable');
+      expect(await userinfo(gh)).toMatchObject({ status: 503, body: { error: 'temporarily_unavailable' } });
       expect((await fetch(`${gh.url}/.well-known/openid-configuration`)).status).toBe(200);
       expect((await fetch(`${gh.url}/jwks`)).status).toBe(200);
       const ready = await fetch(`${gh.url}/ready`);
@@ -164,6 +180,9 @@ describe.skipIf(!run || !haveRedisServer)('revocation with Redis going away (Pos
     expect(await introspect(b, revoked.jwt)).toMatchObject({ status: 200, body: { active: false } });
     expect((await exchange(b, revoked.jwt)).body.error).toBe('invalid_request');
     expect((await exchange(b, live.jwt)).status).toBe(200);
+    expect((await connectionDetails(b, live.jwt)).status).toBe(200);
+    expect((await connectionDetails(b, revoked.jwt)).status).toBe(401);
+    expect((await userinfo(a)).body.email).toBe(ALICE.email);
     expect((await fetch(`${a.url}/ready`)).status).toBe(200);
   }, 45_000);
 
