@@ -21,6 +21,11 @@ import type { SecretBox } from '../crypto/secretbox.ts';
 import type { RoomSessions } from '../livekit/rooms.ts';
 import { ACCOUNT_CLIENT_ID, accountClient } from './client.ts';
 import { addSecurityPages } from './security.ts';
+import { addDataPages } from './data.ts';
+import type { Queryable } from '../store/db.ts';
+import type { Logger } from '../http/log.ts';
+import type { Clients } from '../oidc/clients.ts';
+import type { RevocationService } from '../revocation/store.ts';
 
 const STATE_COOKIE = 'gh_account_state';
 
@@ -38,6 +43,10 @@ function safeReturnTo(value: unknown): string {
 export interface AccountDeps {
   provider: () => Provider;
   config: Config;
+  db: Queryable;
+  log: Logger;
+  clients: Pick<Clients, 'findMetadata'>;
+  revocations: RevocationService;
   accounts: Accounts;
   audit: Audit;
   limits: RateLimits;
@@ -149,6 +158,7 @@ export function createAccountRouter(deps: AccountDeps): Router {
   });
 
   addSecurityPages(router, deps, { page, signedIn });
+  addDataPages(router, deps, { page, signedIn });
 
   return router;
 }
