@@ -170,6 +170,12 @@ function parseLimit(s: string): number {
   return Number(m[1]) * ({ b: 1, kb: 1024, mb: 1024 * 1024 } as Record<string, number>)[m[2].toLowerCase()];
 }
 
+/** What oidc-provider leaves on the context after POST /token/revocation (ids only). */
+interface OidcRevocationState {
+  client?: { clientId: string };
+  entities?: Partial<Record<'RefreshToken' | 'AccessToken' | 'ClientCredentials', { kind: string; accountId?: string; grantId?: string }>>;
+}
+
 export interface GatehouseApp {
   app: Koa;
   /** The current provider (replaced when signing keys change). */
@@ -242,9 +248,17 @@ export async function createApp(deps: Deps): Promise<GatehouseApp> {
   }) as Koa.Middleware);
   app.use(async function auditRevocation(ctx, next) {
     await next();
-    if (ctx.path === '/token/revocation' && ctx.method === 'POST' && ctx.status === 200) {
-      void deps.audit.record({ type: 'token.revoke', clientId: (ctx as unknown as { oidc?: { client?: { clientId: string } } }).oidc?.client?.clientId ?? null, ip: ctx.ip, requestId: ctx.state.requestId });
-    }
+    if (ctx.path !== '/token/revocation' || ctx.method !== 'POST' || ctx.status !== 200) return;
+    // oidc-provider keeps the opaque token it revoked as an entity. A JWT access token leaves none
+    // (src/revocation/endpoints.ts audits it, with its subject), nor does an unknown token, which
+    // RFC 7009 §2.2 answers 200 with nothing revoked.
+    const oidc = (ctx as unknown as { oidc?: OidcRevocationState }).oidc;
+    const token = oidc?.entities?.RefreshToken ?? oidc?.entities?.AccessToken ?? oidc?.entities?.ClientCredentials;
+    if (!token) return;
+    void deps.audit.record({
+      type: 'token.revoke', subject: token.accountId ?? null, clientId: oidc?.client?.clientId ?? null, ip: ctx.ip, requestId: ctx.state.requestId,
+      details: { kind: token.kind, grant_id: token.grantId ?? null },
+    });
   });
   app.use(async function limitOAuthRequestsPerIp(ctx, next) {
     // Issue 7: /token (every grant) and dynamic registration per client IP; 429 slow_down + Retry-After.

@@ -230,6 +230,11 @@ function ip(ctx: KoaContextWithOIDC | undefined) {
   return ctx?.ip ?? null;
 }
 
+/** The id src/http/middleware.ts gave this request (echoed in X-Request-Id), so an audit row meets its log line. */
+function requestIdOf(ctx: KoaContextWithOIDC | undefined): string | null {
+  return (ctx?.state as { requestId?: string } | undefined)?.requestId ?? null;
+}
+
 /** Token issue, refresh, revoke and errors go to the audit log — identifiers only, never tokens. */
 function attachAuditListeners(provider: Provider, audit: Audit, log: Logger) {
   provider.on('grant.success', (ctx: KoaContextWithOIDC) => {
@@ -239,7 +244,7 @@ function attachAuditListeners(provider: Provider, audit: Audit, log: Logger) {
       subject: ctx.oidc.account?.accountId ?? null,
       clientId: ctx.oidc.client?.clientId ?? null,
       ip: ip(ctx),
-      requestId: ctx.get('x-request-id') || null,
+      requestId: requestIdOf(ctx),
       details: { grant_type: params?.grant_type },
     });
   });
@@ -250,7 +255,7 @@ function attachAuditListeners(provider: Provider, audit: Audit, log: Logger) {
       outcome: 'failure',
       clientId: ctx.oidc?.client?.clientId ?? null,
       ip: ip(ctx),
-      requestId: ctx.get('x-request-id') || null,
+      requestId: requestIdOf(ctx),
       details: { grant_type: params?.grant_type, error: err.error ?? err.name },
     });
   });
@@ -259,14 +264,15 @@ function attachAuditListeners(provider: Provider, audit: Audit, log: Logger) {
       type: 'grant.revoke',
       clientId: ctx?.oidc?.client?.clientId ?? null,
       ip: ip(ctx),
+      requestId: requestIdOf(ctx),
       details: { grant_id: grantId },
     });
   });
   provider.on('revocation.error', (ctx: KoaContextWithOIDC, err: Error & { error?: string }) => {
-    void audit.record({ type: 'token.revoke', outcome: 'failure', clientId: ctx.oidc?.client?.clientId ?? null, ip: ip(ctx), details: { error: err.error ?? err.name } });
+    void audit.record({ type: 'token.revoke', outcome: 'failure', clientId: ctx.oidc?.client?.clientId ?? null, ip: ip(ctx), requestId: requestIdOf(ctx), details: { error: err.error ?? err.name } });
   });
   provider.on('end_session.success', (ctx: KoaContextWithOIDC) => {
-    void audit.record({ type: 'logout', subject: ctx.oidc.session?.accountId ?? null, clientId: ctx.oidc.client?.clientId ?? null, ip: ip(ctx) });
+    void audit.record({ type: 'logout', subject: ctx.oidc.session?.accountId ?? null, clientId: ctx.oidc.client?.clientId ?? null, ip: ip(ctx), requestId: requestIdOf(ctx) });
   });
   provider.on('server_error', (_ctx: unknown, err: Error) => {
     log.error({ err }, 'oidc-provider server_error');
