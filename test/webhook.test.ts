@@ -195,6 +195,21 @@ describe('LiveKit webhooks and participant removal', () => {
       .toMatchObject([{ outcome: 'success', details: { room: 'session-room', identity: u.identity, reason: 'logout' } }]);
   });
 
+  it("removes the live participants of a user who deletes their account (/account/delete, which also drops room history)", async () => {
+    const u = await signedInUserInRoom('farewell-room');
+    const email = (await gh.deps.db.query<{ email: string }>('SELECT email FROM users WHERE id = $1', [u.id])).rows[0].email;
+    const browser = new Browser();
+    let step = await browser.follow(`${gh.url}/account/delete`, gh.url);
+    const login = formOf(step.html!, '/login');
+    step = await browser.follow(new URL(login.action, gh.url).href, gh.url, { form: { ...login.fields, email, password: PASSWORD } });
+    const confirm = formOf(step.html!, '/account/delete');
+    const done = await browser.follow(new URL(confirm.action, gh.url).href, gh.url, { form: { ...confirm.fields, password: PASSWORD } });
+    expect(done.html).toContain('Account deleted');
+    expect((await gh.deps.db.query('SELECT 1 FROM room_sessions WHERE user_id = $1', [u.id])).rows).toHaveLength(0);
+    await until(() => removalsOf(u.identity).length > 0);
+    expect(removalsOf(u.identity)).toEqual([{ room: 'farewell-room', identity: u.identity }]);
+  });
+
   it('a LiveKit that does not answer does not hold up the revocation', async () => {
     const u = await signedInUserInRoom('hung-room');
     lk.hold();
