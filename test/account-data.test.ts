@@ -104,11 +104,12 @@ describe('account data pages', () => {
     expect(again.headers.get('location')).toMatch(/^\/account\/sign-in/);
   });
 
-  it('deletes the account after the password: tokens, factors and room history go; the last admin cannot', async () => {
+  it('deletes the account after the password: tokens and ended room history go; the last admin cannot', async () => {
     const { tokens } = await codeFlow(gh, config, { creds: FRED, scope: 'openid' });
     const fredId = (await userId(FRED.email))!;
     await gh.deps.db.query(
-      `INSERT INTO room_sessions (participant_sid, room_name, participant_identity, user_id, joined_at) VALUES ('PA_fred1', 'user_fred_chat', $1, $2, now())`,
+      `INSERT INTO room_sessions (participant_sid, room_name, participant_identity, user_id, joined_at, left_at, duration_seconds, end_reason)
+       VALUES ('PA_fred1', 'user_fred_chat', $1, $2, now() - interval '1 hour', now() - interval '50 minutes', 600, 'participant_left')`,
       [`user_${fredId}`, fredId],
     );
     const browser = new Browser();

@@ -197,6 +197,11 @@ describe('LiveKit webhooks and participant removal', () => {
 
   it("removes the live participants of a user who deletes their account (/account/delete, which also drops room history)", async () => {
     const u = await signedInUserInRoom('farewell-room');
+    // An ended session of the same user: it goes with the account at once.
+    const before = joined('earlier-room', 'PA_earlier-room', u.identity, Math.floor(Date.now() / 1000) - 120);
+    expect(await post(before, await sign(before))).toBe(200);
+    const gone = event('participant_left', { room: { name: 'earlier-room', sid: 'RM_earlier-room' }, participant: { sid: 'PA_earlier-room', identity: u.identity } });
+    expect(await post(gone, await sign(gone))).toBe(200);
     const email = (await gh.deps.db.query<{ email: string }>('SELECT email FROM users WHERE id = $1', [u.id])).rows[0].email;
     const browser = new Browser();
     let step = await browser.follow(`${gh.url}/account/delete`, gh.url);
@@ -205,9 +210,15 @@ describe('LiveKit webhooks and participant removal', () => {
     const confirm = formOf(step.html!, '/account/delete');
     const done = await browser.follow(new URL(confirm.action, gh.url).href, gh.url, { form: { ...confirm.fields, password: PASSWORD } });
     expect(done.html).toContain('Account deleted');
-    expect((await gh.deps.db.query('SELECT 1 FROM room_sessions WHERE user_id = $1', [u.id])).rows).toHaveLength(0);
+    // The ended session is gone; the open one stays for participant removal to read (on any node).
+    const sessionsOf = async () => (await gh.deps.db.query<{ participant_sid: string }>('SELECT participant_sid FROM room_sessions WHERE user_id = $1', [u.id])).rows.map((r) => r.participant_sid);
+    expect(await sessionsOf()).toEqual(['PA_farewell-room']);
     await until(() => removalsOf(u.identity).length > 0);
     expect(removalsOf(u.identity)).toEqual([{ room: 'farewell-room', identity: u.identity }]);
+    // LiveKit reports the removal as a leave: the last record of the deleted account goes then.
+    const left = event('participant_left', { room: { name: 'farewell-room', sid: 'RM_farewell-room' }, participant: { sid: 'PA_farewell-room', identity: u.identity } });
+    expect(await post(left, await sign(left))).toBe(200);
+    expect(await sessionsOf()).toEqual([]);
   });
 
   it('a LiveKit that does not answer does not hold up the revocation', async () => {

@@ -180,10 +180,12 @@ export function addDataPages(router: Router, deps: AccountDeps, kit: AccountKit)
       return deleteForm(ctx, user, { error: 'Type your email address exactly to confirm.' }, 400);
     }
     // Revokes every session and token of the user first (withUserRevocation); factors, devices,
-    // links and roles go with the row. Room history is personal data too. Audit events stay: they
-    // are the security record (who did what, when), and name the user only by id.
+    // links and roles go with the row. Room history is personal data too: ended sessions go now; one
+    // still open stays until participant removal (possibly on another node) has taken the user out
+    // and LiveKit reports the leave. Audit events stay: they are the security record (who did what,
+    // when), and name the user only by id.
     await accounts.deleteUser(user.id);
-    await db.query('DELETE FROM room_sessions WHERE user_id = $1', [user.id]);
+    await deps.rooms.deleteEndedSessionsOfUser(user.id);
     await record(ctx, user, 'account.delete', 'success');
     kit.page(ctx, 'account-message', {
       title: 'Account deleted',

@@ -57,6 +57,18 @@ const toSession = (r: Row): RoomSession => ({
 
 /** Room-session queries, named by intent (STYLE.md §5). Every write is idempotent: webhooks repeat. */
 export function createRoomSessions(db: Queryable) {
+  /**
+   * A deleted account's room history goes with it; a session still open at deletion is kept until it
+   * ends (participant removal reads it to take the user out of the room), then dropped here.
+   */
+  async function purgeDeletedUsers(where: string, params: unknown[]) {
+    await db.query(
+      `DELETE FROM room_sessions WHERE ${where} AND left_at IS NOT NULL AND user_id IS NOT NULL
+         AND NOT EXISTS (SELECT 1 FROM users u WHERE u.id = room_sessions.user_id)`,
+      params,
+    );
+  }
+
   return {
     async recordJoin(s: { participantSid: string; roomName: string; roomSid?: string; identity: string; userId: string | null; joinedAt: Date }) {
       await db.query(
@@ -77,6 +89,7 @@ export function createRoomSessions(db: Queryable) {
          WHERE room_sessions.left_at IS NULL`,
         [s.participantSid, s.roomName, s.roomSid ?? null, s.identity, s.userId, s.joinedAt ?? s.leftAt, s.leftAt],
       );
+      await purgeDeletedUsers('participant_sid = $1', [s.participantSid]);
     },
     /** room_finished: every session still open in the room ends now. */
     async finishRoom(roomName: string, roomSid: string | undefined, at: Date): Promise<number> {
@@ -86,7 +99,12 @@ export function createRoomSessions(db: Queryable) {
          WHERE room_name = $1 AND left_at IS NULL AND ($2::text IS NULL OR room_sid IS NULL OR room_sid = $2)`,
         [roomName, roomSid ?? null, at],
       );
+      await purgeDeletedUsers('room_name = $1', [roomName]);
       return r.rowCount;
+    },
+    /** Account deletion: the ended sessions go now; open ones when they end (purgeDeletedUsers). */
+    async deleteEndedSessionsOfUser(userId: string): Promise<void> {
+      await db.query('DELETE FROM room_sessions WHERE user_id = $1 AND left_at IS NOT NULL', [userId]);
     },
     async openSessionsOfUser(userId: string): Promise<RoomSession[]> {
       const { rows } = await db.query<Row>('SELECT * FROM room_sessions WHERE user_id = $1 AND left_at IS NULL', [userId]);
