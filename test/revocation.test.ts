@@ -237,6 +237,13 @@ describe.each(modes)('revocation end to end (%s)', (mode) => {
     expect((await refresh(u.jwtRefresh)).body.error).toBe('invalid_grant');
 
     const w = await login();
+    // An opaque access token's value is its jti: refused afterwards, and the audit log names it by hash only.
+    expect(await gh.cli('revoke', '--jti', w.opaque)).toMatchObject({ revoked: 'jti' });
+    expect(await introspect(w.opaque)).toEqual({ active: false });
+    const { rows: audited } = await gh.deps.db.query<{ details: Record<string, unknown> }>("SELECT details FROM audit_events WHERE type = 'admin.revoke' AND details->>'kind' = 'jti' ORDER BY id");
+    expect(audited).toHaveLength(2);
+    expect(audited.every((r) => typeof r.details.jti_sha256 === 'string' && !('id' in r.details))).toBe(true);
+    expect(JSON.stringify(audited)).not.toContain(w.opaque);
     const wSid = decodeJwt(w.jwt).sid as string;
     expect(await gh.cli('revoke', '--session', wSid)).toMatchObject({ revoked: 'session', subject: w.sub });
     expect(await introspect(w.jwt)).toEqual({ active: false });

@@ -6,6 +6,7 @@ import type { Deps } from '../app.ts';
 import { POLICY_USAGE, policyCommands } from './policy-commands.ts';
 import { CONNECTION_USAGE, connectionCommands } from './connection-commands.ts';
 import { revokeAsOperator } from '../revocation/admin.ts';
+import { hashId } from '../revocation/store.ts';
 import { createRoles } from '../accounts/roles.ts';
 import { HttpError } from '../http/errors.ts';
 import { migrate } from '../store/migrate.ts';
@@ -234,7 +235,8 @@ const commands: Record<string, Handler> = {
     const ttl = values.ttl === undefined ? undefined : Number(values.ttl);
     if (ttl !== undefined && !(Number.isInteger(ttl) && ttl > 0)) throw new CommandError('--ttl must be a positive number of seconds');
     const result = await revokeAsOperator(deps, { kind, id, ttl });
-    await adminAudit(deps, 'admin.revoke', kind === 'user' ? id : (result as { subject?: string }).subject ?? null, { kind, id });
+    // An opaque access token's value is its jti: the audit log names it by hash (as the Redis key does).
+    await adminAudit(deps, 'admin.revoke', kind === 'user' ? id : (result as { subject?: string }).subject ?? null, kind === 'jti' ? { kind, jti_sha256: hashId(id) } : { kind, id });
     return result;
   },
 };

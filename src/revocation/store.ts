@@ -94,7 +94,7 @@ const HOT_TIMEOUT_MS = 1000;
 const SWEEP_INTERVAL_MS = 5 * 60_000;
 
 // Opaque token values double as their jti: hash them, so no usable token ever appears in a key name.
-const hashId = (id: string) => crypto.createHash('sha256').update(id).digest('base64url').slice(0, 32);
+export const hashId = (id: string) => crypto.createHash('sha256').update(id).digest('base64url').slice(0, 32);
 export const hotKey = (kind: RevocationKind, id: string) => `revoked:${kind}:${kind === 'jti' ? hashId(id) : id}`;
 
 function withTimeout<T>(p: Promise<T>, ms = HOT_TIMEOUT_MS): Promise<T> {
