@@ -22,7 +22,7 @@ import { buildProvider } from './oidc/provider.ts';
 import { startSweeper } from './oidc/adapter.ts';
 import { createInteractionRouter, renderView } from './interaction/router.ts';
 import { errorHandler, PayloadTooLarge } from './http/errors.ts';
-import { accessLog, healthRoutes, requestId, securityHeaders } from './http/middleware.ts';
+import { accessLog, closeAfterRefusedBody, healthRoutes, requestId, securityHeaders } from './http/middleware.ts';
 import { createMetrics, type Metrics } from './http/metrics.ts';
 import type { SecretBox } from './crypto/secretbox.ts';
 // --- revocation (issue 6) ---
@@ -213,6 +213,7 @@ export async function createApp(deps: Deps): Promise<GatehouseApp> {
   app.use(metrics.measure());
   app.use(accessLog(log));
   app.use(securityHeaders(['/interaction', '/account', '/admin', '/assets']));
+  app.use(closeAfterRefusedBody());
   app.use(errorHandler(log, (status, error, description) => renderView('error', { title: 'Error', error, description, status })));
   app.use(healthRoutes([
     { name: 'database', check: () => deps.db.ping() },

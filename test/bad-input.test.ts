@@ -21,21 +21,33 @@ async function token(form: Record<string, string>, auth?: string, contentType = 
     headers: { 'content-type': contentType, ...(auth ? { authorization: auth } : {}) },
     body: raw ?? new URLSearchParams(form).toString(),
   });
-  return { status: res.status, body: await res.json().catch(() => ({})) as Record<string, string> };
+  return { status: res.status, connection: res.headers.get('connection'), body: await res.json().catch(() => ({})) as Record<string, string> };
 }
 
+/** Rows that a refused request must not create: tokens and grants, clients, users. */
+const written = async () => ({ payloads: await count('oidc_payloads'), clients: await count('clients'), users: await count('users') });
+
 describe('bad input at the token endpoint', () => {
-  it('unknown client → 401 invalid_client', async () => {
-    const r = await token({ grant_type: 'client_credentials' }, basic('nope', 'nope'));
-    expect(r.status).toBe(401);
-    expect(r.body.error).toBe('invalid_client');
+  it('unknown client → 401 invalid_client, SQL metacharacters in the id included', async () => {
+    const before = await written();
+    for (const id of ['nope', "' OR 1=1 --", "x'); DELETE FROM clients; --"]) {
+      const r = await token({ grant_type: 'client_credentials' }, basic(id, 'nope'));
+      expect(r.status, id).toBe(401);
+      expect(r.body.error, id).toBe('invalid_client');
+      const posted = await token({ grant_type: 'client_credentials', client_id: id, client_secret: 'nope' });
+      expect(posted.status, id).toBe(401);
+      expect(posted.body.error, id).toBe('invalid_client');
+    }
+    expect(await written()).toEqual(before);
   });
 
   it('wrong secret → 401 invalid_client, and the secret is not echoed', async () => {
+    const before = await written();
     const r = await token({ grant_type: 'authorization_code', code: 'x', redirect_uri: CALLBACK }, basic(web.client_id, 'wrong-secret-value'));
     expect(r.status).toBe(401);
     expect(r.body.error).toBe('invalid_client');
     expect(JSON.stringify(r.body)).not.toContain('wrong-secret-value');
+    expect(await written()).toEqual(before);
   });
 
   it('a reused authorization code → 400 invalid_grant', async () => {
@@ -49,19 +61,32 @@ describe('bad input at the token endpoint', () => {
     })();
     const code = callbackUrl.searchParams.get('code')!;
     const form = { grant_type: 'authorization_code', code, redirect_uri: CALLBACK, code_verifier: verifier };
-    expect((await token(form, basic(web.client_id, web.client_secret))).status).toBe(200);
+    const first = await token(form, basic(web.client_id, web.client_secret));
+    expect(first.status).toBe(200);
     const again = await token(form, basic(web.client_id, web.client_secret));
     expect(again.status).toBe(400);
     expect(again.body.error).toBe('invalid_grant');
+    // RFC 6749 §4.1.2: a code used twice revokes what was issued for it (the code may have leaked).
+    const intro = await fetch(`${gh.url}/token/introspection`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: basic(web.client_id, web.client_secret) },
+      body: new URLSearchParams({ token: first.body.access_token }),
+    });
+    expect(await intro.json()).toEqual({ active: false });
   });
 
-  it('malformed body → 400 invalid_request, never 500', async () => {
+  it('malformed body → 400 invalid_request, never 500, nothing written', async () => {
+    const before = await written();
     const r = await token({}, basic(web.client_id, web.client_secret), 'application/json', '{"grant_type": ');
     expect(r.status).toBe(400);
     expect(r.body.error).toBe('invalid_request');
     const r2 = await token({}, basic(web.client_id, web.client_secret), 'application/x-www-form-urlencoded', '%%%grant_type=%zz');
-    expect(r2.status).toBeLessThan(500);
-    expect(r2.status).toBeGreaterThanOrEqual(400);
+    expect(r2.status).toBe(400);
+    expect(r2.body.error).toBe('invalid_request');
+    const r3 = await token({}, basic(web.client_id, web.client_secret), 'text/plain', 'grant_type=client_credentials');
+    expect(r3.status).toBe(400);
+    expect(r3.body.error).toBe('invalid_request');
+    expect(await written()).toEqual(before);
   });
 
   it('a 1 MB body → 413 without reading it into a token request', async () => {
@@ -69,6 +94,20 @@ describe('bad input at the token endpoint', () => {
     const r = await token({}, basic(web.client_id, web.client_secret), 'application/x-www-form-urlencoded', `grant_type=client_credentials&x=${'a'.repeat(1024 * 1024)}`);
     expect(r.status).toBe(413);
     expect(r.body.error).toBe('invalid_request');
+    // Sent chunked, with no Content-Length to refuse it by: the reader stops at the limit.
+    const big = `grant_type=client_credentials&x=${'a'.repeat(1024 * 1024)}`;
+    const chunked = await fetch(`${gh.url}/token`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: basic(web.client_id, web.client_secret) },
+      body: new ReadableStream({ start(c) { for (let i = 0; i < big.length; i += 64 * 1024) c.enqueue(new TextEncoder().encode(big.slice(i, i + 64 * 1024))); c.close(); } }),
+      duplex: 'half',
+    } as RequestInit);
+    expect(chunked.status).toBe(413);
+    expect((await chunked.json()).error).toBe('invalid_request');
+    // The unread rest of a refused body must not meet the next request on the same connection.
+    expect(r.connection).toBe('close');
+    expect(chunked.headers.get('connection')).toBe('close');
+    expect((await fetch(`${gh.url}/health`)).status).toBe(200);
     expect(await count('audit_events')).toBe(before);
   });
 });

@@ -31,6 +31,22 @@ export function accessLog(log: Logger) {
   };
 }
 
+/**
+ * A body refused before it was read (413: too large by Content-Length, or cut off while counting)
+ * leaves its remaining bytes on the connection; reusing it would hand them to the next request or
+ * reset it mid-upload. Close it instead (RFC 9110 §15.5.14 lets the server close the connection).
+ * Outside the error handler, so it sees the status that handler set.
+ */
+export function closeAfterRefusedBody() {
+  return async function closeConnectionAfterRefusedBody(ctx: Context, next: Next) {
+    try {
+      await next();
+    } finally {
+      if (ctx.status === 413 && !ctx.req.complete) ctx.set('Connection', 'close');
+    }
+  };
+}
+
 /** Our pages run no inline script or style; oidc-provider's own pages (form_post, device flow
  * defaults) use inline code, so they get a looser script/style policy. Framing is refused everywhere. */
 export function securityHeaders(ownPagePrefixes: string[]) {
