@@ -113,13 +113,12 @@ describeEachKv('revocation store', (getKv, prefix) => {
 });
 
 describe('revocation store on an unreachable Redis', () => {
-  it('fails closed fast, and still records the revocation durably', async () => {
+  it('fails closed instead of queueing for Redis, and still records the revocation durably', async () => {
     const kv = createRedisKv('redis://127.0.0.1:1', 'unreachable:');
     const store = createRevocationStore(kv, { db, log });
-    const t0 = Date.now();
+    // A check that waited for the connection would never settle; the test's timeout is the bound.
     await store.start();
     await expect(store.check({ jti: 'x' })).rejects.toBeInstanceOf(RevocationUnavailableError);
-    expect(Date.now() - t0).toBeLessThan(12_000);
     const r = await store.revoke('jti', 'while-down', 60);
     expect(r.hot).toBe(false);
     expect((await db.query("SELECT 1 FROM revocations WHERE id = 'while-down'")).rows).toHaveLength(1);
