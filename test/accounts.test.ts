@@ -347,6 +347,9 @@ describe('interaction router (real oidc-provider, in-memory adapter)', () => {
     expect(consent.html).toContain('/confirm');
     expect(consent.html).toContain('See your email address');
     const c = hidden(consent.html, '/confirm');
+    // Consent and abort are CSRF-protected too: a wrong or missing token grants and denies nothing.
+    expect((await b.request(c.action, { _csrf: 'x'.repeat(43) })).status).toBe(403);
+    expect((await b.request(c.action.replace(/\/confirm$/, '/abort'), {})).status).toBe(403);
     const done = await b.follow(c.action, { _csrf: c.csrf });
     expect(done.url.startsWith(CALLBACK)).toBe(true);
     expect(new URL(done.url).searchParams.get('code')).toBeTruthy();

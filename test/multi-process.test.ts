@@ -103,7 +103,8 @@ describe.skipIf(!run)('two processes on one PostgreSQL + Redis', () => {
     const env = await sharedEnv({ KEYS_REFRESH_SECONDS: '1' });
     const a = await spawnGatehouse(env);
     procs.push(a.proc);
-    // Both processes must share one issuer; B listens elsewhere but presents A's issuer URL.
+    // Here each process keeps its own issuer URL, so openid-client can discover and sign in at
+    // either; what they share is the database: codes, clients and keys.
     const b = await spawnGatehouse({ ...env });
     procs.push(b.proc);
     const client = cli(env, 'client', 'create', '--name', 'Web', '--redirect-uri', CALLBACK);
