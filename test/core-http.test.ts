@@ -1,7 +1,7 @@
 // Issue 2's HTTP surface against a running Gatehouse: health and readiness, security headers,
 // CORS from CORS_ORIGINS, request ids (header, audit row), the audit trail of a sign-in with its
 // tokens, logs free of secrets, secrets sealed at rest, the default lifetimes and the absolute
-// refresh-token cap, and the client/resource delete commands.
+// refresh-token cap, self-registration off by default, and the client/resource delete commands.
 import { Writable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import * as oidc from 'openid-client';
@@ -280,6 +280,26 @@ describe('lifetimes (DESIGN.md defaults)', () => {
     const rt = await oidc.tokenIntrospection(config, tokens.refresh_token!);
     expect(rt.active).toBe(true);
     expect(rt.exp! - rt.iat!).toBe(7 * 24 * 3600);
+  });
+});
+
+describe('self-registration', () => {
+  it('is off unless ALLOW_REGISTRATION=true: no link on the login page, and the page is not there', async () => {
+    const config = await rpConfig(gh, web.client_id, web.client_secret);
+    const url = oidc.buildAuthorizationUrl(config, {
+      redirect_uri: CALLBACK, scope: 'openid', code_challenge: await oidc.calculatePKCECodeChallenge(oidc.randomPKCECodeVerifier()), code_challenge_method: 'S256',
+    });
+    const browser = new Browser();
+    const login = await browser.follow(url.href, gh.url);
+    expect(login.html).toMatch(/name="password"/);
+    expect(login.html).not.toContain('/register');
+    const uid = /\/interaction\/([^/"]+)\/login/.exec(login.html!)![1];
+    const res = await browser.request(`${gh.url}/interaction/${uid}/register`);
+    expect(res.status).toBe(404);
+    const users = await gh.deps.db.query<{ n: number }>('SELECT count(*)::int AS n FROM users');
+    const post = await browser.request(`${gh.url}/interaction/${uid}/register`, { form: { email: 'new@example.com', password: 'a long enough password' } });
+    expect(post.status).toBe(404);
+    expect((await gh.deps.db.query<{ n: number }>('SELECT count(*)::int AS n FROM users')).rows[0].n).toBe(users.rows[0].n);
   });
 });
 

@@ -9,7 +9,7 @@ import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { createPgDb, createPgliteDb, type Db } from '../src/store/db.ts';
 import { migrate, MigrationError, MIGRATIONS_DIR } from '../src/store/migrate.ts';
 import { createTestPgDatabase, servicesFor } from './helpers/databases.ts';
-import { ROOT, TSX } from './helpers/process.ts';
+import { ROOT } from './helpers/process.ts';
 
 const tmpDirs: string[] = [];
 const tmpDir = (prefix: string) => {
@@ -107,33 +107,34 @@ describe.each(engines)('migrate ($name)', ({ run, open }) => {
 });
 
 describe('gatehouse migrate and start-up (embedded, own processes)', () => {
+  // bin/gatehouse.js is the `gatehouse` command npm installs (and the Dockerfile's CMD, with `serve`).
   const gatehouse = (env: Record<string, string>, ...argv: string[]) =>
-    spawnSync(TSX, argv, { cwd: ROOT, env: { ...process.env, LOG_LEVEL: 'warn', ...env }, encoding: 'utf8', timeout: 60_000 });
+    spawnSync(process.execPath, ['bin/gatehouse.js', ...argv], { cwd: ROOT, env: { ...process.env, LOG_LEVEL: 'warn', ...env }, encoding: 'utf8', timeout: 60_000 });
 
   it('applies the migrations to DATA_DIR and prints them as JSON; a second run applies none', async () => {
     const env = { DATA_DIR: tmpDir('gh-migrate-ok-') };
-    const first = gatehouse(env, 'src/cli/main.ts', 'migrate');
+    const first = gatehouse(env, 'migrate');
     expect(first.status, first.stderr).toBe(0);
     const files = fs.readdirSync(MIGRATIONS_DIR).filter((f) => /^\d+_.+\.sql$/.test(f)).sort();
     expect(JSON.parse(first.stdout)).toEqual({ applied: files });
-    const second = gatehouse(env, 'src/cli/main.ts', 'migrate');
+    const second = gatehouse(env, 'migrate');
     expect(second.status, second.stderr).toBe(0);
     expect(JSON.parse(second.stdout)).toEqual({ applied: [] });
   }, 90_000);
 
-  it('a failing migration exits non-zero with the file named, from `gatehouse migrate` and at start', async () => {
+  it('a failing migration exits non-zero with the file named, from `gatehouse migrate` and `gatehouse serve`', async () => {
     // A database someone else already put a `users` table in: 001_core.sql cannot create its own.
     const dataDir = tmpDir('gh-migrate-fail-');
     const db = await createPgliteDb(dataDir);
     await db.query('CREATE TABLE users (id int)');
     await db.close();
 
-    const cli = gatehouse({ DATA_DIR: dataDir }, 'src/cli/main.ts', 'migrate');
+    const cli = gatehouse({ DATA_DIR: dataDir }, 'migrate');
     expect(cli.status).toBe(1);
     expect(cli.stderr).toMatch(/migration 001_core\.sql failed: .*users/);
     expect(cli.stdout).toBe('');
 
-    const start = gatehouse({ DATA_DIR: dataDir, PORT: '0' }, 'src/main.ts');
+    const start = gatehouse({ DATA_DIR: dataDir, PORT: '0' }, 'serve');
     expect(start.status).toBe(1);
     expect(start.stderr).toMatch(/migration 001_core\.sql failed/);
 
