@@ -3,7 +3,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import * as oidc from 'openid-client';
 import { createRemoteJWKSet, decodeProtectedHeader, jwtVerify } from 'jose';
-import { ADMIN, Browser, CALLBACK, codeFlow, rpConfig, startTestGatehouse, type Mode, type TestGatehouse } from './helpers/gatehouse.ts';
+import { ADMIN, Browser, CALLBACK, authorize, codeFlow, rpConfig, startTestGatehouse, type Mode, type TestGatehouse } from './helpers/gatehouse.ts';
 import { servicesFor } from './helpers/databases.ts';
 
 const modes: { mode: Mode; run: boolean }[] = [
@@ -74,6 +74,26 @@ describe.each(modes)('OIDC flows ($mode)', ({ mode, run }) => {
     expect(loc.origin + loc.pathname).toBe(CALLBACK);
     expect(loc.searchParams.get('error')).toBe('invalid_request');
     expect(loc.searchParams.get('error_description')).toMatch(/PKCE/);
+  });
+
+  it('takes pushed authorization requests (PAR): the browser carries only a single-use request_uri', async () => {
+    const config = await rpConfig(gh, web.client_id, web.client_secret);
+    const verifier = oidc.randomPKCECodeVerifier();
+    const state = oidc.randomState();
+    const url = await oidc.buildAuthorizationUrlWithPAR(config, {
+      redirect_uri: CALLBACK, scope: 'openid email', state, code_challenge: await oidc.calculatePKCECodeChallenge(verifier), code_challenge_method: 'S256',
+    });
+    expect([...url.searchParams.keys()].sort()).toEqual(['client_id', 'request_uri']);
+    expect(url.searchParams.get('request_uri')).toMatch(/^urn:ietf:params:oauth:request_uri:/);
+    const { callbackUrl } = await authorize(gh, url, ADMIN);
+    const tokens = await oidc.authorizationCodeGrant(config, callbackUrl, { pkceCodeVerifier: verifier, expectedState: state });
+    expect(tokens.claims()!.email).toBe(ADMIN.email);
+    // Used once, the request_uri is gone: no second sign-in from the same pushed request.
+    const again = await fetch(url, { redirect: 'manual' });
+    const loc = new URL(again.headers.get('location')!);
+    expect(loc.origin + loc.pathname).toBe(CALLBACK);
+    expect(loc.searchParams.get('error')).toBe('invalid_request_uri');
+    expect(loc.searchParams.get('code')).toBeNull();
   });
 
   it('rotates refresh tokens, and reuse of a rotated one revokes the whole grant', async () => {

@@ -10,7 +10,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import * as oidc from 'openid-client';
 import { decodeProtectedHeader } from 'jose';
 import { ROOT, TSX, spawnGatehouse, stopProcess } from './helpers/process.ts';
-import { ADMIN, CALLBACK, authorize, codeFlow, rpConfig, startTestGatehouse } from './helpers/gatehouse.ts';
+import { ADMIN, Browser, CALLBACK, authorize, codeFlow, rpConfig, startTestGatehouse } from './helpers/gatehouse.ts';
 import { createTestPgDatabase, createTestRedisPrefix, servicesFor } from './helpers/databases.ts';
 
 
@@ -149,14 +149,15 @@ describe.skipIf(!run)('two processes on one PostgreSQL + Redis', () => {
 });
 
 describe('embedded restart', () => {
-  it('keeps users, clients, keys and refresh tokens', async () => {
+  it('keeps users, clients, keys, refresh tokens and browser sessions', async () => {
     const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'gh-restart-'));
     try {
       const first = await startTestGatehouse({ dataDir });
       const client = await first.cli('client', 'create', '--name', 'Web', '--redirect-uri', CALLBACK);
       await first.cli('user', 'create', '--email', 'bob@example.com', '--password', 'bob-has-a-long-password');
       const config = await rpConfig(first, client.client_id, client.client_secret);
-      const { tokens } = await codeFlow(first, config, { creds: { email: 'bob@example.com', password: 'bob-has-a-long-password' } });
+      const browser = new Browser();
+      const { tokens } = await codeFlow(first, config, { browser, creds: { email: 'bob@example.com', password: 'bob-has-a-long-password' } });
       const jwks1 = await (await fetch(`${first.url}/jwks`)).json();
       const url = first.url;
       await first.close();
@@ -170,6 +171,13 @@ describe('embedded restart', () => {
         expect(refreshed.access_token).toBeTruthy();
         const users = await second.cli('user', 'list');
         expect(users.map((u: { email: string }) => u.email)).toContain('bob@example.com');
+        // The browser's sign-in survives too (sessions and the cookie keys that sign their cookies):
+        // the next authorization request goes straight back to the client with a code.
+        const again = await browser.follow(oidc.buildAuthorizationUrl(config2, {
+          redirect_uri: CALLBACK, scope: 'openid', code_challenge: await oidc.calculatePKCECodeChallenge(oidc.randomPKCECodeVerifier()), code_challenge_method: 'S256',
+        }).href, second.url);
+        expect(again.url.startsWith(`${CALLBACK}?`)).toBe(true);
+        expect(new URL(again.url).searchParams.get('code')).toBeTruthy();
       } finally {
         await second.close();
       }
