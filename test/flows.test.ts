@@ -3,7 +3,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import * as oidc from 'openid-client';
 import { createRemoteJWKSet, decodeProtectedHeader, jwtVerify } from 'jose';
-import { ADMIN, Browser, CALLBACK, authorize, codeFlow, rpConfig, startTestGatehouse, type Mode, type TestGatehouse } from './helpers/gatehouse.ts';
+import { ADMIN, Browser, CALLBACK, authorize, codeFlow, formOf, rpConfig, startTestGatehouse, type Mode, type TestGatehouse } from './helpers/gatehouse.ts';
 import { servicesFor } from './helpers/databases.ts';
 
 const modes: { mode: Mode; run: boolean }[] = [
@@ -64,7 +64,18 @@ describe.each(modes)('OIDC flows ($mode)', ({ mode, run }) => {
 
   it('skips consent for a first-party public client and requires PKCE from it', async () => {
     const config = await rpConfig(gh, spa.client_id);
-    const { tokens } = await codeFlow(gh, config, { scope: 'openid email' });
+    const verifier = oidc.randomPKCECodeVerifier();
+    const state = oidc.randomState();
+    const browser = new Browser();
+    const login = await browser.follow(oidc.buildAuthorizationUrl(config, {
+      redirect_uri: CALLBACK, scope: 'openid email', state, code_challenge: await oidc.calculatePKCECodeChallenge(verifier), code_challenge_method: 'S256',
+    }).href, gh.url);
+    const { action, fields } = formOf(login.html!, '/login');
+    const after = await browser.follow(new URL(action, gh.url).href, gh.url, { form: { ...fields, email: ADMIN.email, password: ADMIN.password } });
+    // From the password straight back to the client: no consent page in between.
+    expect(after.html).toBeUndefined();
+    expect(after.url.startsWith(`${CALLBACK}?`)).toBe(true);
+    const tokens = await oidc.authorizationCodeGrant(config, new URL(after.url), { pkceCodeVerifier: verifier, expectedState: state });
     expect(tokens.claims()!.email).toBe(ADMIN.email);
 
     const noPkce = oidc.buildAuthorizationUrl(config, { redirect_uri: CALLBACK, scope: 'openid' });
