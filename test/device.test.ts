@@ -155,8 +155,10 @@ describe('device authorization grant', () => {
       expect(refreshed.body.error).toBe('invalid_grant');
       const again = await tokenRequest({ grant_type: TX, subject_token: tokens.access_token, subject_token_type: AT, requested_token_type: LIVEKIT });
       expect(again.status).toBe(400);
-      const audit = await gh.deps.db.query<{ type: string }>("SELECT type FROM audit_events WHERE type LIKE 'device.%' AND subject = $1 ORDER BY id", [carol]);
+      const audit = await gh.deps.db.query<{ type: string; request_id: string | null }>("SELECT type, request_id FROM audit_events WHERE type LIKE 'device.%' AND subject = $1 ORDER BY id", [carol]);
       expect(audit.rows.map((r) => r.type)).toEqual(['device.authorize', 'device.revoke']);
+      // Each row names the request that made it (the id the server gave it, also in the log line).
+      expect(audit.rows.every((r) => typeof r.request_id === 'string' && r.request_id.length > 0)).toBe(true);
       await context.close();
     });
 

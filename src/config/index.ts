@@ -165,6 +165,7 @@ export const envSchema = z.object({
   CIMD_MAX_BYTES: z.coerce.number().int().min(512).max(64 * 1024).default(5 * 1024),
   CIMD_TIMEOUT_MS: z.coerce.number().int().min(100).max(10_000).default(2500),
   // --- end MCP clients and voice devices ---
+  // Read by libraries (Koa's app.env); nothing in Gatehouse behaves differently on it.
   NODE_ENV: z.string().default('development'),
 });
 

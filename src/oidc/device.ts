@@ -174,7 +174,7 @@ export function configureDeviceFlow(deps: DeviceFlowDeps) {
           userId: code.accountId, clientId: code.clientId, grantId: code.grantId, name, ip: code.deviceInfo?.ip, userAgent: code.deviceInfo?.ua,
         });
         await deps.kv.del(pendingNameKey(code.userCode)).catch(() => {});
-        await deps.audit.record({ type: 'device.authorize', subject: code.accountId, clientId: code.clientId, ip: ctx.ip, requestId: ctx.get('x-request-id') || null, details: { device_id: device.id, name, grant_id: code.grantId } });
+        await deps.audit.record({ type: 'device.authorize', subject: code.accountId, clientId: code.clientId, ip: ctx.ip, requestId: (ctx.state as { requestId?: string }).requestId ?? null, details: { device_id: device.id, name, grant_id: code.grantId } });
         page(ctx, 'device-success', { title: 'Device connected', clientName: client.clientName ?? client.clientId, deviceName: name });
       },
     };
