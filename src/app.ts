@@ -31,6 +31,7 @@ import { attachRevocationWriters, awaitRevocationWrites, revocationChecks } from
 import { structuredTokenEndpoints } from './revocation/endpoints.ts';
 import { withUserRevocation } from './revocation/accounts.ts';
 import { createAccountRouter } from './account/router.ts';
+import { createAdminApi } from './admin/api.ts';
 import { createRoomSessions, createRoomSessionsRouter, startParticipantRemoval } from './livekit/rooms.ts';
 import { createWebhookRouter } from './livekit/webhook.ts';
 // --- end revocation ---
@@ -284,6 +285,8 @@ export async function createApp(deps: Deps): Promise<GatehouseApp> {
   app.use(createDeviceAccountRouter({ ...deps, devices: createDevices(deps.db), provider: () => layer.provider }).routes());
   // --- end MCP clients and voice devices ---
   app.use(createAccountRouter({ ...deps, rooms, provider: () => layer.provider }).routes());
+  // The admin REST API: the CLI's commands behind bearer tokens for <ISSUER>/admin/api.
+  app.use(createAdminApi({ ...deps, provider: () => layer.provider, afterKeysChange: refreshKeys }));
   app.use((ctx, next) => layer.middleware(ctx, next));
 
   return {

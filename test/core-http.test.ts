@@ -281,6 +281,19 @@ describe('lifetimes (DESIGN.md defaults)', () => {
     expect(rt.active).toBe(true);
     expect(rt.exp! - rt.iat!).toBe(7 * 24 * 3600);
   });
+
+  it("a resource's shorter lifetime (resource create --ttl) holds for its tokens, by either grant", async () => {
+    await gh.cli('resource', 'create', '--uri', 'https://short.example.com/mcp', '--scope', 'tools:read', '--ttl', '120');
+    const agent = await gh.cli('client', 'create', '--name', 'Short-lived agent', '--grant', 'client_credentials');
+    const cc = await postForm('/token', { grant_type: 'client_credentials', resource: 'https://short.example.com/mcp', scope: 'tools:read' }, { authorization: basic(agent.client_id, agent.client_secret) });
+    expect(cc.body.expires_in).toBe(120);
+    const ccJwt = decodeJwt(cc.body.access_token);
+    expect(ccJwt.exp! - ccJwt.iat!).toBe(120);
+    const config = await rpConfig(gh, web.client_id, web.client_secret);
+    const { tokens } = await codeFlow(gh, config, { resource: 'https://short.example.com/mcp', scope: 'openid tools:read' });
+    const at = decodeJwt(tokens.access_token);
+    expect(at.exp! - at.iat!).toBe(120);
+  });
 });
 
 describe('self-registration', () => {

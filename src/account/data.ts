@@ -31,6 +31,32 @@ interface GrantRow {
   device_name: string | null;
 }
 
+/** A user's live grants (oidc-provider's Grant model), with the client's name and any device. */
+export async function listUserApps(deps: Pick<AccountDeps, 'db' | 'clients'>, userId: string) {
+  const { rows } = await deps.db.query<GrantRow>(
+    `SELECT g.id, g.payload->>'clientId' AS client_id, g.payload->>'iat' AS iat,
+            g.payload->'openid'->>'scope' AS openid_scope, g.payload->'resources' AS resources, d.name AS device_name
+       FROM oidc_payloads g
+       LEFT JOIN devices d ON d.grant_id = g.id AND d.revoked_at IS NULL
+      WHERE g.model = 'Grant' AND g.payload->>'accountId' = $1 AND g.payload->>'clientId' <> $2
+        AND (g.expires_at IS NULL OR g.expires_at > now())
+      ORDER BY (g.payload->>'iat')::bigint DESC NULLS LAST, g.id`,
+    [userId, ACCOUNT_CLIENT_ID],
+  );
+  return Promise.all(rows.map(async (r) => {
+    const metadata = await deps.clients.findMetadata(r.client_id).catch(() => undefined);
+    return {
+      grantId: r.id,
+      clientId: r.client_id,
+      clientName: (metadata?.client_name as string | undefined) ?? r.client_id,
+      grantedAt: r.iat ? new Date(Number(r.iat) * 1000) : null,
+      scopes: (r.openid_scope ?? '').split(' ').filter(Boolean),
+      resources: Object.entries(r.resources ?? {}).map(([uri, scope]) => ({ uri, scopes: String(scope).split(' ').filter(Boolean) })),
+      device: r.device_name,
+    };
+  }));
+}
+
 export function addDataPages(router: Router, deps: AccountDeps, kit: AccountKit) {
   const { config, db, accounts, audit, limits } = deps;
   const secure = config.ISSUER.startsWith('https://');
@@ -44,31 +70,7 @@ export function addDataPages(router: Router, deps: AccountDeps, kit: AccountKit)
     return { form, user: await kit.signedIn(ctx) };
   }
 
-  /** The user's live grants (oidc-provider's Grant model), with the client's name and any device. */
-  async function appsOf(userId: string) {
-    const { rows } = await db.query<GrantRow>(
-      `SELECT g.id, g.payload->>'clientId' AS client_id, g.payload->>'iat' AS iat,
-              g.payload->'openid'->>'scope' AS openid_scope, g.payload->'resources' AS resources, d.name AS device_name
-         FROM oidc_payloads g
-         LEFT JOIN devices d ON d.grant_id = g.id AND d.revoked_at IS NULL
-        WHERE g.model = 'Grant' AND g.payload->>'accountId' = $1 AND g.payload->>'clientId' <> $2
-          AND (g.expires_at IS NULL OR g.expires_at > now())
-        ORDER BY (g.payload->>'iat')::bigint DESC NULLS LAST, g.id`,
-      [userId, ACCOUNT_CLIENT_ID],
-    );
-    return Promise.all(rows.map(async (r) => {
-      const metadata = await deps.clients.findMetadata(r.client_id).catch(() => undefined);
-      return {
-        grantId: r.id,
-        clientId: r.client_id,
-        clientName: (metadata?.client_name as string | undefined) ?? r.client_id,
-        grantedAt: r.iat ? new Date(Number(r.iat) * 1000) : null,
-        scopes: (r.openid_scope ?? '').split(' ').filter(Boolean),
-        resources: Object.entries(r.resources ?? {}).map(([uri, scope]) => ({ uri, scopes: String(scope).split(' ').filter(Boolean) })),
-        device: r.device_name,
-      };
-    }));
-  }
+  const appsOf = (userId: string) => listUserApps(deps, userId);
 
   router.get('/apps', async function showApps(ctx: Context) {
     const user = await kit.signedIn(ctx);

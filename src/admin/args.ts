@@ -2,12 +2,16 @@
 // connection-commands.ts). Kept apart from commands.ts so the command modules it imports can throw
 // the same CommandError without an import cycle.
 import { parseArgs } from 'node:util';
+import type { Audit } from '../audit/index.ts';
 
 /** An operator mistake: the CLI prints the message and exits 2; the control socket answers 400. */
 export class CommandError extends Error {
-  constructor(message: string) {
+  /** The HTTP status the admin API answers with: 404 for "no such ...", 409 for a conflict, else 400. */
+  readonly status: number;
+  constructor(message: string, status?: number) {
     super(message);
     this.name = 'CommandError';
+    this.status = status ?? (/^no (such )?[\w-]+( policy)? /i.test(message) ? 404 : /already|taken|exists|in use/i.test(message) ? 409 : 400);
   }
 }
 
@@ -26,3 +30,16 @@ export function parse<T extends Record<string, { type: 'string' | 'boolean'; mul
 
 /** "a,b c" and repeated flags both work for list options. */
 export const splitList = (v: string[] | undefined) => (v ?? []).flatMap((s) => s.split(/[\s,]+/)).filter(Boolean);
+
+/**
+ * Who runs a command: the CLI (an operator at the machine, or over the control socket) unless the
+ * admin API says otherwise (`user:<id>` or `client:<id>`, from the bearer token it verified).
+ */
+export interface CommandActor {
+  actor?: string;
+}
+
+/** The audit event of an admin command, under its actor. */
+export async function adminAudit(deps: { audit: Audit } & CommandActor, type: string, subject: string | null, details: Record<string, unknown> = {}) {
+  await deps.audit.record({ type, actor: deps.actor ?? 'cli', subject, details });
+}

@@ -10,16 +10,13 @@ import { hashId } from '../revocation/store.ts';
 import { createRoles } from '../accounts/roles.ts';
 import { HttpError } from '../http/errors.ts';
 import { migrate } from '../store/migrate.ts';
-import { CommandError, flag, many, one, parse, splitList } from './args.ts';
+import { adminAudit, CommandError, flag, many, one, parse, splitList, type CommandActor } from './args.ts';
 
 export { CommandError };
 
-type CommandDeps = Pick<Deps, 'accounts' | 'clients' | 'resources' | 'keys' | 'audit' | 'config' | 'revocations' | 'db' | 'log'>;
+export type CommandDeps = Pick<Deps, 'accounts' | 'clients' | 'resources' | 'keys' | 'audit' | 'config' | 'revocations' | 'db' | 'log'> & CommandActor;
 type Handler = (deps: CommandDeps, args: string[]) => Promise<unknown>;
 
-async function adminAudit(deps: CommandDeps, type: string, subject: string | null, details: Record<string, unknown> = {}) {
-  await deps.audit.record({ type, actor: 'cli', subject, details });
-}
 
 const commands: Record<string, Handler> = {
   async 'user create'(deps, args) {
@@ -159,6 +156,28 @@ const commands: Record<string, Handler> = {
     await adminAudit(deps, 'admin.client.require_mfa', id, { require_mfa: !values.off });
     return { client_id: id, require_mfa: !values.off };
   },
+  // A service account for the admin API: client credentials for <ISSUER>/admin/api with read-only or
+  // full scope (src/admin/api.ts). Checked again on every API call, so --off takes effect at once.
+  async 'client admin-api'(deps, args) {
+    const { values, positionals } = parse(args, { id: one, read: flag, full: flag, off: flag });
+    const id = values.id ?? positionals[0];
+    if (!id) throw new CommandError('client id is required');
+    const chosen = (['read', 'full', 'off'] as const).filter((k) => values[k]);
+    if (chosen.length !== 1) throw new CommandError('give exactly one of --read, --full, --off');
+    const access = chosen[0] === 'off' ? null : chosen[0];
+    const r = await deps.db.query<{ grants: string[] | null }>(
+      `UPDATE clients SET metadata = CASE WHEN $2::text IS NULL THEN metadata - 'admin_api' ELSE metadata || jsonb_build_object('admin_api', $2::text) END
+       WHERE client_id = $1 RETURNING ARRAY(SELECT jsonb_array_elements_text(metadata->'grant_types')) AS grants`,
+      [id, access],
+    );
+    if (r.rows.length === 0) throw new CommandError(`no client ${id}`);
+    await adminAudit(deps, 'admin.client.admin_api', id, { admin_api: access });
+    const grants = r.rows[0].grants ?? [];
+    return {
+      client_id: id, admin_api: access,
+      ...(access && !grants.includes('client_credentials') ? { warning: 'this client lacks the client_credentials grant, so it cannot get an admin API token by itself' } : {}),
+    };
+  },
   async 'client list'(deps) {
     return (await deps.clients.listClients()).map(({ clientId, ...rest }) => ({ client_id: clientId, ...rest }));
   },
@@ -244,7 +263,7 @@ const commands: Record<string, Handler> = {
 /** Refuse to leave Gatehouse with no active administrator. */
 async function assertNotLastAdmin(deps: CommandDeps, userId: string, what: string) {
   const admins = await deps.accounts.activeAdminIds();
-  if (admins.length === 1 && admins[0] === userId) throw new CommandError(`refusing to ${what} the only active administrator; make another admin first`);
+  if (admins.length === 1 && admins[0] === userId) throw new CommandError(`refusing to ${what} the only active administrator; make another admin first`, 409);
 }
 
 async function findUser(deps: CommandDeps, email?: string, id?: string) {
@@ -268,7 +287,7 @@ export function usage(): string {
     '  role update NAME [--permission P ... (replaces)] [--add P ...] [--remove P ...] [--description D] | role delete NAME [--force]',
     '  client create --name N [--type public|confidential] [--redirect-uri U ...] [--grant G ...]',
     '                [--post-logout-redirect-uri U ...] [--auth-method client_secret_basic|client_secret_post] [--first-party]',
-    '  client list | client delete ID | client require-mfa ID [--off]',
+    '  client list | client delete ID | client require-mfa ID [--off] | client admin-api ID --read|--full|--off',
     '  resource create --uri U [--scope S ...] [--name N] [--ttl SECONDS] [--signing jwks|hs256] [--require-mfa]',
     '  resource list | resource delete --uri U | resource require-mfa --uri U [--off]',
     '  keys rotate | keys list',
@@ -293,7 +312,7 @@ export async function runCommand(deps: CommandDeps, argv: string[]): Promise<unk
       throw new CommandError(err.issues.map((i) => `${i.path.join('.') || 'input'}: ${i.message}`).join('; '));
     }
     if (err instanceof CommandError) throw err;
-    if (err instanceof HttpError && err.status < 500) throw new CommandError(err.message);
+    if (err instanceof HttpError && err.status < 500) throw new CommandError(err.message, err.status);
     if (err instanceof Error && /taken|exists|unknown role|already|password/i.test(err.message)) throw new CommandError(err.message);
     throw err;
   }

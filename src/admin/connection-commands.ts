@@ -6,9 +6,9 @@
 import type { Deps } from '../app.ts';
 import { ConnectionError, type Connection, type ConnectionInput, type Connections } from '../federation/connections.ts';
 import { callbackPath, loggedOutPath } from '../federation/router.ts';
-import { CommandError, flag, many, one, parse, splitList } from './args.ts';
+import { adminAudit, CommandError, flag, many, one, parse, splitList, type CommandActor } from './args.ts';
 
-type ConnectionCommandDeps = Pick<Deps, 'audit' | 'config'>;
+type ConnectionCommandDeps = Pick<Deps, 'audit' | 'config'> & CommandActor;
 type Handler = (deps: ConnectionCommandDeps, args: string[]) => Promise<unknown>;
 
 const OPTIONS = {
@@ -81,9 +81,7 @@ function shown(deps: ConnectionCommandDeps, c: Connection) {
   };
 }
 
-async function record(deps: ConnectionCommandDeps, type: string, subject: string, details: Record<string, unknown> = {}) {
-  await deps.audit.record({ type, actor: 'cli', subject, details });
-}
+const record = (deps: ConnectionCommandDeps, type: string, subject: string, details: Record<string, unknown> = {}) => adminAudit(deps, type, subject, details);
 
 function positional(positionals: string[], value: string | undefined) {
   const name = value ?? positionals[0];

@@ -6,9 +6,9 @@
 // `set` replaces the whole policy: what a flag does not grant is denied.
 import type { Deps } from '../app.ts';
 import { createPolicyStore, splitScope } from '../exchange/policy.ts';
-import { CommandError, flag, many, one, parse, splitList } from './args.ts';
+import { adminAudit, CommandError, flag, many, one, parse, splitList, type CommandActor } from './args.ts';
 
-type PolicyCommandDeps = Pick<Deps, 'audit' | 'resources'>;
+type PolicyCommandDeps = Pick<Deps, 'audit' | 'resources'> & CommandActor;
 type PolicyHandler = (deps: PolicyCommandDeps, args: string[]) => Promise<unknown>;
 
 /** The commands run with the full Deps (CLI, control socket); their shared type names only the common part. */
@@ -24,9 +24,7 @@ function positional(positionals: string[], what: string) {
   return v;
 }
 
-async function record(deps: PolicyCommandDeps, type: string, subject: string, details: Record<string, unknown> = {}) {
-  await deps.audit.record({ type, actor: 'cli', subject, details });
-}
+const record = (deps: PolicyCommandDeps, type: string, subject: string, details: Record<string, unknown> = {}) => adminAudit(deps, type, subject, details);
 
 const handlers: Record<string, PolicyHandler> = {
   async 'policy client'(deps, args) {

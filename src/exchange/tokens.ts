@@ -27,6 +27,8 @@ export interface VerifiedToken {
   mayAct?: Record<string, unknown>;
   acr?: string;
   amr?: string[];
+  /** JWT access tokens: the audience (the resource it was issued for). */
+  aud?: string[];
 }
 
 /** Our keys, as oidc-provider was built with them: verify with the public halves, sign with ES256. */
@@ -105,6 +107,7 @@ async function verifyJwtAccessToken(value: string, what: string, ctx: { issuer: 
     mayAct: obj(payload.may_act),
     acr: str(payload.acr),
     amr: strings(payload.amr),
+    aud: typeof payload.aud === 'string' ? [payload.aud] : strings(payload.aud),
   };
 }
 

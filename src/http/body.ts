@@ -2,7 +2,7 @@
 // tight cap, so a slow or huge upload cannot tie up the process; chunked bodies declare no length,
 // so the cap is counted as the bytes arrive.
 import type { Context } from 'koa';
-import { PayloadTooLarge, UnsupportedMediaType } from './errors.ts';
+import { InvalidRequest, PayloadTooLarge, UnsupportedMediaType } from './errors.ts';
 
 export const FORM_LIMIT_BYTES = 16 * 1024;
 
@@ -26,6 +26,20 @@ export async function readForm(ctx: Context, limitBytes = FORM_LIMIT_BYTES): Pro
     throw new UnsupportedMediaType('expected application/x-www-form-urlencoded');
   }
   return new URLSearchParams(await readRawBody(ctx, limitBytes));
+}
+
+export const JSON_LIMIT_BYTES = 64 * 1024;
+
+/** Read an application/json body (undefined when empty). 415 for another content type, 400 for bad JSON. */
+export async function readJson(ctx: Context, limitBytes = JSON_LIMIT_BYTES): Promise<unknown> {
+  const raw = await readRawBody(ctx, limitBytes);
+  if (raw.trim() === '') return undefined;
+  if (!ctx.is('application/json')) throw new UnsupportedMediaType('expected application/json');
+  try {
+    return JSON.parse(raw);
+  } catch {
+    throw new InvalidRequest('the request body is not valid JSON');
+  }
 }
 
 /**

@@ -82,7 +82,7 @@ type ClientLike = { clientId: string; grantTypes?: string[]; responseTypes?: str
 /** The registration policy, for documents: the reason a client is refused, or undefined. */
 export function documentPolicyViolation(client: ClientLike): string | undefined {
   const m = client.metadata();
-  if (m.first_party === true || m.require_mfa !== undefined) return 'first_party and require_mfa cannot be set by a metadata document';
+  if (m.first_party === true || m.require_mfa !== undefined || m.admin_api !== undefined) return 'first_party, require_mfa and admin_api cannot be set by a metadata document';
   const grants = client.grantTypes ?? (m.grant_types as string[] | undefined) ?? [];
   const extra = grants.find((g) => !DOCUMENT_GRANTS.has(g));
   if (extra) return `grant type ${extra} is not available to metadata-document clients`;

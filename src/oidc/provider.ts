@@ -16,6 +16,7 @@ import { createAdapterFactory } from './adapter.ts';
 import type { Clients } from './clients.ts';
 import type { Resources } from './resources.ts';
 import { accountClient } from '../account/client.ts';
+import { ADMIN_READ_SCOPE, ADMIN_SCOPE, ADMIN_TOKEN_TTL, adminApiUri, adminScopesForClient, adminScopesForPermissions, isAdminApi } from '../admin/api-scopes.ts';
 import { ACR_MFA, ACR_PASSWORD, mfaRequirement, STEP_UP_REASON, type MfaPolicyDeps } from '../mfa/policy.ts';
 
 export interface ProviderDeps {
@@ -64,8 +65,38 @@ function interactionPolicyWithMfa(deps: MfaPolicyDeps) {
   return policy;
 }
 
+/**
+ * The admin API (src/admin/api.ts) as a resource server. Client credentials only for a client made a
+ * service account (`gatehouse client admin-api`); a user's token gets the admin scopes their role's
+ * permissions allow at the time it is issued (the API checks again on every call).
+ */
+function adminApiResource(config: Config, accounts: Accounts) {
+  return async function adminApiServerInfo(ctx: KoaContextWithOIDC, client: { metadata(): Record<string, unknown> }) {
+    const info = (scopes: string[]) => ({
+      scope: scopes.join(' '),
+      audience: adminApiUri(config.ISSUER),
+      accessTokenTTL: Math.min(ADMIN_TOKEN_TTL, config.ACCESS_TOKEN_TTL),
+      accessTokenFormat: 'jwt' as const,
+      jwt: { sign: { alg: 'ES256' as const } },
+    });
+    const params = ctx.oidc.params as { grant_type?: string } | undefined;
+    if (ctx.oidc.route === 'token' && params?.grant_type === 'client_credentials') {
+      const scopes = adminScopesForClient(client.metadata());
+      if (!scopes.length) throw new errors.InvalidTarget('this client is not an admin API service account (gatehouse client admin-api)');
+      return info(scopes);
+    }
+    const entities = ctx.oidc.entities as { AuthorizationCode?: { accountId?: string }; RefreshToken?: { accountId?: string }; DeviceCode?: { accountId?: string } };
+    const accountId = ctx.oidc.route === 'token' ? (entities.AuthorizationCode ?? entities.RefreshToken ?? entities.DeviceCode)?.accountId : undefined;
+    // While authorizing, both scopes can be asked for (and consented to); the token carries only what
+    // the user's roles allow now, possibly none.
+    if (!accountId) return info([ADMIN_SCOPE, ADMIN_READ_SCOPE]);
+    return info(adminScopesForPermissions((await accounts.rolesAndPermissions(accountId)).permissions));
+  };
+}
+
 export function buildProvider(deps: ProviderDeps): Provider {
   const { config, accounts, resources, clients, audit } = deps;
+  const adminApiServerInfo = adminApiResource(config, accounts);
   const secureCookies = config.ISSUER.startsWith('https://');
 
   const configuration: Configuration = {
@@ -101,8 +132,12 @@ export function buildProvider(deps: ProviderDeps): Provider {
     extraClientMetadata: {
       // first_party: consent is implied (the interaction router skips the consent page).
       // require_mfa: every login for this client needs a second factor (issue 7).
-      properties: ['first_party', 'require_mfa'],
+      // admin_api: a service account of the admin API, 'read' or 'full' (src/admin/api.ts).
+      properties: ['first_party', 'require_mfa', 'admin_api'],
       validator(_ctx, key, value) {
+        if (key === 'admin_api' && value !== undefined && value !== 'read' && value !== 'full') {
+          throw new errors.InvalidClientMetadata('admin_api must be read or full');
+        }
         if (key === 'first_party' && value !== undefined && typeof value !== 'boolean') {
           throw new errors.InvalidClientMetadata('first_party must be a boolean');
         }
@@ -143,7 +178,8 @@ export function buildProvider(deps: ProviderDeps): Provider {
         // No implicit resource: without `resource=` the access token is opaque and only good for userinfo.
         defaultResource: (_ctx, _client, oneOf) => (oneOf ? oneOf : undefined) as never,
         useGrantedResource: () => true,
-        async getResourceServerInfo(_ctx, indicator) {
+        async getResourceServerInfo(ctx, indicator, client) {
+          if (isAdminApi(config.ISSUER, indicator)) return adminApiServerInfo(ctx, client);
           const rs = await resources.findResource(indicator);
           if (!rs) throw new errors.InvalidTarget('resource is not registered with this server');
           return {
@@ -162,8 +198,10 @@ export function buildProvider(deps: ProviderDeps): Provider {
     // (consumed) token is presented again — reuse detection.
     rotateRefreshToken: true,
     ttl: {
-      AccessToken: config.ACCESS_TOKEN_TTL,
-      ClientCredentials: config.ACCESS_TOKEN_TTL,
+      // A resource's own lifetime (resource create --ttl; the admin API's 5 minutes) when shorter:
+      // getResourceServerInfo caps it at ACCESS_TOKEN_TTL.
+      AccessToken: (_ctx, token) => token.resourceServer?.accessTokenTTL || config.ACCESS_TOKEN_TTL,
+      ClientCredentials: (_ctx, token) => token.resourceServer?.accessTokenTTL || config.ACCESS_TOKEN_TTL,
       AuthorizationCode: config.AUTHORIZATION_CODE_TTL,
       IdToken: config.ID_TOKEN_TTL,
       DeviceCode: config.DEVICE_CODE_TTL,

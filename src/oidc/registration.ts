@@ -74,7 +74,7 @@ const registrationMetadata = z.looseObject({
 });
 
 /** Members only an operator may set (consent skipping, key material by reference, etc.). */
-const OPERATOR_ONLY = ['first_party', 'require_mfa', 'client_secret', 'jwks_uri', 'sector_identifier_uri', 'request_uris', 'backchannel_logout_uri', 'frontchannel_logout_uri'];
+const OPERATOR_ONLY = ['first_party', 'require_mfa', 'admin_api', 'client_secret', 'jwks_uri', 'sector_identifier_uri', 'request_uris', 'backchannel_logout_uri', 'frontchannel_logout_uri'];
 
 /** Validate registration metadata; throws the RFC 7591 error for the first problem found. */
 export function checkRegistrationMetadata(body: unknown): Record<string, unknown> {
