@@ -166,6 +166,33 @@ describe('admin API', () => {
     expect(after.body.error_description).toMatch(/roles do not grant/);
   });
 
+  it('manages resources, exchange policy and SSO connections; a connection secret is write-only', async () => {
+    const uri = 'https://tools.example.com/mcp';
+    expect(await call('POST', '/resources', token, { uri, scopes: ['tools:read'], require_mfa: true })).toMatchObject({ status: 201, body: { uri, scopes: ['tools:read'], requireMfa: true } });
+    expect(await call('PUT', `/resources/require-mfa?uri=${encodeURIComponent(uri)}`, token, { require_mfa: false })).toMatchObject({ status: 200, body: { uri, require_mfa: false } });
+    const app = await gh.cli('client', 'create', '--name', 'voice app', '--grant', 'client_credentials');
+    const policy = await call('PUT', `/policies/clients/${app.client_id}`, token, { livekit: true, resources: [uri] });
+    expect(policy).toMatchObject({ status: 200, body: { clientId: app.client_id, livekit: true, resources: [uri] } });
+    expect((await call('GET', `/policies/clients/${app.client_id}`, token)).body).toMatchObject({ livekit: true });
+    expect((await call('DELETE', `/policies/clients/${app.client_id}`, token)).status).toBe(204);
+    expect((await call('GET', `/policies/clients/${app.client_id}`, token)).status).toBe(404);
+    expect((await call('PUT', '/policies/roles/user', token, { rooms: ['{identity}_*'], publish: true, subscribe: true })).body).toMatchObject({ role: 'user', roomPatterns: ['{identity}_*'], canPublish: true });
+
+    const secret = 'upstream-client-secret-do-not-show';
+    const made = await call('POST', '/connections', token, {
+      name: 'acme', issuer: 'http://127.0.0.1:9/realms/acme', client_id: 'gatehouse', client_secret: secret,
+      domains: ['acme.test'], trust_mfa: true, role_map: { engineering: ['user'] },
+    });
+    expect(made.status, JSON.stringify(made.body)).toBe(201);
+    expect(made.body).toMatchObject({ name: 'acme', domains: ['acme.test'], trustMfa: true, hasClientSecret: true });
+    const cleared = await call('PATCH', '/connections/acme', token, { client_secret: null, enabled: false });
+    expect(cleared.body).toMatchObject({ hasClientSecret: false, enabled: false });
+    const everything = JSON.stringify([made.body, cleared.body, (await call('GET', '/connections', token)).body, (await gh.deps.db.query('SELECT details FROM audit_events')).rows]);
+    expect(everything).not.toContain(secret);
+    expect((await call('DELETE', '/connections/acme', token)).status).toBe(204);
+    expect((await call('DELETE', `/resources?uri=${encodeURIComponent(uri)}`, token)).status).toBe(204);
+  });
+
   it('rotates signing keys and serves them at once; revokes through the API', async () => {
     const before = (await (await fetch(`${gh.url}/jwks`)).json()).keys.map((k: { kid: string }) => k.kid);
     const rotated = await call('POST', '/keys/rotate', token);
@@ -178,5 +205,29 @@ describe('admin API', () => {
     expect((await call('POST', '/revocations', token, { jti })).status).toBe(200);
     expect((await call('GET', '/users', fresh)).status).toBe(401);
     expect((await call('POST', '/revocations', token, { jti, user: 'x' })).status).toBe(400);
+  });
+});
+
+describe('admin API and MFA policy', () => {
+  it("refuses a user's password-only token once policy requires MFA of them (401 insufficient_user_authentication)", async () => {
+    const gh = await startTestGatehouse({ env: { MFA_REQUIRED_ROLES: 'auditor' } });
+    try {
+      const api = `${gh.url}/admin/api`;
+      await gh.cli('role', 'create', 'reader', '--permission', 'gatehouse:admin:read');
+      await gh.cli('role', 'create', 'auditor', '--permission', 'gatehouse:admin:read');
+      await gh.cli('user', 'create', '--email', DANA.email, '--password', DANA.password, '--role', 'user', '--role', 'reader');
+      const web = await gh.cli('client', 'create', '--name', 'console', '--redirect-uri', CALLBACK, '--first-party');
+      const { tokens } = await codeFlow(gh, await rpConfig(gh, web.client_id, web.client_secret), { creds: DANA, scope: 'openid gatehouse:admin:read', resource: api });
+      expect(decodeJwt(tokens.access_token)).toMatchObject({ scope: 'gatehouse:admin:read', acr: 'urn:gatehouse:acr:pwd' });
+      const get = () => fetch(`${api}/roles`, { headers: { authorization: `Bearer ${tokens.access_token}` } });
+      expect((await get()).status).toBe(200);
+      // Now she is an auditor too, and auditors must use a second factor.
+      await gh.cli('user', 'set-roles', '--email', DANA.email, '--role', 'user', '--role', 'reader', '--role', 'auditor');
+      const refused = await get();
+      expect(refused.status).toBe(401);
+      expect(refused.headers.get('www-authenticate')).toMatch(/error="insufficient_user_authentication".*acr_values="urn:gatehouse:acr:mfa"/);
+    } finally {
+      await gh.close();
+    }
   });
 });

@@ -30,9 +30,17 @@ export function withUserRevocation<A extends object>(accounts: A, deps: { revoca
   return decorated as A;
 }
 
-/** Revoke every token issued to the user until now, and end their browser sessions (no silent re-issue). */
+/**
+ * Revoke every token issued to the user until now, and end their browser sessions (no silent re-issue).
+ *
+ * Tokens say when they were issued in whole seconds (`iat`), so the cutoff refuses everything issued
+ * in the second of the revocation too — a token from that second may predate it. To keep that from
+ * refusing a sign-in made right after (a new password used at once, a script that provisions and
+ * signs in), this returns only once that second is over: whatever is issued afterwards is later.
+ */
 export async function revokeUser(userId: string, reason: string, deps: { revocations: RevocationService; config: Config; db: Queryable; log: Logger }) {
   await deps.revocations.revoke('user', userId, originTtl(deps.config), { subject: userId, reason });
   await deps.db.query(`DELETE FROM oidc_payloads WHERE model = 'Session' AND payload->>'accountId' = $1`, [userId])
     .catch((err) => deps.log.warn({ err }, 'ending the sessions of a revoked user failed'));
+  await new Promise((resolve) => setTimeout(resolve, 1000 - (Date.now() % 1000) + 5));
 }
