@@ -30,7 +30,9 @@ import { createRevocationStore, type RevocationService } from './revocation/stor
 import { attachRevocationWriters, awaitRevocationWrites, revocationChecks } from './revocation/oidc.ts';
 import { structuredTokenEndpoints } from './revocation/endpoints.ts';
 import { withUserRevocation } from './revocation/accounts.ts';
-import { createAccountRouter } from './account/router.ts';
+import { createAccountRouter, sessionAccountId } from './account/router.ts';
+import { createMailer, type Mailer } from './account/mail.ts';
+import { createAccountTokens, createRecoveryRouter, sendVerificationMail } from './account/recovery.ts';
 import { createAdminApi } from './admin/api.ts';
 import { createRoomSessions, createRoomSessionsRouter, startParticipantRemoval } from './livekit/rooms.ts';
 import { createWebhookRouter } from './livekit/webhook.ts';
@@ -77,6 +79,8 @@ export interface Deps {
   upstream: RelyingParty;
   /** Prometheus metrics (GET /metrics); the audit writer above counts through it. */
   metrics: Metrics;
+  /** Outgoing mail (SMTP_URL): password reset and email verification; undefined without it. */
+  mailer?: Mailer;
 }
 
 /** Open stores, run migrations, load secrets and keys. The caller owns `close()`. */
@@ -105,7 +109,7 @@ export async function assemble(config: Config, log: Logger, opts: { memoryDb?: b
     const limits = createRateLimits(kv, config, { audit, log });
     if (!config.REDIS_URL) warnings.push('REDIS_URL is not set: revocation lists, rate limits and pub/sub are in-process; run a single Gatehouse process only.');
     return {
-      config, db, kv, log, box, cookieKeys, audit, keys, warnings, metrics,
+      config, db, kv, log, box, cookieKeys, audit, keys, warnings, metrics, mailer: createMailer(config, log),
       // Password change, disable, delete and MFA reset revoke everything issued to the user (issue 6).
       accounts: withLockoutReset(withUserRevocation(createAccounts(db, audit), { revocations, config, db, log }), limits),
       clients: createClients(db, box),
@@ -159,6 +163,9 @@ async function buildOidcLayer(deps: Deps): Promise<OidcLayer> {
     provider, config: deps.config, accounts: deps.accounts, audit: deps.audit, log: deps.log,
     kv: deps.kv, box: deps.box, mfa: deps.mfa, limits: deps.limits, resources: deps.resources,
     federation,
+    mail: deps.mailer && {
+      onRegistered: (user) => sendVerificationMail({ config: deps.config, mailer: deps.mailer!, tokens: createAccountTokens(deps.db) }, user),
+    },
   });
   // oidc-provider is a Koa app; composing its middleware runs it on our context (what koa-mount does).
   return { provider, middleware: compose([federation.upstreamLogout, federation.router.routes(), interaction.routes(), interaction.allowedMethods(), ...provider.middleware]) as Koa.Middleware };
@@ -284,6 +291,17 @@ export async function createApp(deps: Deps): Promise<GatehouseApp> {
   app.use(devicePolling(deps));
   app.use(createDeviceAccountRouter({ ...deps, devices: createDevices(deps.db), provider: () => layer.provider }).routes());
   // --- end MCP clients and voice devices ---
+  if (deps.mailer) {
+    // Password reset and email verification by mail (src/account/recovery.ts).
+    app.use(createRecoveryRouter({
+      ...deps, mailer: deps.mailer,
+      async signedInUser(ctx) {
+        const id = await sessionAccountId(layer.provider, ctx);
+        const user = id ? await deps.accounts.findUserById(id) : undefined;
+        return user?.active ? user : undefined;
+      },
+    }).routes());
+  }
   app.use(createAccountRouter({ ...deps, rooms, provider: () => layer.provider }).routes());
   // The admin REST API: the CLI's commands behind bearer tokens for <ISSUER>/admin/api.
   app.use(createAdminApi({ ...deps, provider: () => layer.provider, afterKeysChange: refreshKeys }));

@@ -47,6 +47,8 @@ export interface AccountDeps {
   log: Logger;
   clients: Pick<Clients, 'findMetadata'>;
   revocations: RevocationService;
+  /** With outgoing mail: an unconfirmed address can ask for a confirmation link (src/account/recovery.ts). */
+  mailer?: unknown;
   accounts: Accounts;
   audit: Audit;
   limits: RateLimits;
@@ -110,7 +112,10 @@ export function createAccountRouter(deps: AccountDeps): Router {
     const user = await signedIn(ctx);
     if (!user) return;
     const { roles } = await deps.accounts.rolesAndPermissions(user.id);
-    page(ctx, 'account', { title: 'Your account', user, roles, hasPassword: await deps.accounts.hasPassword(user.id), signOut: `/session/end?client_id=${ACCOUNT_CLIENT_ID}` });
+    page(ctx, 'account', {
+      title: 'Your account', user, roles, hasPassword: await deps.accounts.hasPassword(user.id), signOut: `/session/end?client_id=${ACCOUNT_CLIENT_ID}`,
+      canVerify: Boolean(deps.mailer) && !user.emailVerified, csrf: issueCsrf(ctx, { secure }),
+    });
   });
 
   router.get('/password', async function showPasswordForm(ctx: Context) {

@@ -252,6 +252,12 @@ export function createAccounts(db: Db, audit: Audit) {
     if (r.rows.length === 0) throw new UserNotFoundError(id);
   }
 
+  /** The address was shown to reach the user (a link sent to it was opened); only while it is still theirs. */
+  async function markEmailVerified(id: string, email: string): Promise<boolean> {
+    const r = await db.query('UPDATE users SET email_verified = true, updated_at = now() WHERE id = $1 AND lower(email) = lower($2) RETURNING id', [id, email]);
+    return r.rows.length > 0;
+  }
+
   /** Whether the user has a password at all (accounts created through SSO have none). */
   async function hasPassword(id: string): Promise<boolean> {
     const { rows } = await db.query<{ has: boolean }>('SELECT password_hash IS NOT NULL AS has FROM users WHERE id = $1', [id]);
@@ -341,6 +347,7 @@ export function createAccounts(db: Db, audit: Audit) {
     deleteUser,
     activeAdminIds,
     hasPassword,
+    markEmailVerified,
     authenticate,
     rolesAndPermissions,
     claimsFor,

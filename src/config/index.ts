@@ -81,6 +81,14 @@ export const envSchema = z.object({
   // Comma-separated cookie signing keys, newest first. Unset → generated once and persisted.
   COOKIE_KEYS: list.optional(),
   ALLOW_REGISTRATION: bool.default(false),
+  // Outgoing mail for password reset and email verification (smtp:// or smtps://, credentials in the
+  // URL). Unset → neither is offered: operators reset passwords with `gatehouse user set-password`.
+  SMTP_URL: z.string().regex(/^smtps?:\/\//, 'must be an smtp:// or smtps:// URL').optional(),
+  // The From of those messages. Unset → "Gatehouse <no-reply@<issuer host>>".
+  MAIL_FROM: z.string().min(3).max(320).optional(),
+  // How long a reset link works (30 min) and a verification link (1 day), in seconds.
+  PASSWORD_RESET_TTL: seconds(1800),
+  EMAIL_VERIFICATION_TTL: seconds(86400),
   // Signing keys are re-read from the database this often, so a rotation on one node reaches all.
   KEYS_REFRESH_SECONDS: seconds(30),
   // Largest request body we read; oidc-provider and our routes share it.
@@ -133,6 +141,9 @@ export const envSchema = z.object({
   RATE_LIMIT_TOKEN_IP: rateLimit('600/1m'),
   // Account registration (and dynamic client registration) per IP.
   RATE_LIMIT_REGISTER_IP: rateLimit('10/1h'),
+  // Password-reset (and verification-mail) requests per IP, and per address whether or not it has an account.
+  RATE_LIMIT_RESET_IP: rateLimit('10/1h'),
+  RATE_LIMIT_RESET_ACCOUNT: rateLimit('3/1h'),
   // How long an account stays locked after too many failures (seconds). Time-boxed, never permanent.
   LOCKOUT_DURATION: seconds(900),
   // Progressive delay after each failed login of an account: base * 2^(failures-1), at most 5 s. 0 = none.

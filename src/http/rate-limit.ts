@@ -28,6 +28,8 @@ export const LIMITS = {
   guestIp: 'RATE_LIMIT_GUEST_IP',
   tokenIp: 'RATE_LIMIT_TOKEN_IP',
   registerIp: 'RATE_LIMIT_REGISTER_IP',
+  resetIp: 'RATE_LIMIT_RESET_IP',
+  resetAccount: 'RATE_LIMIT_RESET_ACCOUNT',
 } as const satisfies Record<string, keyof Config>;
 
 export type LimitName = keyof typeof LIMITS;

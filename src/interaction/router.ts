@@ -9,7 +9,7 @@ import pug from 'pug';
 import type Provider from 'oidc-provider';
 import type { InteractionResults } from 'oidc-provider';
 import type { Config } from '../config/index.ts';
-import type { Accounts } from '../accounts/users.ts';
+import type { Accounts, User } from '../accounts/users.ts';
 import { EmailTakenError, InvalidEmailError, WeakPasswordError } from '../accounts/users.ts';
 import { PASSWORD_MAX_LENGTH, PASSWORD_MIN_LENGTH } from '../accounts/passwords.ts';
 import type { Audit } from '../audit/index.ts';
@@ -46,6 +46,8 @@ export interface InteractionDeps {
   federation?: Pick<Federation, 'routeLogin' | 'routeAuthorization' | 'ssoAvailable'>;
   /** Resource servers, for the MFA policy of a request that names one (`resource=`). */
   resources?: Pick<Resources, 'findResource'>;
+  /** With outgoing mail (SMTP_URL): a "Forgot your password?" link, and a verification mail on sign-up. */
+  mail?: { onRegistered(user: User): Promise<void> };
 }
 
 const INVALID_CREDENTIALS = 'Invalid email or password.';
@@ -121,6 +123,7 @@ export function createInteractionRouter(deps: InteractionDeps): Router {
       clientName,
       csrf: issueCsrf(ctx, { secure: secureCookies }),
       registrationEnabled: config.ALLOW_REGISTRATION,
+      passwordReset: Boolean(deps.mail),
       // Issue 4: the single sign-on button only when some connection can take the sign-in.
       sso: (await deps.federation?.ssoAvailable()) ?? false,
       email: '',
@@ -319,6 +322,7 @@ export function createInteractionRouter(deps: InteractionDeps): Router {
         const user = await accounts.createUser({ email, password: form.get('password') ?? '', name: name || undefined, roles: ['user'] });
         await audit.record({ type: 'register', subject: user.id, clientId, ip: ctx.ip, requestId: ctx.state.requestId ?? null });
         await auditLogin(ctx, 'success', clientId, user.id, { method: 'pwd', registered: true });
+        await deps.mail?.onRegistered(user);
         // A new account under an MFA policy (everyone, client, acr_values) enrols before it goes on.
         await secondFactor.afterPassword(ctx, interaction, client, user);
       } catch (err) {

@@ -1,0 +1,191 @@
+// Self-service password reset and email verification, with the mail going through a real SMTP
+// server (smtp-server, in this process) to which Gatehouse talks with nodemailer. Driven as a browser
+// would (cookie jar, every hop followed): ask for a link, read it from the delivered message, use it.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { SMTPServer } from 'smtp-server';
+import type { AddressInfo } from 'node:net';
+import { Browser, CALLBACK, codeFlow, formOf, rpConfig, startTestGatehouse, type TestGatehouse } from './helpers/gatehouse.ts';
+
+const GWEN = { email: 'gwen@example.com', password: 'gwen has a long password' };
+const NEW_PASSWORD = 'a completely new passphrase';
+
+interface Delivered { to: string[]; raw: string }
+
+/** The text of a message, quoted-printable soft breaks and escapes undone. */
+function textOf(raw: string) {
+  return raw.replace(/=\r?\n/g, '').replace(/=([0-9A-F]{2})/g, (_, h: string) => String.fromCharCode(parseInt(h, 16)));
+}
+const linkIn = (raw: string, path: string) => new RegExp(`(https?://[^\\s]+${path.replace(/\//g, '\\/')}\\?token=[A-Za-z0-9_-]+)`).exec(textOf(raw))?.[1];
+
+describe('password reset and email verification by mail', () => {
+  let smtp: SMTPServer;
+  const inbox: Delivered[] = [];
+  let gh: TestGatehouse;
+
+  beforeAll(async () => {
+    smtp = new SMTPServer({
+      authOptional: true,
+      disabledCommands: ['STARTTLS'],
+      onData(stream, session, callback) {
+        const chunks: Buffer[] = [];
+        stream.on('data', (c: Buffer) => chunks.push(c));
+        stream.on('end', () => {
+          inbox.push({ to: session.envelope.rcptTo.map((r) => r.address), raw: Buffer.concat(chunks).toString('utf8') });
+          callback();
+        });
+      },
+    });
+    await new Promise<void>((resolve) => smtp.listen(0, '127.0.0.1', resolve));
+    const port = (smtp.server.address() as AddressInfo).port;
+    gh = await startTestGatehouse({
+      env: {
+        SMTP_URL: `smtp://127.0.0.1:${port}`, MAIL_FROM: 'Gatehouse <id@example.com>', ALLOW_REGISTRATION: 'true',
+        RATE_LIMITS: 'on', LOGIN_DELAY_MS: '0', RATE_LIMIT_LOGIN_ACCOUNT: '3/15m', LOCKOUT_DURATION: '900', RATE_LIMIT_RESET_ACCOUNT: '3/1h',
+      },
+    });
+    await gh.cli('user', 'create', '--email', GWEN.email, '--password', GWEN.password, '--name', 'Gwen');
+  });
+  afterAll(async () => {
+    await gh?.close();
+    await new Promise<void>((resolve) => smtp?.close(() => resolve()));
+  });
+
+  const mailsTo = (email: string) => inbox.filter((m) => m.to.includes(email));
+  async function askForLink(browser: Browser, email: string) {
+    const page = await browser.follow(`${gh.url}/password/forgot`, gh.url);
+    const form = formOf(page.html!, '/password/forgot');
+    return browser.follow(new URL(form.action, gh.url).href, gh.url, { form: { ...form.fields, email } });
+  }
+  async function setPassword(browser: Browser, link: string, next: string, confirm = next) {
+    const page = await browser.follow(link, gh.url);
+    if (page.res.status !== 200) return page;
+    const form = formOf(page.html!, '/password/reset');
+    return browser.follow(new URL(form.action, gh.url).href, gh.url, { form: { ...form.fields, new_password: next, confirm_password: confirm } });
+  }
+  const audits = async (type: string) => (await gh.deps.db.query<{ outcome: string; details: Record<string, unknown> }>(
+    'SELECT outcome, details FROM audit_events WHERE type = $1 ORDER BY id', [type])).rows;
+
+  it('offers "Forgot your password?" on the sign-in page', async () => {
+    const app = await gh.cli('client', 'create', '--name', 'app', '--redirect-uri', CALLBACK, '--first-party');
+    const config = await rpConfig(gh, app.client_id, app.client_secret);
+    const browser = new Browser();
+    const { buildAuthorizationUrl, calculatePKCECodeChallenge, randomPKCECodeVerifier, randomState } = await import('openid-client');
+    const url = buildAuthorizationUrl(config, { redirect_uri: CALLBACK, scope: 'openid', state: randomState(), code_challenge: await calculatePKCECodeChallenge(randomPKCECodeVerifier()), code_challenge_method: 'S256' });
+    const login = await browser.follow(url.href, gh.url);
+    expect(login.html).toContain('href="/password/forgot"');
+  });
+
+  it('answers the same for an unknown address and sends it nothing', async () => {
+    const before = inbox.length;
+    const known = await askForLink(new Browser(), GWEN.email);
+    const unknown = await askForLink(new Browser(), 'nobody@example.com');
+    expect(known.res.status).toBe(200);
+    expect(unknown.res.status).toBe(200);
+    expect(unknown.html!.replace('nobody@example.com', GWEN.email)).toBe(known.html);
+    await expect.poll(() => inbox.length).toBe(before + 1);
+    expect(mailsTo('nobody@example.com')).toHaveLength(0);
+    expect((await audits('account.password_reset_request')).map((r) => [r.outcome, r.details.reason ?? null])).toEqual([['success', null], ['failure', 'unknown_email']]);
+  });
+
+  it('resets the password with the link, once: old password and every token stop working, a lockout ends', async () => {
+    // Lock Gwen out with wrong passwords, and hold a token from before.
+    const app = await gh.cli('client', 'create', '--name', 'notes', '--redirect-uri', CALLBACK, '--first-party', '--grant', 'authorization_code', '--grant', 'refresh_token');
+    const config = await rpConfig(gh, app.client_id, app.client_secret);
+    const { tokens } = await codeFlow(gh, config, { creds: GWEN, scope: 'openid offline_access' });
+    // (the flow helper posts the wrong password until it gives up: more than the 3 failures allowed)
+    await expect(codeFlow(gh, config, { creds: { email: GWEN.email, password: 'not the password at all' }, scope: 'openid' })).rejects.toThrow();
+    await expect(codeFlow(gh, config, { creds: GWEN, scope: 'openid' })).rejects.toThrow(/429/);
+
+    const browser = new Browser();
+    await askForLink(browser, GWEN.email);
+    await expect.poll(() => mailsTo(GWEN.email).length).toBeGreaterThanOrEqual(2);
+    const mail = mailsTo(GWEN.email).at(-1)!;
+    expect(textOf(mail.raw)).toMatch(/Subject: Reset your password/);
+    const link = linkIn(mail.raw, '/password/reset')!;
+    expect(link.startsWith(`${gh.url}/password/reset?token=`)).toBe(true);
+    // The first link (previous test) was replaced by this one.
+    expect((await browser.follow(linkIn(mailsTo(GWEN.email)[0].raw, '/password/reset')!, gh.url)).res.status).toBe(400);
+
+    const mismatch = await setPassword(browser, link, NEW_PASSWORD, 'something else entirely');
+    expect(mismatch.res.status).toBe(400);
+    expect(mismatch.html).toContain('do not match');
+    const weak = await setPassword(browser, link, 'short');
+    expect(weak.res.status).toBe(400);
+    expect(weak.html).toMatch(/at least 12/);
+    const done = await setPassword(browser, link, NEW_PASSWORD);
+    expect(done.res.status, done.html).toBe(200);
+    expect(done.html).toContain('Password changed');
+    expect(done.res.headers.get('referrer-policy')).toBe('no-referrer');
+
+    expect(await gh.deps.accounts.authenticate(GWEN.email, GWEN.password)).toHaveProperty('error');
+    expect(await gh.deps.accounts.authenticate(GWEN.email, NEW_PASSWORD)).toHaveProperty('user');
+    await expect(codeFlow(gh, config, { creds: { email: GWEN.email, password: NEW_PASSWORD }, scope: 'openid' })).resolves.toBeDefined();
+    const introspected = await (await fetch(`${gh.url}/token/introspection`, {
+      method: 'POST',
+      headers: { authorization: `Basic ${Buffer.from(`${app.client_id}:${app.client_secret}`).toString('base64')}`, 'content-type': 'application/x-www-form-urlencoded' },
+      body: new URLSearchParams({ token: tokens.access_token }),
+    })).json();
+    expect(introspected).toEqual({ active: false });
+    // Used once: the same link is dead now.
+    const again = await new Browser().follow(link, gh.url);
+    expect(again.res.status).toBe(400);
+    expect(again.html).toContain('expired or was already used');
+    expect((await audits('account.password_reset')).map((r) => r.outcome)).toEqual(['success']);
+    // Neither the link's token nor the new password is in the audit log.
+    const token = new URL(link).searchParams.get('token')!;
+    expect(JSON.stringify((await gh.deps.db.query('SELECT * FROM audit_events')).rows)).not.toMatch(new RegExp(`${token}|${NEW_PASSWORD}`));
+    expect((await gh.deps.db.query('SELECT 1 FROM account_tokens WHERE token_hash = $1', [token])).rows).toHaveLength(0);
+  });
+
+  it('sends nothing for an account without a password (single sign-on only)', async () => {
+    const sso = await gh.cli('user', 'create', '--email', 'sso-only@example.com');
+    await gh.deps.db.query('UPDATE users SET password_hash = NULL WHERE id = $1', [sso.id]);
+    await askForLink(new Browser(), 'sso-only@example.com');
+    expect(mailsTo('sso-only@example.com')).toHaveLength(0);
+    expect((await audits('account.password_reset_request')).at(-1)).toMatchObject({ outcome: 'failure', details: { reason: 'no_password' } });
+  });
+
+  it('limits requests per address, known or not (429 with Retry-After)', async () => {
+    const browser = new Browser();
+    for (let i = 0; i < 3; i++) expect((await askForLink(browser, 'flood@example.com')).res.status).toBe(200);
+    const refused = await askForLink(browser, 'flood@example.com');
+    expect(refused.res.status).toBe(429);
+    expect(Number(refused.res.headers.get('retry-after'))).toBeGreaterThan(0);
+  });
+
+  it('a new account confirms its address with the link sent at registration', async () => {
+    const app = await gh.cli('client', 'create', '--name', 'signup', '--redirect-uri', CALLBACK, '--first-party');
+    const config = await rpConfig(gh, app.client_id, app.client_secret);
+    const { buildAuthorizationUrl, calculatePKCECodeChallenge, randomPKCECodeVerifier, randomState } = await import('openid-client');
+    const browser = new Browser();
+    const url = buildAuthorizationUrl(config, { redirect_uri: CALLBACK, scope: 'openid', state: randomState(), code_challenge: await calculatePKCECodeChallenge(randomPKCECodeVerifier()), code_challenge_method: 'S256' });
+    const login = await browser.follow(url.href, gh.url);
+    const uid = /\/interaction\/([^/"]+)\/login/.exec(login.html!)![1];
+    const register = await browser.follow(`${gh.url}/interaction/${uid}/register`, gh.url);
+    const form = formOf(register.html!, '/register');
+    const done = await browser.follow(new URL(form.action, gh.url).href, gh.url, { form: { ...form.fields, email: 'hal@example.com', password: 'hal has a long password', name: 'Hal' } });
+    expect(done.html).toBeUndefined(); // reached the app
+    const verified = async () => (await gh.deps.db.query<{ email_verified: boolean }>("SELECT email_verified FROM users WHERE email = 'hal@example.com'")).rows[0].email_verified;
+    expect(await verified()).toBe(false);
+
+    await expect.poll(() => mailsTo('hal@example.com').length).toBe(1);
+    const link = linkIn(mailsTo('hal@example.com')[0].raw, '/account/verify-email')!;
+    const confirm = await new Browser().follow(link, gh.url);
+    expect(confirm.res.status).toBe(200);
+    expect(confirm.html).toContain('Email address confirmed');
+    expect(await verified()).toBe(true);
+    expect((await new Browser().follow(link, gh.url)).res.status).toBe(400);
+  });
+});
+
+describe('without SMTP_URL', () => {
+  it('offers no reset: the pages are not there', async () => {
+    const gh = await startTestGatehouse();
+    try {
+      expect((await fetch(`${gh.url}/password/forgot`)).status).toBe(404);
+      expect((await fetch(`${gh.url}/password/reset?token=x`)).status).toBe(404);
+    } finally {
+      await gh.close();
+    }
+  });
+});
