@@ -34,6 +34,7 @@ import { createAccountRouter, sessionAccountId } from './account/router.ts';
 import { createMailer, type Mailer } from './account/mail.ts';
 import { createAccountTokens, createRecoveryRouter, sendVerificationMail } from './account/recovery.ts';
 import { createAdminApi } from './admin/api.ts';
+import { createAdminConsole } from './admin/console.ts';
 import { createRoomSessions, createRoomSessionsRouter, startParticipantRemoval } from './livekit/rooms.ts';
 import { createWebhookRouter } from './livekit/webhook.ts';
 // --- end revocation ---
@@ -305,6 +306,7 @@ export async function createApp(deps: Deps): Promise<GatehouseApp> {
   app.use(createAccountRouter({ ...deps, rooms, provider: () => layer.provider }).routes());
   // The admin REST API: the CLI's commands behind bearer tokens for <ISSUER>/admin/api.
   app.use(createAdminApi({ ...deps, provider: () => layer.provider, afterKeysChange: refreshKeys }));
+  app.use(createAdminConsole({ ...deps, provider: () => layer.provider }).routes());
   app.use((ctx, next) => layer.middleware(ctx, next));
 
   return {

@@ -22,6 +22,7 @@ import type { RoomSessions } from '../livekit/rooms.ts';
 import { ACCOUNT_CLIENT_ID, accountClient } from './client.ts';
 import { addSecurityPages } from './security.ts';
 import { addDataPages } from './data.ts';
+import { ACR_MFA } from '../mfa/policy.ts';
 import type { Queryable } from '../store/db.ts';
 import type { Logger } from '../http/log.ts';
 import type { Clients } from '../oidc/clients.ts';
@@ -35,9 +36,9 @@ export async function sessionAccountId(provider: Provider, ctx: Context): Promis
   return session?.accountId ?? undefined;
 }
 
-/** Only our own account pages are places to come back to after signing in. */
+/** Only our own account and admin pages are places to come back to after signing in. */
 function safeReturnTo(value: unknown): string {
-  return typeof value === 'string' && /^\/account(\/[A-Za-z0-9/_-]*)?$/.test(value) ? value : '/account';
+  return typeof value === 'string' && /^\/(account|admin)(\/[A-Za-z0-9/_-]*)?$/.test(value) ? value : '/account';
 }
 
 export interface AccountDeps {
@@ -84,6 +85,8 @@ export function createAccountRouter(deps: AccountDeps): Router {
     auth.search = new URLSearchParams({
       client_id: client.client_id, response_type: 'code', scope: 'openid', redirect_uri: client.redirect_uris[0],
       state, code_challenge: challenge, code_challenge_method: 'S256',
+      // Step-up for pages that need a second factor (the admin console): only the missing factor is asked for.
+      ...(ctx.query.mfa === '1' ? { acr_values: ACR_MFA } : {}),
     }).toString();
     ctx.redirect(auth.href);
   });

@@ -90,14 +90,15 @@ export async function rpConfig(gh: { url: string }, clientId: string, clientSecr
 export class Browser {
   jar = new CookieJar();
 
-  async request(url: string, init: { method?: string; form?: Record<string, string>; headers?: Record<string, string> } = {}) {
+  async request(url: string, init: { method?: string; form?: Record<string, string> | URLSearchParams; headers?: Record<string, string> } = {}) {
     const headers: Record<string, string> = { accept: 'text/html', ...init.headers };
     const cookie = await this.jar.getCookieString(url);
     if (cookie) headers.cookie = cookie;
     let body: string | undefined;
     if (init.form) {
       headers['content-type'] = 'application/x-www-form-urlencoded';
-      body = new URLSearchParams(init.form).toString();
+      // URLSearchParams for repeated fields (checkbox groups).
+      body = (init.form instanceof URLSearchParams ? init.form : new URLSearchParams(init.form)).toString();
     }
     const res = await fetch(url, { method: init.method ?? (body ? 'POST' : 'GET'), headers, body, redirect: 'manual' });
     for (const c of res.headers.getSetCookie()) await this.jar.setCookie(c, url);
