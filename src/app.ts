@@ -221,7 +221,7 @@ export async function createApp(deps: Deps): Promise<GatehouseApp> {
   app.use(requestId());
   app.use(metrics.measure());
   app.use(accessLog(log));
-  app.use(securityHeaders(['/interaction', '/account', '/admin', '/assets']));
+  app.use(securityHeaders(['/interaction', '/account', '/admin', '/password', '/assets']));
   app.use(closeAfterRefusedBody());
   app.use(errorHandler(log, (status, error, description) => renderView('error', { title: 'Error', error, description, status })));
   app.use(healthRoutes([

@@ -116,6 +116,9 @@ describe('password reset and email verification by mail', () => {
     expect(done.res.status, done.html).toBe(200);
     expect(done.html).toContain('Password changed');
     expect(done.res.headers.get('referrer-policy')).toBe('no-referrer');
+    // Our own strict page policy: no inline code, never framed.
+    expect(done.res.headers.get('content-security-policy')).toMatch(/frame-ancestors 'none'/);
+    expect(done.res.headers.get('content-security-policy')).not.toMatch(/unsafe-inline/);
 
     expect(await gh.deps.accounts.authenticate(GWEN.email, GWEN.password)).toHaveProperty('error');
     expect(await gh.deps.accounts.authenticate(GWEN.email, NEW_PASSWORD)).toHaveProperty('user');
