@@ -30,6 +30,8 @@ import { createRevocationStore, type RevocationService } from './revocation/stor
 import { attachRevocationWriters, awaitRevocationWrites, revocationChecks } from './revocation/oidc.ts';
 import { structuredTokenEndpoints } from './revocation/endpoints.ts';
 import { withUserRevocation } from './revocation/accounts.ts';
+import { createSessionEnds, type SessionEnds } from './revocation/session-ends.ts';
+import { auditProviderBackchannel, sendBackchannelLogouts } from './oidc/backchannel.ts';
 import { createAccountRouter, sessionAccountId } from './account/router.ts';
 import { createMailer, type Mailer } from './account/mail.ts';
 import { createAccountTokens, createRecoveryRouter, sendVerificationMail } from './account/recovery.ts';
@@ -82,6 +84,8 @@ export interface Deps {
   metrics: Metrics;
   /** Outgoing mail (SMTP_URL): password reset and email verification; undefined without it. */
   mailer?: Mailer;
+  /** Sessions Gatehouse ends itself, for back-channel logout (src/revocation/session-ends.ts). */
+  sessionEnds: SessionEnds;
 }
 
 /** Open stores, run migrations, load secrets and keys. The caller owns `close()`. */
@@ -108,11 +112,13 @@ export async function assemble(config: Config, log: Logger, opts: { memoryDb?: b
     await revocations.start();
     // Issue 7: limits before accounts, so a password reset can end a lockout.
     const limits = createRateLimits(kv, config, { audit, log });
+    const sessionEnds = createSessionEnds();
     if (!config.REDIS_URL) warnings.push('REDIS_URL is not set: revocation lists, rate limits and pub/sub are in-process; run a single Gatehouse process only.');
     return {
       config, db, kv, log, box, cookieKeys, audit, keys, warnings, metrics, mailer: createMailer(config, log),
       // Password change, disable, delete and MFA reset revoke everything issued to the user (issue 6).
-      accounts: withLockoutReset(withUserRevocation(createAccounts(db, audit), { revocations, config, db, log }), limits),
+      accounts: withLockoutReset(withUserRevocation(createAccounts(db, audit), { revocations, config, db, log, sessionEnds }), limits),
+      sessionEnds,
       clients: createClients(db, box),
       resources: createResources(db, box),
       revocations,
@@ -157,6 +163,7 @@ async function buildOidcLayer(deps: Deps): Promise<OidcLayer> {
   });
   federation = createFederation({ ...deps, provider, rp: deps.upstream });
   attachRevocationWriters(provider, deps);
+  auditProviderBackchannel(provider, deps.audit);
   attachRegistrationAudit(provider, deps.audit);
   registerTokenExchange(provider, deps, { rateLimit: exchangeRateLimit(deps.limits) });
   attachRateLimitHeaders(provider);
@@ -212,6 +219,11 @@ export async function createApp(deps: Deps): Promise<GatehouseApp> {
   }, config.KEYS_REFRESH_SECONDS * 1000);
   keyTimer.unref();
   const stopSweeper = startSweeper(deps.db, 5 * 60_000, log);
+
+  // Back-channel logout for the sessions Gatehouse ends itself; never holds up the revocation.
+  deps.sessionEnds.attach((sessions, reason) => {
+    void sendBackchannelLogouts(layer.provider, sessions, reason, deps.audit, log).catch((err) => log.warn({ err }, 'back-channel logout failed'));
+  });
 
   const app = new Koa();
   app.proxy = config.TRUST_PROXY;

@@ -58,7 +58,7 @@ const rolePatch = z.object({ permissions: strs.optional(), add: strs.optional(),
 const clientCreate = z.object({
   name: str, type: z.enum(['public', 'confidential']).optional(), redirect_uris: strs.optional(), post_logout_redirect_uris: strs.optional(),
   grant_types: strs.optional(), token_endpoint_auth_method: z.enum(['client_secret_basic', 'client_secret_post']).optional(),
-  first_party: z.boolean().optional(), scope: str.optional(),
+  first_party: z.boolean().optional(), scope: str.optional(), backchannel_logout_uri: str.optional(),
 }).strict();
 const toggle = z.object({ require_mfa: z.boolean() }).strict();
 const adminAccess = z.object({ access: z.enum(['read', 'full']).nullable() }).strict();
@@ -214,6 +214,7 @@ export function createAdminApi(deps: AdminApiDeps): Middleware {
     return run(['client', 'create', ...flags({
       name: b.name, type: b.type, 'redirect-uri': b.redirect_uris, 'post-logout-redirect-uri': b.post_logout_redirect_uris,
       grant: b.grant_types, 'auth-method': b.token_endpoint_auth_method, 'first-party': b.first_party, scope: b.scope,
+      'backchannel-logout-uri': b.backchannel_logout_uri,
     })]);
   }, 201);
   route('delete', '/clients/:id', async (ctx, run) => { await run(['client', 'delete', `--id=${param(ctx, 'id')}`]); });

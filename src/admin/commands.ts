@@ -125,7 +125,7 @@ const commands: Record<string, Handler> = {
   async 'client create'(deps, args) {
     const { values } = parse(args, {
       name: one, type: one, 'redirect-uri': many, 'post-logout-redirect-uri': many, grant: many,
-      'auth-method': one, 'first-party': flag, scope: one,
+      'auth-method': one, 'first-party': flag, scope: one, 'backchannel-logout-uri': one,
     });
     if (!values.name) throw new CommandError('--name is required');
     const { client, clientSecret } = await deps.clients.createClient({
@@ -137,6 +137,7 @@ const commands: Record<string, Handler> = {
       authMethod: values['auth-method'] as never,
       firstParty: Boolean(values['first-party']),
       scope: values.scope,
+      backchannelLogoutUri: values['backchannel-logout-uri'],
     });
     await adminAudit(deps, 'admin.client.create', client.clientId);
     // The secret is shown once, here; it is stored encrypted and never printed again.
@@ -287,6 +288,7 @@ export function usage(): string {
     '  role update NAME [--permission P ... (replaces)] [--add P ...] [--remove P ...] [--description D] | role delete NAME [--force]',
     '  client create --name N [--type public|confidential] [--redirect-uri U ...] [--grant G ...]',
     '                [--post-logout-redirect-uri U ...] [--auth-method client_secret_basic|client_secret_post] [--first-party]',
+    '                [--backchannel-logout-uri U]   (OIDC back-channel logout: a logout token when a session ends)',
     '  client list | client delete ID | client require-mfa ID [--off] | client admin-api ID --read|--full|--off',
     '  resource create --uri U [--scope S ...] [--name N] [--ttl SECONDS] [--signing jwks|hs256] [--require-mfa]',
     '  resource list | resource delete --uri U | resource require-mfa --uri U [--off]',

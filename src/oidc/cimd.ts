@@ -83,6 +83,8 @@ type ClientLike = { clientId: string; grantTypes?: string[]; responseTypes?: str
 export function documentPolicyViolation(client: ClientLike): string | undefined {
   const m = client.metadata();
   if (m.first_party === true || m.require_mfa !== undefined || m.admin_api !== undefined) return 'first_party, require_mfa and admin_api cannot be set by a metadata document';
+  // Gatehouse would POST to it: a document must not point server-side requests anywhere it likes.
+  if (m.backchannel_logout_uri !== undefined) return 'backchannel_logout_uri cannot be set by a metadata document';
   const grants = client.grantTypes ?? (m.grant_types as string[] | undefined) ?? [];
   const extra = grants.find((g) => !DOCUMENT_GRANTS.has(g));
   if (extra) return `grant type ${extra} is not available to metadata-document clients`;

@@ -37,6 +37,11 @@ export const clientInput = z.object({
   authMethod: z.enum(['client_secret_basic', 'client_secret_post']).default('client_secret_basic'),
   firstParty: z.boolean().default(false),
   scope: z.string().optional(),
+  /** OIDC Back-Channel Logout 1.0: where Gatehouse POSTs a logout token when a session of this client ends. */
+  backchannelLogoutUri: z.url({ protocol: /^https?$/ }).refine((s) => {
+    const u = new URL(s);
+    return !u.hash && (u.protocol === 'https:' || isLoopback(u.hostname));
+  }, 'the back-channel logout URI must be https (http only on loopback), without a fragment').optional(),
   origin: z.string().default('cli'),
 }).superRefine((c, ctx) => {
   if (c.grantTypes.includes('authorization_code') && c.redirectUris.length === 0) {
@@ -93,6 +98,8 @@ export function createClients(db: Queryable, box: SecretBox) {
         token_endpoint_auth_method: c.type === 'public' ? 'none' : c.authMethod,
         first_party: c.firstParty,
         ...(c.scope ? { scope: c.scope } : {}),
+        // The logout token names the session (sid), so the RP can end exactly that one.
+        ...(c.backchannelLogoutUri ? { backchannel_logout_uri: c.backchannelLogoutUri, backchannel_logout_session_required: true } : {}),
       };
       const r = await db.query<Row>(
         `INSERT INTO clients (client_id, client_secret_enc, metadata, first_party, origin)

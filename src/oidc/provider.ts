@@ -16,6 +16,7 @@ import { createAdapterFactory } from './adapter.ts';
 import type { Clients } from './clients.ts';
 import type { Resources } from './resources.ts';
 import { accountClient } from '../account/client.ts';
+import { allowPrivateBackchannel } from './backchannel.ts';
 import { ADMIN_READ_SCOPE, ADMIN_SCOPE, ADMIN_TOKEN_TTL, adminApiUri, adminScopesForClient, adminScopesForPermissions, isAdminApi } from '../admin/api-scopes.ts';
 import { ACR_MFA, ACR_PASSWORD, mfaRequirement, STEP_UP_REASON, type MfaPolicyDeps } from '../mfa/policy.ts';
 
@@ -157,6 +158,8 @@ export function buildProvider(deps: ProviderDeps): Provider {
       clientCredentials: { enabled: true },
       pushedAuthorizationRequests: { enabled: true, requirePushedAuthorizationRequests: false },
       deviceFlow: { enabled: true },
+      // OIDC Back-Channel Logout 1.0: clients with backchannel_logout_uri hear of ended sessions.
+      backchannelLogout: { enabled: true },
       rpInitiatedLogout: {
         enabled: true,
         async logoutSource(ctx, form) {
@@ -258,6 +261,7 @@ export function buildProvider(deps: ProviderDeps): Provider {
   };
 
   deps.extend?.(configuration);
+  allowPrivateBackchannel(configuration);
   const provider = new Provider(config.ISSUER, configuration);
   provider.proxy = config.TRUST_PROXY;
   attachAuditListeners(provider, audit, deps.log);

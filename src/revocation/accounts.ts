@@ -6,6 +6,7 @@ import type { Logger } from '../http/log.ts';
 import type { Config } from '../config/index.ts';
 import type { RevocationService } from './store.ts';
 import { originTtl } from './ttl.ts';
+import type { SessionEnds } from './session-ends.ts';
 
 /** The account operations that revoke; other methods pass through untouched. */
 const REVOKING: Record<string, { reason: string; when?: (args: unknown[]) => boolean }> = {
@@ -15,7 +16,16 @@ const REVOKING: Record<string, { reason: string; when?: (args: unknown[]) => boo
   resetMfa: { reason: 'mfa_reset' },
 };
 
-export function withUserRevocation<A extends object>(accounts: A, deps: { revocations: RevocationService; config: Config; db: Queryable; log: Logger }): A {
+export interface UserRevocationDeps {
+  revocations: RevocationService;
+  config: Config;
+  db: Queryable;
+  log: Logger;
+  /** Relying parties with a back-channel logout URI hear of the sessions this ends. */
+  sessionEnds?: SessionEnds;
+}
+
+export function withUserRevocation<A extends object>(accounts: A, deps: UserRevocationDeps): A {
   const decorated = { ...accounts } as Record<string, unknown>;
   for (const [name, rule] of Object.entries(REVOKING)) {
     const original = (accounts as Record<string, unknown>)[name];
@@ -38,9 +48,10 @@ export function withUserRevocation<A extends object>(accounts: A, deps: { revoca
  * refusing a sign-in made right after (a new password used at once, a script that provisions and
  * signs in), this returns only once that second is over: whatever is issued afterwards is later.
  */
-export async function revokeUser(userId: string, reason: string, deps: { revocations: RevocationService; config: Config; db: Queryable; log: Logger }) {
+export async function revokeUser(userId: string, reason: string, deps: UserRevocationDeps) {
   await deps.revocations.revoke('user', userId, originTtl(deps.config), { subject: userId, reason });
-  await deps.db.query(`DELETE FROM oidc_payloads WHERE model = 'Session' AND payload->>'accountId' = $1`, [userId])
+  await deps.db.query<{ payload: unknown }>(`DELETE FROM oidc_payloads WHERE model = 'Session' AND payload->>'accountId' = $1 RETURNING payload`, [userId])
+    .then((r) => deps.sessionEnds?.ended(r.rows.map((x) => x.payload), reason))
     .catch((err) => deps.log.warn({ err }, 'ending the sessions of a revoked user failed'));
   await new Promise((resolve) => setTimeout(resolve, 1000 - (Date.now() % 1000) + 5));
 }

@@ -7,6 +7,7 @@ import type { Config } from '../config/index.ts';
 import type { RevocationKind, RevocationService } from './store.ts';
 import { accessTokenTtl, originTtl } from './ttl.ts';
 import { revokeUser } from './accounts.ts';
+import type { SessionEnds } from './session-ends.ts';
 
 export interface OperatorRevocation {
   kind: RevocationKind;
@@ -20,6 +21,7 @@ export interface OperatorRevocationDeps {
   config: Config;
   db: Queryable;
   log: Logger;
+  sessionEnds?: SessionEnds;
 }
 
 /** Whose grant / session is it (oidc-provider payloads): live-room removal needs the user. */
@@ -48,7 +50,8 @@ export async function revokeAsOperator(deps: OperatorRevocationDeps, r: Operator
     await deps.db.query(`DELETE FROM oidc_payloads WHERE grant_id = $1 OR (model = 'Grant' AND id = $1)`, [r.id]);
   }
   if (r.kind === 'session') {
-    await deps.db.query(`DELETE FROM oidc_payloads WHERE model = 'Session' AND uid = $1`, [r.id]);
+    const ended = await deps.db.query<{ payload: unknown }>(`DELETE FROM oidc_payloads WHERE model = 'Session' AND uid = $1 RETURNING payload`, [r.id]);
+    deps.sessionEnds?.ended(ended.rows.map((x) => x.payload), 'admin');
   }
   return { revoked: r.kind, id: r.id, ttl, ...(subject ? { subject } : {}), ...(result.hot ? {} : { warning: 'recorded durably; Redis is unreachable and is reloaded when it returns' }) };
 }
