@@ -70,6 +70,14 @@ describe('user and role commands', () => {
     expect((await gh.cli('user', 'get', '--email', bob.email)).roles).toEqual(['user']);
   });
 
+  it('takes option values that start with a dash (generated secrets and ids are base64url)', async () => {
+    const dashed = { email: 'dash@example.com', password: '-starts-with-a-dash-and-is-long' };
+    await gh.cli('user', 'create', '--email', dashed.email, '--password', dashed.password);
+    expect(await gh.deps.accounts.authenticate(dashed.email, dashed.password)).toHaveProperty('user');
+    await gh.cli('user', 'set-password', '--email', dashed.email, '--password', '--also-a-dash-but-long-enough');
+    expect(await gh.deps.accounts.authenticate(dashed.email, '--also-a-dash-but-long-enough')).toHaveProperty('user');
+  });
+
   it('set-password: the old password and every token stop working, the new password signs in', async () => {
     const carol = { email: 'carol@example.com', password: 'carol has a long password' };
     await gh.cli('user', 'create', '--email', carol.email, '--password', carol.password);

@@ -19,10 +19,30 @@ export const many = { type: 'string', multiple: true } as const;
 export const one = { type: 'string' } as const;
 export const flag = { type: 'boolean' } as const;
 
+/**
+ * Bind each string option to the argument after it (`--client-secret -x…` → `--client-secret=-x…`):
+ * generated secrets and ids are base64url and may start with "-", which parseArgs would otherwise
+ * call ambiguous.
+ */
+function bindValues(args: string[], options: Record<string, { type: 'string' | 'boolean' }>): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < args.length; i++) {
+    const m = /^--([A-Za-z0-9-]+)$/.exec(args[i]);
+    if (args[i] === '--') return [...out, ...args.slice(i)];
+    if (m && options[m[1]]?.type === 'string' && i + 1 < args.length) {
+      out.push(`${args[i]}=${args[i + 1]}`);
+      i++;
+    } else {
+      out.push(args[i]);
+    }
+  }
+  return out;
+}
+
 /** node:util parseArgs, strict, with its errors as CommandError. */
 export function parse<T extends Record<string, { type: 'string' | 'boolean'; multiple?: boolean }>>(args: string[], options: T) {
   try {
-    return parseArgs({ args, options, allowPositionals: true, strict: true });
+    return parseArgs({ args: bindValues(args, options), options, allowPositionals: true, strict: true });
   } catch (err) {
     throw new CommandError((err as Error).message);
   }

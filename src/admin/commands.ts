@@ -244,9 +244,7 @@ const commands: Record<string, Handler> = {
   ...connectionCommands,
   // Issue 6: one revocation per call; a user may be named by id or email.
   async revoke(deps, args) {
-    // Ids are base64url and may start with "-": bind each value to its flag so parseArgs takes it as a value.
-    const bound = args.flatMap((a, i) => (/^--(user|grant|session|jti|ttl)$/.test(a) && i + 1 < args.length ? [`${a}=${args[i + 1]}`] : /^--(user|grant|session|jti|ttl)$/.test(args[i - 1] ?? '') ? [] : [a]));
-    const { values } = parse(bound, { user: one, grant: one, session: one, jti: one, ttl: one });
+    const { values } = parse(args, { user: one, grant: one, session: one, jti: one, ttl: one });
     const given = (['user', 'grant', 'session', 'jti'] as const).filter((k) => values[k]);
     if (given.length !== 1) throw new CommandError('give exactly one of --user, --grant, --session, --jti');
     const kind = given[0];
