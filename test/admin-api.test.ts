@@ -62,6 +62,7 @@ describe('admin API', () => {
     expect(none.body).toMatchObject({ error: 'invalid_token' });
     expect(none.headers.get('cache-control')).toBe('no-store');
 
+    await expect(gh.cli('resource', 'create', '--uri', `${api}/`, '--scope', 'gatehouse:admin')).rejects.toThrow(/reserved/);
     await gh.cli('resource', 'create', '--uri', 'https://mcp.example.com/mcp', '--scope', 'gatehouse:admin');
     const other = await clientToken(robot, 'https://mcp.example.com/mcp', 'gatehouse:admin');
     expect(other.status).toBe(200);

@@ -7,6 +7,7 @@ import { POLICY_USAGE, policyCommands } from './policy-commands.ts';
 import { CONNECTION_USAGE, connectionCommands } from './connection-commands.ts';
 import { revokeAsOperator } from '../revocation/admin.ts';
 import { hashId } from '../revocation/store.ts';
+import { isAdminApi } from './api-scopes.ts';
 import { createRoles } from '../accounts/roles.ts';
 import { HttpError } from '../http/errors.ts';
 import { migrate } from '../store/migrate.ts';
@@ -193,6 +194,8 @@ const commands: Record<string, Handler> = {
   async 'resource create'(deps, args) {
     const { values } = parse(args, { uri: one, name: one, scope: many, scopes: many, ttl: one, signing: one, 'require-mfa': flag });
     if (!values.uri) throw new CommandError('--uri is required');
+    // The admin API is Gatehouse's own resource (src/admin/api-scopes.ts); a registered twin could be an exchange target.
+    if (isAdminApi(deps.config.ISSUER, values.uri)) throw new CommandError(`${values.uri} is reserved for Gatehouse's admin API`);
     const { resource, hs256Secret } = await deps.resources.createResource({
       uri: values.uri,
       name: values.name,
