@@ -2,7 +2,6 @@
 // with client credentials, users whose roles grant gatehouse:admin[:read]), what a refusal looks
 // like (RFC 6750 challenges), and that calls do what the CLI does — with the caller in the audit log.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import * as oidc from 'openid-client';
 import { decodeJwt } from 'jose';
 import { ADMIN, CALLBACK, codeFlow, rpConfig, startTestGatehouse, type TestGatehouse } from './helpers/gatehouse.ts';
 

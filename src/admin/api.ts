@@ -32,6 +32,17 @@ export type AdminApiDeps = Pick<Deps, 'accounts' | 'clients' | 'resources' | 'ke
 
 type Need = 'read' | 'write';
 
+/**
+ * What a user may do in the admin API and console right now: the admin scopes their roles grant, and
+ * whether the sign-in behind the request (its acr) lacks a second factor that policy requires of them.
+ * Both doors ask this one question, so a policy change reaches both.
+ */
+export async function userAdminAccess(deps: Pick<AdminApiDeps, 'accounts' | 'config'>, userId: string, acr: string | undefined) {
+  const scopes = adminScopesForPermissions((await deps.accounts.rolesAndPermissions(userId)).permissions);
+  const needsMfa = scopes.length > 0 && acr !== ACR_MFA && (await mfaRequirement({ config: deps.config, accounts: deps.accounts }, { accountId: userId })) !== null;
+  return { scopes, needsMfa };
+}
+
 /** RFC 6750 §3 challenge for the admin API's errors. */
 function challenge(status: number, error: string, description: string, extra: Record<string, string> = {}) {
   const params = Object.entries({ error, error_description: description, ...extra }).map(([k, v]) => `${k}="${v.replace(/["\\]/g, '')}"`).join(', ');
@@ -129,9 +140,9 @@ export function createAdminApi(deps: AdminApiDeps): Middleware {
       const user = await deps.accounts.findUserById(token.user);
       if (!user?.active) throw challenge(401, 'invalid_token', 'the user is unknown or disabled');
       // Roles can change after the token was issued: what counts is what the user may do now.
-      const allowed = adminScopesForPermissions((await deps.accounts.rolesAndPermissions(user.id)).permissions);
-      if (!allowed.some((s) => wanted.includes(s) && token.scope.includes(s))) throw challenge(403, 'insufficient_scope', `your roles do not grant ${required}`, { scope: wanted[0] });
-      if (token.acr !== ACR_MFA && (await mfaRequirement({ config: deps.config, accounts: deps.accounts }, { accountId: user.id }))) {
+      const access = await userAdminAccess(deps, user.id, token.acr);
+      if (!access.scopes.some((s) => wanted.includes(s) && token.scope.includes(s))) throw challenge(403, 'insufficient_scope', `your roles do not grant ${required}`, { scope: wanted[0] });
+      if (access.needsMfa) {
         throw challenge(401, 'insufficient_user_authentication', 'your account must sign in with a second factor to administer Gatehouse', { acr_values: ACR_MFA });
       }
       return `user:${user.id}`;

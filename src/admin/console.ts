@@ -19,9 +19,8 @@ import { readForm } from '../http/body.ts';
 import { Forbidden } from '../http/errors.ts';
 import { assertCsrf, CSRF_FIELD, issueCsrf } from '../interaction/csrf.ts';
 import { renderView } from '../interaction/router.ts';
-import { ACR_MFA, mfaRequirement } from '../mfa/policy.ts';
-import type { AdminApiDeps } from './api.ts';
-import { ADMIN_READ_SCOPE, ADMIN_SCOPE, adminScopesForPermissions } from './api-scopes.ts';
+import { userAdminAccess, type AdminApiDeps } from './api.ts';
+import { ADMIN_READ_SCOPE, ADMIN_SCOPE } from './api-scopes.ts';
 import { CommandError, runCommand } from './commands.ts';
 
 const PAGE_SIZE = 50;
@@ -63,13 +62,12 @@ export function createAdminConsole(deps: Omit<AdminApiDeps, 'afterKeysChange'>):
       ctx.redirect(`/account/sign-in?return_to=${encodeURIComponent(ctx.path)}`);
       return undefined;
     }
-    const scopes = adminScopesForPermissions((await deps.accounts.rolesAndPermissions(user.id)).permissions);
+    const { scopes, needsMfa } = await userAdminAccess(deps, user.id, (session as unknown as { acr?: string }).acr);
     if (!scopes.length) {
       page(ctx, 'error', { wide: false, title: 'Not an administrator', error: 'access_denied', description: 'Your roles do not include administering Gatehouse.' }, 403);
       return undefined;
     }
-    const acr = (session as unknown as { acr?: string }).acr;
-    if (acr !== ACR_MFA && (await mfaRequirement({ config: deps.config, accounts: deps.accounts }, { accountId: user.id }))) {
+    if (needsMfa) {
       ctx.redirect(`/account/sign-in?mfa=1&return_to=${encodeURIComponent(ctx.path)}`);
       return undefined;
     }
