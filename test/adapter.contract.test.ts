@@ -116,6 +116,21 @@ describeEachDb('oidc adapter', (getDb) => {
     expect(r.payload.consumed).toBe(found!.consumed);
   });
 
+  it('consumes a one-time artefact exactly once: of 20 parallel consumes one wins, the rest are refused', async () => {
+    for (const [model, error] of [['AuthorizationCode', 'invalid_grant'], ['DeviceCode', 'invalid_grant'], ['RefreshToken', 'invalid_grant'], ['PushedAuthorizationRequest', 'invalid_request_uri']]) {
+      const a = adapter(model);
+      await a.upsert(`once-${model}`, { grantId: `g-once-${model}` }, 60);
+      const results = await Promise.allSettled(Array.from({ length: 20 }, () => a.consume(`once-${model}`)));
+      expect(results.filter((r) => r.status === 'fulfilled')).toHaveLength(1);
+      const refused = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected');
+      expect(refused).toHaveLength(19);
+      expect(new Set(refused.map((r) => r.reason.error))).toEqual(new Set([error]));
+      // A lost race is reuse: the grant's tokens go (PAR requests belong to no grant and stay, spent).
+      if (model === 'PushedAuthorizationRequest') expect((await row(model, `once-${model}`)).consumed_at).toBeInstanceOf(Date);
+      else expect(await rowsOfGrant(`g-once-${model}`)).toEqual([]);
+    }
+  });
+
   it('keeps a token consumed when oidc-provider saves it again', async () => {
     const a = adapter('RefreshToken');
     await a.upsert('r-resave', { grantId: 'g-resave' }, 60);

@@ -32,6 +32,17 @@ describeEachKv('kv store', (getKv, prefix) => {
     expect(await kv.incr('n', 1)).toBe(1);
   });
 
+  it('sets a key only when absent: of 20 parallel calls exactly one wins, until the key expires', async () => {
+    const kv = getKv();
+    const won = await Promise.all(Array.from({ length: 20 }, (_, i) => kv.setIfAbsent('gate', String(i), 300)));
+    expect(won.filter(Boolean)).toHaveLength(1);
+    expect(await kv.get('gate')).toBe(String(won.indexOf(true)));
+    expect(await kv.setIfAbsent('gate', 'late', 300)).toBe(false);
+    await sleep(400);
+    expect(await kv.setIfAbsent('gate', 'after', 300)).toBe(true);
+    expect(await kv.get('gate')).toBe('after');
+  });
+
   it('delivers published messages to subscribers', async () => {
     const kv = getKv();
     const got: string[] = [];

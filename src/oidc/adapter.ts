@@ -3,7 +3,7 @@
 // The payload jsonb is the source of truth (what oidc-provider saved, plus `consumed`); the columns
 // mirror the parts of it we look up or sweep by.
 // Clients are normally not stored here: they live in `clients` and are read through `clientFinder`.
-import type { Adapter, AdapterConstructor, AdapterPayload } from 'oidc-provider';
+import Provider, { errors, type Adapter, type AdapterConstructor, type AdapterPayload, type KoaContextWithOIDC } from 'oidc-provider';
 import type { Db, Queryable } from '../store/db.ts';
 import type { Logger } from '../http/log.ts';
 
@@ -55,11 +55,63 @@ const UPSERT = `
 
 // oidc-provider's memory adapter records consumption as `payload.consumed = epochTime()`
 // (integer epoch seconds) and the models check `!this.consumed`; we store the same in the payload.
-const CONSUME = `
-  UPDATE oidc_payloads
+// One-time artefacts are consumed exactly once (issue 20): oidc-provider checks `consumed` on the
+// row it found and then calls consume(), so every parallel redemption of one code would pass that
+// check. The UPDATE only matches a row nobody consumed yet; PostgreSQL re-evaluates the WHERE after
+// a concurrent winner commits, so of N racers exactly one sees `won`.
+const SPEND = `oidc_payloads
      SET consumed_at = now(),
          payload = payload || jsonb_build_object('consumed', floor(extract(epoch FROM now()))::bigint)
-   WHERE model = $1 AND id = $2`;
+   WHERE model = $1 AND id = $2 AND consumed_at IS NULL`;
+
+const CONSUME_ONCE = `
+  WITH found AS (SELECT grant_id FROM oidc_payloads WHERE model = $1 AND id = $2),
+       spent AS (UPDATE ${SPEND} RETURNING 1)
+  SELECT (SELECT grant_id FROM found) AS grant_id, EXISTS (SELECT 1 FROM spent) AS won`;
+
+// Refresh rotation (issue 20, crash safety): the old token is spent and its successor stored in ONE
+// statement, so a crash leaves either the old token unspent or the successor stored, never a spent
+// token without a successor; and a racer that lost the spend stores nothing.
+const ROTATE = `
+  WITH spent AS (UPDATE ${SPEND.replace('$1', "'RefreshToken'").replace('$2', '$9')} RETURNING 1)
+  INSERT INTO oidc_payloads (model, id, payload, grant_id, user_code, uid, expires_at, consumed_at)
+  SELECT $1, $2, $3::jsonb, $4, $5, $6,
+         CASE WHEN $7::float8 IS NULL THEN NULL ELSE now() + make_interval(secs => $7::float8) END,
+         CASE WHEN $8::float8 IS NULL THEN NULL ELSE to_timestamp($8::float8) END
+   WHERE EXISTS (SELECT 1 FROM spent)
+  RETURNING 1`;
+
+/** What oidc-provider's own error says for each one-time model, so a racer reads like a late comer. */
+const ALREADY_USED: Record<string, string> = {
+  AuthorizationCode: 'authorization code already consumed',
+  RefreshToken: 'refresh token already used',
+  DeviceCode: 'device code already consumed',
+  BackchannelAuthenticationRequest: 'backchannel authentication request already consumed',
+  PreAuthorizedCode: 'pre-authorized code already consumed',
+};
+
+/** The refresh token a token request is rotating: spent together with its successor's save. */
+const rotating = new WeakMap<object, string>();
+
+/**
+ * A one-time artefact presented again (a racer that lost, or a replay): as oidc-provider does for
+ * a late second presentation (helpers/revoke.js), every token of the grant goes and `grant.revoked`
+ * is emitted, so the revocation lists reach what was derived from it (exchanged tokens included).
+ */
+async function refuseReuse(db: Queryable, model: string, grantId: string | null | undefined): Promise<never> {
+  if (model === 'PushedAuthorizationRequest') {
+    throw new errors.InvalidRequestUri('request_uri is invalid, expired, or was already used');
+  }
+  const ctx = Provider.ctx as KoaContextWithOIDC | undefined;
+  if (grantId) {
+    await db.query(
+      `DELETE FROM oidc_payloads WHERE (grant_id = $1 AND model = ANY($2::text[])) OR (model = 'Grant' AND id = $1)`,
+      [grantId, [...GRANTABLE_MODELS]],
+    );
+    ctx?.oidc?.provider.emit('grant.revoked', ctx, grantId);
+  }
+  throw new errors.InvalidGrant(ALREADY_USED[model] ?? 'already used');
+}
 
 async function findPayload(db: Queryable, sql: string, model: string, value: string) {
   const r = await db.query<{ payload: AdapterPayload }>(sql, [model, value]);
@@ -78,7 +130,7 @@ export function createAdapterFactory(db: Db, opts: AdapterOptions = {}): Adapter
       if (this.model === 'Client' && opts.clientStore) {
         return opts.clientStore.saveRegistered({ ...payload, client_id: id });
       }
-      await db.query(UPSERT, [
+      const params = [
         this.model,
         id,
         JSON.stringify(payload),
@@ -87,7 +139,16 @@ export function createAdapterFactory(db: Db, opts: AdapterOptions = {}): Adapter
         payload.uid ?? null,
         epochSecondsOrNull(expiresIn),
         epochSecondsOrNull(payload.consumed),
-      ]);
+      ];
+      const ctx = this.model === 'RefreshToken' ? Provider.ctx : undefined;
+      const predecessor = ctx && rotating.get(ctx);
+      if (predecessor) {
+        rotating.delete(ctx);
+        const r = await db.query(ROTATE, [...params, predecessor]);
+        if (r.rowCount === 0) await refuseReuse(db, this.model, payload.grantId);
+        return;
+      }
+      await db.query(UPSERT, params);
     }
 
     async find(id: string) {
@@ -106,7 +167,15 @@ export function createAdapterFactory(db: Db, opts: AdapterOptions = {}): Adapter
     }
 
     async consume(id: string) {
-      await db.query(CONSUME, [this.model, id]);
+      // oidc-provider's refresh grant calls consume() and then saves the successor; the spend waits
+      // for that save (see ROTATE). A failure in between leaves the old token usable, as it should.
+      const ctx = this.model === 'RefreshToken' ? Provider.ctx : undefined;
+      if (ctx && (ctx as KoaContextWithOIDC).oidc?.route === 'token') {
+        rotating.set(ctx, id);
+        return;
+      }
+      const r = await db.query<{ grant_id: string | null; won: boolean }>(CONSUME_ONCE, [this.model, id]);
+      if (!r.rows[0]?.won) await refuseReuse(db, this.model, r.rows[0]?.grant_id);
     }
 
     async destroy(id: string) {

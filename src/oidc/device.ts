@@ -222,16 +222,18 @@ export function devicePolling(deps: { config: Config; kv: Kv }) {
   const limit = 56 * 1024;
   const ttl = deps.config.DEVICE_CODE_TTL;
 
+  // One atomic gate per device code and interval (SET NX PX): of polls that arrive together, on one
+  // node or several, one passes and the rest get slow_down. A read-then-write of "last poll" let
+  // every parallel poll through (issue 20). Each slow_down adds 5 s to the device's interval.
   async function checkPollRate(deviceCode: string) {
-    const key = `device-poll:${hash(deviceCode)}`;
-    const now = Date.now();
-    const state = JSON.parse((await deps.kv.get(key)) ?? 'null') as { last: number; interval: number } | null;
-    if (state && now - state.last < state.interval * 1000 - POLL_TOLERANCE_MS) {
-      const interval = state.interval + SLOW_DOWN_STEP;
-      await deps.kv.set(key, JSON.stringify({ last: now, interval }), ttl);
-      throw new SlowDown(interval);
-    }
-    await deps.kv.set(key, JSON.stringify({ last: now, interval: state?.interval ?? deps.config.DEVICE_POLL_INTERVAL }), ttl);
+    const h = hash(deviceCode);
+    const slowDowns = Number((await deps.kv.get(`device-slow:${h}`)) ?? 0);
+    const interval = deps.config.DEVICE_POLL_INTERVAL + SLOW_DOWN_STEP * slowDowns;
+    if (await deps.kv.setIfAbsent(`device-poll:${h}`, '1', interval * 1000 - POLL_TOLERANCE_MS)) return;
+    const longer = deps.config.DEVICE_POLL_INTERVAL + SLOW_DOWN_STEP * (await deps.kv.incr(`device-slow:${h}`, ttl));
+    // The wait restarts from this poll, at the new interval.
+    await deps.kv.set(`device-poll:${h}`, '1', longer - POLL_TOLERANCE_MS / 1000);
+    throw new SlowDown(longer);
   }
 
   return async function deviceFlowDiscipline(ctx: Context, next: Next) {

@@ -8,6 +8,8 @@ export interface Kv {
   /** ttlSeconds > 0 sets an expiry; omitted keeps the key until deleted. */
   set(key: string, value: string, ttlSeconds?: number): Promise<void>;
   del(key: string): Promise<void>;
+  /** Set only if the key does not exist (SET NX PX); true when this call set it. Atomic across nodes. */
+  setIfAbsent(key: string, value: string, ttlMs: number): Promise<boolean>;
   /** Increment and return the new value; the expiry is set when the key is created. */
   incr(key: string, ttlSeconds?: number): Promise<number>;
   /** Returns how many subscribed stores received it (Redis: connections; in-process: 0 or 1). */
@@ -53,6 +55,11 @@ export function createMemoryKv(prefix = ''): Kv {
     },
     async del(key) {
       data.delete(key);
+    },
+    async setIfAbsent(key, value, ttlMs) {
+      if (live(key)) return false;
+      data.set(key, { value, expiresAt: Date.now() + Math.max(1, ttlMs) });
+      return true;
     },
     async incr(key, ttl) {
       const e = live(key);
@@ -107,6 +114,9 @@ export function createRedisKv(url: string, prefix = 'gatehouse:'): Kv {
     },
     async del(key) {
       await redis.del(key);
+    },
+    async setIfAbsent(key, value, ttlMs) {
+      return (await redis.set(key, value, 'PX', Math.max(1, Math.ceil(ttlMs)), 'NX')) === 'OK';
     },
     async incr(key, ttl) {
       // One MULTI creates the key with its expiry and increments it: a separate EXPIRE after INCR
