@@ -23,6 +23,7 @@ import { ACR_MFA, mfaRequirement } from '../mfa/policy.ts';
 import { listUserApps } from '../account/data.ts';
 import { ADMIN_API_PATH, ADMIN_READ_SCOPE, ADMIN_SCOPE, adminApiUri, adminScopesForClient, adminScopesForPermissions } from './api-scopes.ts';
 import { CommandError, runCommand } from './commands.ts';
+import { AUTH_METHODS } from '../oidc/clients.ts';
 
 export type AdminApiDeps = Pick<Deps, 'accounts' | 'clients' | 'resources' | 'keys' | 'audit' | 'config' | 'revocations' | 'db' | 'log'> & {
   provider: () => Provider;
@@ -68,8 +69,10 @@ const roleCreate = z.object({ name: str, permissions: strs.optional(), descripti
 const rolePatch = z.object({ permissions: strs.optional(), add: strs.optional(), remove: strs.optional(), description: str.optional() }).strict();
 const clientCreate = z.object({
   name: str, type: z.enum(['public', 'confidential']).optional(), redirect_uris: strs.optional(), post_logout_redirect_uris: strs.optional(),
-  grant_types: strs.optional(), token_endpoint_auth_method: z.enum(['client_secret_basic', 'client_secret_post']).optional(),
+  grant_types: strs.optional(), token_endpoint_auth_method: z.enum(AUTH_METHODS).optional(),
   first_party: z.boolean().optional(), scope: str.optional(), backchannel_logout_uri: str.optional(),
+  // private_key_jwt (docs/clients.md): the client's public keys, by URL or inline (clients.ts checks them).
+  jwks_uri: str.optional(), jwks: z.object({ keys: z.array(z.record(z.string(), z.unknown())).max(10) }).optional(),
 }).strict();
 const toggle = z.object({ require_mfa: z.boolean() }).strict();
 const adminAccess = z.object({ access: z.enum(['read', 'full']).nullable() }).strict();
@@ -225,7 +228,7 @@ export function createAdminApi(deps: AdminApiDeps): Middleware {
     return run(['client', 'create', ...flags({
       name: b.name, type: b.type, 'redirect-uri': b.redirect_uris, 'post-logout-redirect-uri': b.post_logout_redirect_uris,
       grant: b.grant_types, 'auth-method': b.token_endpoint_auth_method, 'first-party': b.first_party, scope: b.scope,
-      'backchannel-logout-uri': b.backchannel_logout_uri,
+      'backchannel-logout-uri': b.backchannel_logout_uri, 'jwks-uri': b.jwks_uri, jwks: b.jwks && JSON.stringify(b.jwks),
     })]);
   }, 201);
   route('delete', '/clients/:id', async (ctx, run) => { await run(['client', 'delete', `--id=${param(ctx, 'id')}`]); });

@@ -18,6 +18,19 @@ export { CommandError };
 export type CommandDeps = Pick<Deps, 'accounts' | 'clients' | 'resources' | 'keys' | 'audit' | 'config' | 'revocations' | 'db' | 'log'> & CommandActor;
 type Handler = (deps: CommandDeps, args: string[]) => Promise<unknown>;
 
+/**
+ * `--jwks`: a JWK Set as JSON text. The command line reads `--jwks @file` itself (src/cli/main.ts)
+ * and passes the text; the server never opens a file an argument names (the admin API and the
+ * control socket reach this code too).
+ */
+function parseJwksOption(text: string): unknown {
+  if (text.startsWith('@')) throw new CommandError('--jwks @file is read by the gatehouse command line; pass the JSON text here');
+  try {
+    return JSON.parse(text);
+  } catch {
+    throw new CommandError('--jwks must be a JSON Web Key Set ({"keys": [...]}) or @file');
+  }
+}
 
 const commands: Record<string, Handler> = {
   async 'user create'(deps, args) {
@@ -126,7 +139,7 @@ const commands: Record<string, Handler> = {
   async 'client create'(deps, args) {
     const { values } = parse(args, {
       name: one, type: one, 'redirect-uri': many, 'post-logout-redirect-uri': many, grant: many,
-      'auth-method': one, 'first-party': flag, scope: one, 'backchannel-logout-uri': one,
+      'auth-method': one, 'first-party': flag, scope: one, 'backchannel-logout-uri': one, 'jwks-uri': one, jwks: one,
     });
     if (!values.name) throw new CommandError('--name is required');
     const { client, clientSecret } = await deps.clients.createClient({
@@ -139,6 +152,8 @@ const commands: Record<string, Handler> = {
       firstParty: Boolean(values['first-party']),
       scope: values.scope,
       backchannelLogoutUri: values['backchannel-logout-uri'],
+      jwksUri: values['jwks-uri'],
+      jwks: values.jwks === undefined ? undefined : parseJwksOption(values.jwks) as never, // shape checked by clientInput
     });
     await adminAudit(deps, 'admin.client.create', client.clientId);
     // The secret is shown once, here; it is stored encrypted and never printed again.
@@ -288,7 +303,8 @@ export function usage(): string {
     '  role list | role create NAME [--permission P ...] [--description D]',
     '  role update NAME [--permission P ... (replaces)] [--add P ...] [--remove P ...] [--description D] | role delete NAME [--force]',
     '  client create --name N [--type public|confidential] [--redirect-uri U ...] [--grant G ...]',
-    '                [--post-logout-redirect-uri U ...] [--auth-method client_secret_basic|client_secret_post] [--first-party]',
+    '                [--post-logout-redirect-uri U ...] [--auth-method client_secret_basic|client_secret_post|client_secret_jwt|private_key_jwt]',
+    '                [--jwks-uri URL | --jwks JSON|@file] [--first-party]   (keys mean private_key_jwt; docs/clients.md)',
     '                [--backchannel-logout-uri U]   (OIDC back-channel logout: a logout token when a session ends)',
     '  client list | client delete ID | client require-mfa ID [--off] | client admin-api ID --read|--full|--off',
     '  resource create --uri U [--scope S ...] [--name N] [--ttl SECONDS] [--signing jwks|hs256] [--require-mfa]',

@@ -1,6 +1,7 @@
 // `gatehouse` command line. Commands print JSON. In embedded mode, when a server is running on the
 // same DATA_DIR, the command is sent to it over the control socket (PGlite is single-process);
 // otherwise the CLI opens the database itself (PostgreSQL, or PGlite when no server runs).
+import fs from 'node:fs';
 import { loadConfig, ConfigError } from '../config/index.ts';
 import { createLogger } from '../http/log.ts';
 import { createPgDb, createPgliteDb } from '../store/db.ts';
@@ -14,7 +15,24 @@ function fail(message: string, code = 1): never {
   process.exit(code);
 }
 
-export async function cli(argv: string[]): Promise<void> {
+/** `--jwks @file` (client create): the file is read here, by the operator's process, and sent as text. */
+export function readFileArguments(argv: string[]): string[] {
+  return argv.map((arg, i) => {
+    const inline = /^--jwks=@(.+)$/.exec(arg);
+    const path = inline?.[1] ?? (argv[i - 1] === '--jwks' && arg.startsWith('@') ? arg.slice(1) : undefined);
+    if (path === undefined) return arg;
+    let text: string;
+    try {
+      text = fs.readFileSync(path, 'utf8');
+    } catch (err) {
+      fail(`--jwks: cannot read ${path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, 2);
+    }
+    return inline ? `--jwks=${text}` : text;
+  });
+}
+
+export async function cli(rawArgv: string[]): Promise<void> {
+  const argv = readFileArguments(rawArgv);
   const [cmd] = argv;
   if (!cmd || cmd === 'serve' || cmd === 'start') {
     const { main } = await import('../main.ts');

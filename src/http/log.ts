@@ -8,7 +8,7 @@ export const REDACT_PATHS = [
   'req.headers.cookie',
   'res.headers["set-cookie"]',
   '*.password', '*.client_secret', '*.access_token', '*.refresh_token', '*.id_token',
-  '*.subject_token', '*.actor_token', '*.code', '*.code_verifier', '*.token', '*.secret',
+  '*.subject_token', '*.actor_token', '*.client_assertion', 'req.headers.dpop', '*.code', '*.code_verifier', '*.token', '*.secret',
   'password', 'client_secret', 'token', 'secret',
 ];
 

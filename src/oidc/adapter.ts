@@ -3,6 +3,7 @@
 // The payload jsonb is the source of truth (what oidc-provider saved, plus `consumed`); the columns
 // mirror the parts of it we look up or sweep by.
 // Clients are normally not stored here: they live in `clients` and are read through `clientFinder`.
+import crypto from 'node:crypto';
 import Provider, { errors, type Adapter, type AdapterConstructor, type AdapterPayload, type KoaContextWithOIDC } from 'oidc-provider';
 import type { Db, Queryable } from '../store/db.ts';
 import type { Logger } from '../http/log.ts';
@@ -214,4 +215,29 @@ export function startSweeper(db: Queryable, intervalMs: number, log?: Pick<Logge
   }, intervalMs);
   timer.unref();
   return () => clearInterval(timer);
+}
+
+// A jti seen for the first time, in one statement. A row already there counts only while it lives;
+// an expired one (not swept yet) is taken over.
+const CLAIM_ONCE = `
+  INSERT INTO oidc_payloads (model, id, payload, expires_at)
+  VALUES ('ReplayDetection', $1, $2::jsonb, now() + make_interval(secs => $3::float8))
+  ON CONFLICT (model, id) DO UPDATE SET payload = EXCLUDED.payload, expires_at = EXCLUDED.expires_at
+    WHERE oidc_payloads.expires_at IS NOT NULL AND oidc_payloads.expires_at <= now()
+  RETURNING id`;
+
+/**
+ * oidc-provider's ReplayDetection.unique (client_assertion jti for private_key_jwt and
+ * client_secret_jwt, DPoP proof jti) finds, then saves: two requests carrying the same assertion at
+ * once both find nothing and both pass. RFC 7523 §3 item 7 and RFC 9449 §11.1 want one use; this
+ * makes "first use" one INSERT, so exactly one of any number of parallel requests, on any number of
+ * nodes sharing the database, wins. Same id and row as oidc-provider's own model.
+ */
+export function replayDetectionOnce(db: Queryable) {
+  return async function uniqueOnce(iss: string, jti: string, exp: number): Promise<boolean> {
+    const id = crypto.hash('sha256', `${iss}${jti}`, 'base64url');
+    const ttl = Math.max(1, exp - Math.floor(Date.now() / 1000));
+    const r = await db.query(CLAIM_ONCE, [id, JSON.stringify({ jti: id, iss, kind: 'ReplayDetection' }), ttl]);
+    return r.rowCount === 1;
+  };
 }

@@ -1,7 +1,7 @@
 // Client ID Metadata Documents (draft-ietf-oauth-client-id-metadata-document, oidc-provider's
 // `clientIdMetadataDocument` feature): a client whose client_id is an https URL is described by the
 // JSON document at that URL, fetched on first use and cached. Off unless CIMD_ALLOWED_HOSTS lists
-// hosts. Outbound fetches are the SSRF surface, so:
+// hosts. Outbound fetches are the SSRF surface (these and a client's jwks_uri, guardOutboundFetches), so:
 //   - only listed hosts are fetched (allowFetch), over https, without redirects (oidc-provider);
 //   - every address a host resolves to is checked at connect time (our DNS lookup), and IP literals
 //     before the request: no private, loopback, link-local, CGNAT, multicast or reserved addresses,
@@ -94,30 +94,21 @@ export function documentPolicyViolation(client: ClientLike): string | undefined 
   return undefined;
 }
 
-export function configureCimd(deps: { config: Config; log: Logger }) {
+/** oidc-provider's default is no limit for jwks_uri responses; ten RSA-4096 keys fit well inside. */
+const JWKS_URI_MAX_BYTES = 64 * 1024;
+
+/**
+ * The guard on every request oidc-provider makes for a client: metadata documents and jwks_uri key
+ * sets (private_key_jwt, docs/clients.md), whoever registered the URL. Always installed; the CIMD_*
+ * address, CA and timeout settings are its settings.
+ */
+export function guardOutboundFetches(deps: { config: Config; log: Logger }) {
   const { config, log } = deps;
-  return function configureClientIdMetadataDocuments(configuration: Configuration) {
-    if (!config.CIMD_ALLOWED_HOSTS.length) return;
-    const features = (configuration.features ??= {});
-    features.clientIdMetadataDocument = {
-      enabled: true,
-      // The draft version oidc-provider 9 implements; an upgrade that changes it must be reviewed here.
-      ack: 'draft-02',
-      async allowFetch(_ctx, clientId) {
-        const ok = hostAllowed(config, clientId);
-        if (!ok) log.info({ clientId: clientId.slice(0, 300) }, 'client id metadata document host not allowed');
-        return ok;
-      },
-      async allowClient(_ctx, client) {
-        const violation = documentPolicyViolation(client as unknown as ClientLike);
-        if (violation) log.info({ clientId: client.clientId, violation }, 'client id metadata document refused');
-        return !violation;
-      },
-      cacheDuration: { min: 60, max: 3600 },
-    };
+  return function installOutboundGuard(configuration: Configuration) {
     configuration.fetchResponseBodyLimits = {
       ...(configuration.fetchResponseBodyLimits ?? {}),
       'client_id metadata document': config.CIMD_MAX_BYTES,
+      jwks_uri: JWKS_URI_MAX_BYTES,
     } as never;
 
     const Agent = undiciAgent();
@@ -146,5 +137,31 @@ export function configureCimd(deps: { config: Config; log: Logger }) {
       const signal = AbortSignal.any([options.signal, AbortSignal.timeout(config.CIMD_TIMEOUT_MS)].filter(Boolean) as AbortSignal[]);
       return original(url, { ...options, signal, ...(dispatcher ? { dispatcher } : {}) } as never);
     } as never;
+  };
+}
+
+export function configureCimd(deps: { config: Config; log: Logger }) {
+  const { config, log } = deps;
+  const installOutboundGuard = guardOutboundFetches(deps);
+  return function configureClientIdMetadataDocuments(configuration: Configuration) {
+    installOutboundGuard(configuration);
+    if (!config.CIMD_ALLOWED_HOSTS.length) return;
+    const features = (configuration.features ??= {});
+    features.clientIdMetadataDocument = {
+      enabled: true,
+      // The draft version oidc-provider 9 implements; an upgrade that changes it must be reviewed here.
+      ack: 'draft-02',
+      async allowFetch(_ctx, clientId) {
+        const ok = hostAllowed(config, clientId);
+        if (!ok) log.info({ clientId: clientId.slice(0, 300) }, 'client id metadata document host not allowed');
+        return ok;
+      },
+      async allowClient(_ctx, client) {
+        const violation = documentPolicyViolation(client as unknown as ClientLike);
+        if (violation) log.info({ clientId: client.clientId, violation }, 'client id metadata document refused');
+        return !violation;
+      },
+      cacheDuration: { min: 60, max: 3600 },
+    };
   };
 }

@@ -15,6 +15,39 @@ export const GRANT_TYPES = [
 
 const isLoopback = (h: string) => h === 'localhost' || h === '127.0.0.1' || h === '[::1]';
 
+/**
+ * Client authentication at the token, PAR, introspection and revocation endpoints (oidc-provider
+ * does it; discovery lists exactly these, docs/clients.md explains them):
+ *   client_secret_basic / client_secret_post — the secret Gatehouse generated (RFC 6749 §2.3.1);
+ *   client_secret_jwt — a JWT signed with that secret, HS256 (RFC 7523 §2.2, OIDC Core §9);
+ *   private_key_jwt — a JWT signed with the client's own private key; Gatehouse holds only the
+ *     public keys (jwks) or where to fetch them (jwks_uri), and never a secret for the client.
+ * Public clients use `none` (PKCE instead).
+ */
+export const AUTH_METHODS = ['client_secret_basic', 'client_secret_post', 'client_secret_jwt', 'private_key_jwt'] as const;
+export type AuthMethod = (typeof AUTH_METHODS)[number];
+/** Methods that use a secret Gatehouse issues. */
+const SECRET_METHODS = new Set<string>(['client_secret_basic', 'client_secret_post', 'client_secret_jwt']);
+
+const MAX_JWKS_KEYS = 10;
+/** Members of a private or symmetric JWK: a client's key set is public keys only (RFC 7517 §6.2.2, §6.3.2, §6.4.1). */
+const PRIVATE_JWK_MEMBERS = ['d', 'p', 'q', 'dp', 'dq', 'qi', 'oth', 'k'];
+
+/** A JWK Set of public signing keys (RSA, EC or OKP); its shape is checked again by oidc-provider. */
+export const publicJwks = z.object({
+  keys: z.array(z.looseObject({ kty: z.enum(['RSA', 'EC', 'OKP'], { error: 'jwks keys must be RSA, EC or OKP public keys' }) }))
+    .min(1, 'jwks needs at least one key').max(MAX_JWKS_KEYS, `jwks may hold at most ${MAX_JWKS_KEYS} keys`),
+}).refine((set) => set.keys.every((k) => PRIVATE_JWK_MEMBERS.every((m) => !(m in k))), 'jwks must hold public keys only (no private or symmetric key members)');
+
+/**
+ * Where Gatehouse fetches a client's public keys: https, or http on loopback for development. The
+ * fetch goes through the outbound guard (src/oidc/cimd.ts), which refuses private addresses.
+ */
+export const jwksUri = z.string().max(2000).refine((s) => {
+  const u = URL.parse(s);
+  return !!u && !u.hash && !u.username && (u.protocol === 'https:' || (u.protocol === 'http:' && isLoopback(u.hostname)));
+}, 'jwks_uri must be an https URL (http only on loopback), without credentials or a fragment');
+
 /** https anywhere; http only on loopback (RFC 8252 §7.3); private-use schemes for native apps (§7.1). */
 export const redirectUri = z.string().refine((s) => {
   try {
@@ -34,7 +67,10 @@ export const clientInput = z.object({
   redirectUris: z.array(redirectUri).default([]),
   postLogoutRedirectUris: z.array(redirectUri).default([]),
   grantTypes: z.array(z.enum(GRANT_TYPES)).min(1).default(['authorization_code', 'refresh_token']),
-  authMethod: z.enum(['client_secret_basic', 'client_secret_post']).default('client_secret_basic'),
+  authMethod: z.enum(AUTH_METHODS).optional(),
+  /** private_key_jwt: the client's public keys, inline or by URL (exactly one). */
+  jwks: publicJwks.optional(),
+  jwksUri: jwksUri.optional(),
   firstParty: z.boolean().default(false),
   scope: z.string().optional(),
   /** OIDC Back-Channel Logout 1.0: where Gatehouse POSTs a logout token when a session of this client ends. */
@@ -50,7 +86,26 @@ export const clientInput = z.object({
   if (c.type === 'public' && c.grantTypes.includes('client_credentials')) {
     ctx.addIssue({ code: 'custom', path: ['grantTypes'], message: 'public clients cannot use client_credentials' });
   }
+  const hasKeys = c.jwks !== undefined || c.jwksUri !== undefined;
+  if (c.jwks !== undefined && c.jwksUri !== undefined) {
+    ctx.addIssue({ code: 'custom', path: ['jwks'], message: 'give either jwks or a jwks_uri, not both' });
+  }
+  if (c.type === 'public' && (hasKeys || c.authMethod)) {
+    ctx.addIssue({ code: 'custom', path: ['authMethod'], message: 'public clients do not authenticate (they use PKCE); drop the auth method and keys' });
+  }
+  if (c.authMethod === 'private_key_jwt' && !hasKeys) {
+    ctx.addIssue({ code: 'custom', path: ['jwks'], message: 'private_key_jwt needs the client\'s public keys: a jwks_uri or a jwks' });
+  }
+  if (hasKeys && c.authMethod && c.authMethod !== 'private_key_jwt') {
+    ctx.addIssue({ code: 'custom', path: ['jwks'], message: `keys are for private_key_jwt; ${c.authMethod} uses the generated secret` });
+  }
 });
+
+/** The auth method a parsed input stands for: keys alone mean private_key_jwt. */
+function authMethodOf(c: z.output<typeof clientInput>): AuthMethod | 'none' {
+  if (c.type === 'public') return 'none';
+  return c.authMethod ?? (c.jwks || c.jwksUri ? 'private_key_jwt' : 'client_secret_basic');
+}
 export type ClientInput = z.input<typeof clientInput>;
 
 export interface ClientRecord {
@@ -87,7 +142,9 @@ export function createClients(db: Queryable, box: SecretBox) {
     async createClient(input: ClientInput): Promise<{ client: ClientRecord; clientSecret?: string }> {
       const c = clientInput.parse(input);
       const clientId = `gh_${crypto.randomBytes(12).toString('base64url')}`;
-      const secret = c.type === 'confidential' ? crypto.randomBytes(32).toString('base64url') : undefined;
+      const authMethod = authMethodOf(c);
+      // A private_key_jwt client has no secret: nothing Gatehouse stores could authenticate as it.
+      const secret = SECRET_METHODS.has(authMethod) ? crypto.randomBytes(32).toString('base64url') : undefined;
       const usesCode = c.grantTypes.includes('authorization_code');
       const metadata: Record<string, unknown> = {
         client_name: c.name,
@@ -95,7 +152,9 @@ export function createClients(db: Queryable, box: SecretBox) {
         post_logout_redirect_uris: c.postLogoutRedirectUris,
         grant_types: c.grantTypes,
         response_types: usesCode ? ['code'] : [],
-        token_endpoint_auth_method: c.type === 'public' ? 'none' : c.authMethod,
+        token_endpoint_auth_method: authMethod,
+        ...(c.jwks ? { jwks: c.jwks } : {}),
+        ...(c.jwksUri ? { jwks_uri: c.jwksUri } : {}),
         first_party: c.firstParty,
         ...(c.scope ? { scope: c.scope } : {}),
         // The logout token names the session (sid), so the RP can end exactly that one.

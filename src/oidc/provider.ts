@@ -12,7 +12,7 @@ import type { Logger } from '../http/log.ts';
 import type { Audit } from '../audit/index.ts';
 import type { Accounts } from '../accounts/users.ts';
 import { CLAIMS } from '../accounts/users.ts';
-import { createAdapterFactory } from './adapter.ts';
+import { createAdapterFactory, replayDetectionOnce } from './adapter.ts';
 import type { Clients } from './clients.ts';
 import type { Resources } from './resources.ts';
 import { accountClient } from '../account/client.ts';
@@ -264,6 +264,8 @@ export function buildProvider(deps: ProviderDeps): Provider {
   allowPrivateBackchannel(configuration);
   const provider = new Provider(config.ISSUER, configuration);
   provider.proxy = config.TRUST_PROXY;
+  // client_assertion and DPoP proof jti: used once, also under parallel requests (adapter.ts).
+  (provider.ReplayDetection as unknown as { unique: ReturnType<typeof replayDetectionOnce> }).unique = replayDetectionOnce(deps.db);
   attachAuditListeners(provider, audit, deps.log);
   return provider;
 }

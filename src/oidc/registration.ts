@@ -14,7 +14,7 @@ import { z } from 'zod';
 import type { Config } from '../config/index.ts';
 import type { Audit } from '../audit/index.ts';
 import { HttpError } from '../http/errors.ts';
-import { redirectUri } from './clients.ts';
+import { AUTH_METHODS, publicJwks, redirectUri } from './clients.ts';
 import { handBodyToProvider, readRawBody } from '../http/body.ts';
 import { CLAIMS } from '../accounts/users.ts';
 
@@ -59,8 +59,14 @@ const registrationMetadata = z.looseObject({
   redirect_uris: z.array(z.string()).max(20).optional(),
   post_logout_redirect_uris: z.array(z.string()).max(20).optional(),
   grant_types: z.array(z.enum(REGISTRABLE_GRANTS, { error: `grant_types may only contain ${REGISTRABLE_GRANTS.join(', ')}` })).min(1).optional(),
-  response_types: z.array(z.literal('code', { error: 'response_types may only contain code' })).optional(),
-  token_endpoint_auth_method: z.enum(['none', 'client_secret_basic', 'client_secret_post'], { error: 'token_endpoint_auth_method must be none, client_secret_basic or client_secret_post' }).optional(),
+  // Code flow only: OAuth 2.1 and the Security BCP (RFC 9700 §2.1.2) drop the implicit and hybrid
+  // flows (tokens in the front channel), and discovery does not offer them (provider.ts).
+  response_types: z.array(z.literal('code', { error: 'response_types may only contain code (implicit and hybrid flows are not offered)' })).optional(),
+  token_endpoint_auth_method: z.enum(['none', ...AUTH_METHODS], { error: `token_endpoint_auth_method must be one of none, ${AUTH_METHODS.join(', ')}` }).optional(),
+  // private_key_jwt: the client's public keys. A jwks_uri is fetched by the outbound guard (no
+  // private addresses, size and time bounds: cimd.ts) when an assertion is checked.
+  jwks: publicJwks.optional(),
+  jwks_uri: httpsUrl.optional(),
   application_type: z.enum(['web', 'native']).optional(),
   client_name: z.string().min(1).max(200).optional(),
   client_uri: httpsUrl.optional(),
@@ -73,8 +79,8 @@ const registrationMetadata = z.looseObject({
   software_version: z.string().max(100).optional(),
 });
 
-/** Members only an operator may set (consent skipping, key material by reference, etc.). */
-const OPERATOR_ONLY = ['first_party', 'require_mfa', 'admin_api', 'client_secret', 'jwks_uri', 'sector_identifier_uri', 'request_uris', 'backchannel_logout_uri', 'frontchannel_logout_uri'];
+/** Members only an operator may set (consent skipping, URLs Gatehouse would fetch or post to, etc.). */
+const OPERATOR_ONLY = ['first_party', 'require_mfa', 'admin_api', 'client_secret', 'sector_identifier_uri', 'request_uris', 'backchannel_logout_uri', 'frontchannel_logout_uri'];
 
 /** Validate registration metadata; throws the RFC 7591 error for the first problem found. */
 export function checkRegistrationMetadata(body: unknown): Record<string, unknown> {
