@@ -2,6 +2,8 @@ FROM node:22-bookworm-slim
 WORKDIR /app
 ENV NODE_ENV=production HOST=0.0.0.0 PORT=3000
 COPY package.json package-lock.json ./
+# The client packages (packages/*) are npm workspaces named in the lock; the server does not load them.
+COPY packages ./packages
 RUN npm ci --omit=dev --no-audit --no-fund
 COPY src ./src
 COPY migrations ./migrations

@@ -1,6 +1,14 @@
+import { fileURLToPath } from 'node:url';
 import { defineConfig } from 'vitest/config';
 
 export default defineConfig({
+  // The workspace packages are tested from their source (as tsconfig's paths type-check them); the
+  // package tests also build, pack and install them to check what users get.
+  resolve: {
+    alias: {
+      '@gatehouse/verify': fileURLToPath(new URL('./packages/verify/src/index.ts', import.meta.url)),
+    },
+  },
   test: {
     include: ['test/**/*.test.ts'],
     testTimeout: 60_000,

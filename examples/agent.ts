@@ -52,7 +52,8 @@ export async function runAgent(o: AgentOptions) {
   // 3. Call a tool with it.
   const res = await fetch(o.resource, {
     method: 'POST',
-    headers: { authorization: `Bearer ${mcp.access_token}`, 'content-type': 'application/json' },
+    // Streamable HTTP (MCP): the client accepts a JSON answer or an event stream.
+    headers: { authorization: `Bearer ${mcp.access_token}`, 'content-type': 'application/json', accept: 'application/json, text/event-stream' },
     body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name: 'whoami', arguments: {} } }),
   });
   const rpc = await res.json() as { result?: { structuredContent: { user: string; acting_agent: string; scope: string } }; error?: unknown };

@@ -1,21 +1,21 @@
-// A minimal MCP tool server that trusts Gatehouse. Every request's bearer token goes through the SDK
-// helper `createTokenVerifier` (src/sdk/verify.ts): the JWT is checked against Gatehouse's /jwks
-// (RFC 9068: typ at+jwt, iss, aud = this server's resource URI exactly, exp), then Gatehouse's
-// introspection says whether it has been revoked (answer cached for `cacheSeconds`, so a revoked
-// token is refused at most that long after the revocation). It requires the tool's scope, reports who
-// acts for whom (`act`, RFC 8693 §4.1), serves its RFC 9728 metadata, and answers 401 with a
-// WWW-Authenticate challenge naming that metadata.
+// An MCP tool server on the official MCP TypeScript SDK, protected by @gatehouse/verify. Every request's
+// token is checked by the package's Express middleware: the JWT against Gatehouse's /jwks (RFC 9068:
+// typ at+jwt, iss, aud = this server's resource URI exactly, exp, iat, client_id, sub), the scope the
+// called tool needs, and, with client credentials, Gatehouse's introspection for revocation (answer
+// cached for `cacheSeconds`, so a revoked token is refused at most that long after the revocation).
+// A token without the tool's scope gets 403 insufficient_scope naming it (the MCP host steps up);
+// no token gets 401 naming the server's RFC 9728 metadata, which names Gatehouse.
 //
 //   gatehouse client create --name "MCP example" --grant client_credentials   # credentials to introspect with
+//   gatehouse resource create --uri http://127.0.0.1:8787/mcp --scope tools:read --scope tools:write
 //   GATEHOUSE_ISSUER=http://127.0.0.1:3000 MCP_RESOURCE=http://127.0.0.1:8787/mcp \
 //   MCP_CLIENT_ID=... MCP_CLIENT_SECRET=... [MCP_CACHE_SECONDS=10] npx tsx examples/mcp-server.ts
-//
-// It speaks just enough MCP (JSON-RPC 2.0 over HTTP POST: initialize, tools/list, tools/call) for the
-// agent example; a real server would use the MCP SDK with this verification in front of it.
-import http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import type { JWTPayload } from 'jose';
-import { createTokenVerifier, TokenRejectedError } from '../src/sdk/verify.ts';
+import express, { type Request } from 'express';
+import { z } from 'zod';
+import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
+import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
+import { bearerAuth, createTokenVerifier, protectedResourceMetadata, type Authenticated } from '@gatehouse/verify';
 
 export interface McpServerOptions {
   issuer: string;
@@ -32,95 +32,80 @@ export interface McpServerOptions {
   cacheSeconds?: number;
 }
 
-const TOOLS = [
-  { name: 'whoami', description: 'Who the token is for, and which agent acts for them', scope: 'tools:read', inputSchema: { type: 'object', properties: {} } },
-];
+/** Each tool and the scope it needs. */
+const TOOL_SCOPES: Record<string, string> = { whoami: 'tools:read', add_note: 'tools:write' };
+
+/** The scopes a JSON-RPC request (or batch) needs: those of the tools it calls. */
+function scopesFor(req: Request): string[] {
+  const messages = Array.isArray(req.body) ? req.body : [req.body];
+  return messages
+    .filter((m) => m?.method === 'tools/call' && typeof m.params?.name === 'string')
+    .map((m) => TOOL_SCOPES[m.params.name])
+    .filter(Boolean);
+}
+
+/** One MCP server per request (stateless Streamable HTTP), with only the tools this token may use. */
+function buildServer(auth: Authenticated, notes: Map<string, string[]>) {
+  const server = new McpServer({ name: 'gatehouse-example-mcp', version: '0.2.0' });
+  const may = (tool: string) => auth.scopes.includes(TOOL_SCOPES[tool]);
+  if (may('whoami')) {
+    server.registerTool('whoami', { description: 'Who the token is for, and which agent acts for them' }, async (extra) => {
+      const a = extra.authInfo as Authenticated;
+      // RFC 8693 §4.1: `act` names the agent acting for the user.
+      const who = { user: a.claims.sub, client_id: a.clientId, acting_agent: a.claims.act?.sub ?? null, scope: a.scopes.join(' ') };
+      return { content: [{ type: 'text', text: JSON.stringify(who) }], structuredContent: who };
+    });
+  }
+  if (may('add_note')) {
+    server.registerTool('add_note', { description: "Keeps a note for the token's user", inputSchema: { text: z.string().max(500) } }, async ({ text }, extra) => {
+      const sub = (extra.authInfo as Authenticated).claims.sub;
+      notes.set(sub, [...(notes.get(sub) ?? []), text]);
+      return { content: [{ type: 'text', text: `${notes.get(sub)!.length} notes` }], structuredContent: { notes: notes.get(sub) } };
+    });
+  }
+  return server;
+}
 
 export async function startMcpServer(opts: McpServerOptions) {
-  let resource = opts.resource ?? '';
-  const path = () => new URL(resource).pathname;
-  // Made on first use: without opts.resource the audience is known only once the port is.
-  let verify: ReturnType<typeof createTokenVerifier> | undefined;
+  const app = express();
+  const notes = new Map<string, string[]>();
+  const listener = app.listen(opts.port ?? 0, '127.0.0.1');
+  await new Promise<void>((resolve, reject) => listener.once('listening', resolve).once('error', reject));
+  const url = `http://127.0.0.1:${(listener.address() as AddressInfo).port}`;
+  const resource = opts.resource ?? `${url}/mcp`;
+  const path = new URL(resource).pathname;
 
-  /** Resolves to the token's claims; undefined when the request carries no token at all. */
-  async function authenticate(req: http.IncomingMessage): Promise<JWTPayload | undefined> {
-    const m = /^Bearer (.+)$/i.exec(req.headers.authorization ?? '');
-    if (!m) return undefined;
-    verify ??= createTokenVerifier({ issuer: opts.issuer, audience: resource, clientId: opts.clientId, clientSecret: opts.clientSecret, cacheSeconds: opts.cacheSeconds });
-    return verify(m[1]);
-  }
-
-  const server = http.createServer(async (req, res) => {
-    const send = (status: number, body: unknown, headers: Record<string, string> = {}) => {
-      res.writeHead(status, { 'content-type': 'application/json', ...headers });
-      res.end(JSON.stringify(body));
-    };
-    // RFC 9728 §3.1: the metadata URL is the resource's path inserted after the well-known prefix
-    // (/.well-known/oauth-protected-resource/mcp); the root form is served too for older clients.
-    if (req.method === 'GET' && (req.url === '/.well-known/oauth-protected-resource' || req.url === `/.well-known/oauth-protected-resource${path()}`)) {
-      // Where clients get tokens for this resource, and which scopes its tools need.
-      return send(200, { resource, authorization_servers: [opts.issuer], scopes_supported: TOOLS.map((t) => t.scope), bearer_methods_supported: ['header'], resource_name: 'Gatehouse example MCP server' });
-    }
-    // Streamable HTTP: this server answers POSTs with JSON and opens no SSE stream.
-    if (req.url === path() && (req.method === 'GET' || req.method === 'DELETE')) return send(405, { error: 'method_not_allowed' }, { allow: 'POST' });
-    if (req.method !== 'POST' || req.url !== path()) return send(404, { error: 'not_found' });
-    const challenge = (error?: string) => [
-      ...(error ? [`error="${error}"`] : []),
-      `resource_metadata="${new URL(`/.well-known/oauth-protected-resource${path()}`, resource).href}"`,
-    ].join(', ');
-    let claims: JWTPayload | undefined;
-    try {
-      claims = await authenticate(req);
-    } catch (err) {
-      // Gatehouse could not say whether the token is revoked: refuse, and ask the client to retry.
-      if (err instanceof TokenRejectedError && err.status === 503) {
-        return send(503, { error: 'temporarily_unavailable', error_description: err.message }, { 'retry-after': '5' });
-      }
-      // RFC 9728 §5.1: the challenge names the resource metadata, which names Gatehouse.
-      return send(401, { error: 'invalid_token', error_description: (err as Error).message }, { 'www-authenticate': `Bearer ${challenge('invalid_token')}` });
-    }
-    // RFC 6750 §3.1: a request without any credentials gets the challenge but no error code.
-    if (!claims) return send(401, { error_description: 'a bearer token is required' }, { 'www-authenticate': `Bearer ${challenge()}` });
-    let raw = '';
-    for await (const chunk of req) raw += chunk;
-    let rpc: { id?: unknown; method?: string; params?: { name?: string } };
-    try {
-      rpc = JSON.parse(raw);
-    } catch {
-      return send(400, { jsonrpc: '2.0', id: null, error: { code: -32700, message: 'parse error' } });
-    }
-    // JSON-RPC notifications (no id, e.g. notifications/initialized) are accepted with 202 (Streamable HTTP).
-    if (rpc.id === undefined && typeof rpc.method === 'string' && rpc.method.startsWith('notifications/')) {
-      res.writeHead(202).end();
-      return;
-    }
-    const scopes = new Set(String(claims.scope ?? '').split(' '));
-    const reply = (result: unknown) => send(200, { jsonrpc: '2.0', id: rpc.id ?? null, result });
-    switch (rpc.method) {
-      case 'initialize':
-        return reply({ protocolVersion: '2025-06-18', serverInfo: { name: 'gatehouse-example-mcp', version: '0.1.0' }, capabilities: { tools: {} } });
-      case 'tools/list':
-        return reply({ tools: TOOLS.filter((t) => scopes.has(t.scope)).map(({ scope: _s, ...t }) => t) });
-      case 'tools/call': {
-        const tool = TOOLS.find((t) => t.name === rpc.params?.name);
-        if (!tool) return send(200, { jsonrpc: '2.0', id: rpc.id ?? null, error: { code: -32602, message: 'unknown tool' } });
-        if (!scopes.has(tool.scope)) {
-          return send(403, { error: 'insufficient_scope', scope: tool.scope }, { 'www-authenticate': `Bearer error="insufficient_scope", scope="${tool.scope}"` });
-        }
-        const who = { user: claims.sub, client_id: claims.client_id, acting_agent: (claims.act as { sub?: string } | undefined)?.sub ?? null, scope: claims.scope };
-        return reply({ content: [{ type: 'text', text: JSON.stringify(who) }], structuredContent: who });
-      }
-      default:
-        return send(200, { jsonrpc: '2.0', id: rpc.id ?? null, error: { code: -32601, message: 'method not found' } });
-    }
+  const verifier = createTokenVerifier({ issuer: opts.issuer, audience: resource, clientId: opts.clientId, clientSecret: opts.clientSecret, cacheSeconds: opts.cacheSeconds });
+  const metadata = protectedResourceMetadata({
+    resource,
+    authorizationServers: opts.issuer,
+    scopesSupported: [...new Set(Object.values(TOOL_SCOPES))],
+    resourceName: 'Gatehouse example MCP server',
   });
-  await new Promise<void>((r) => server.listen(opts.port ?? 0, '127.0.0.1', r));
-  const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
-  resource ||= `${url}/mcp`;
+
+  app.use(metadata.handler);
+  app.post(
+    path,
+    express.json({ limit: '100kb' }),
+    bearerAuth<Request>(verifier, { resourceMetadataUrl: metadata.url, requiredScopes: scopesFor }),
+    async (req, res) => {
+      const server = buildServer((req as Request & { auth: Authenticated }).auth, notes);
+      const transport = new StreamableHTTPServerTransport({ sessionIdGenerator: undefined, enableJsonResponse: true });
+      res.on('close', () => {
+        void transport.close();
+        void server.close();
+      });
+      await server.connect(transport);
+      await transport.handleRequest(req, res, req.body);
+    },
+  );
+  // Streamable HTTP: this server answers POSTs with JSON and opens no SSE stream.
+  app.all(path, (_req, res) => void res.status(405).set('allow', 'POST').json({ error: 'method_not_allowed' }));
+
   return {
     url,
     resource,
-    close: () => new Promise<void>((r) => server.close(() => r())),
+    close: () => new Promise<void>((r) => listener.close(() => r())),
   };
 }
 

@@ -69,7 +69,7 @@ describe('example MCP server with revocation checks', () => {
     const challenge = res.headers.get('www-authenticate')!;
     expect(challenge).toMatch(/^Bearer error="invalid_token"/);
     const metadataUrl = /resource_metadata="([^"]+)"/.exec(challenge)![1];
-    expect(await (await fetch(metadataUrl)).json()).toMatchObject({ resource: mcp.resource, authorization_servers: [gh.url], scopes_supported: ['tools:read'] });
+    expect(await (await fetch(metadataUrl)).json()).toMatchObject({ resource: mcp.resource, authorization_servers: [gh.url], scopes_supported: ['tools:read', 'tools:write'] });
 
     // Another of Bob's tokens still works: only the revoked one is refused.
     expect((await whoami(await tokenForMcp())).status).toBe(200);

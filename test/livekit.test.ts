@@ -137,18 +137,18 @@ describe('connection-details (bearer) and the agent flow', () => {
     expect(decodeJwt(tokens.access_token)).toMatchObject({ aud: resource, scope: 'tools:write' });
     const rpc = (method: string, params: unknown = {}) => fetch(resource, {
       method: 'POST',
-      headers: { authorization: `Bearer ${tokens.access_token}`, 'content-type': 'application/json' },
+      headers: { authorization: `Bearer ${tokens.access_token}`, 'content-type': 'application/json', accept: 'application/json, text/event-stream' },
       body: JSON.stringify({ jsonrpc: '2.0', id: 1, method, params }),
     });
-    // The token is good (tools/list answers) but lists no tool it cannot call…
+    // The token is good (tools/list answers) but lists only the tool it can call (add_note, tools:write)…
     const list = await rpc('tools/list');
     expect(list.status).toBe(200);
-    expect((await list.json()).result.tools).toEqual([]);
+    expect((await list.json()).result.tools.map((t: { name: string }) => t.name)).toEqual(['add_note']);
     // …and calling whoami (tools:read) is 403 insufficient_scope naming the scope (RFC 6750 §3.1).
     const call = await rpc('tools/call', { name: 'whoami', arguments: {} });
     expect(call.status).toBe(403);
-    expect(call.headers.get('www-authenticate')).toBe('Bearer error="insufficient_scope", scope="tools:read"');
-    expect(await call.json()).toEqual({ error: 'insufficient_scope', scope: 'tools:read' });
+    expect(call.headers.get('www-authenticate')).toMatch(/^Bearer error="insufficient_scope", error_description="[^"]+", scope="tools:read", resource_metadata="[^"]+\/\.well-known\/oauth-protected-resource\/mcp"$/);
+    expect(await call.json()).toMatchObject({ error: 'insufficient_scope', scope: 'tools:read' });
   });
 
   it('refuses a missing, invalid or delegated bearer token and rooms outside policy', async () => {

@@ -121,7 +121,7 @@ describe.skipIf(!haveChromium)('MCP host (official SDK) → example MCP server p
     expect(challenge).not.toMatch(/error=/);
     const metadataUrl = /resource_metadata="([^"]+)"/.exec(challenge)![1];
     const prm = await (await fetch(metadataUrl)).json();
-    expect(prm).toMatchObject({ resource: mcp.resource, authorization_servers: [gh.url], scopes_supported: ['tools:read'] });
+    expect(prm).toMatchObject({ resource: mcp.resource, authorization_servers: [gh.url], scopes_supported: ['tools:read', 'tools:write'] });
   });
 
   it('discovers, registers, signs in with PKCE + resource, and calls a tool as the right user', async () => {

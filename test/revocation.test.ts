@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { decodeJwt } from 'jose';
 import { Browser, CALLBACK, codeFlow, formOf, rpConfig, startTestGatehouse, type Mode, type TestGatehouse } from './helpers/gatehouse.ts';
 import { servicesFor } from './helpers/databases.ts';
-import { createTokenVerifier, TokenRejectedError } from '../src/sdk/verify.ts';
+import { createTokenVerifier, TokenRejectedError } from '@gatehouse/verify';
 
 const TX = 'urn:ietf:params:oauth:grant-type:token-exchange';
 const AT = 'urn:ietf:params:oauth:token-type:access_token';
@@ -259,14 +259,14 @@ describe.each(modes)('revocation end to end (%s)', (mode) => {
     expect(audit.rows.length).toBeGreaterThanOrEqual(4);
   });
 
-  it('the resource-server helper (src/sdk) accepts a live token and refuses it once revoked', async () => {
+  it('the resource-server package (@gatehouse/verify) accepts a live token and refuses it once revoked', async () => {
     const u = await login();
     const mcp = await mcpToken(u.jwt);
-    const verify = createTokenVerifier({ issuer: gh.url, audience: MCP, clientId: agent.client_id, clientSecret: agent.client_secret, cacheSeconds: 0 });
-    expect(await verify(mcp)).toMatchObject({ sub: u.sub, aud: MCP });
-    await expect(createTokenVerifier({ issuer: gh.url, audience: 'https://elsewhere.example/' })(mcp)).rejects.toBeInstanceOf(TokenRejectedError);
+    const verifier = createTokenVerifier({ issuer: gh.url, audience: MCP, clientId: agent.client_id, clientSecret: agent.client_secret, cacheSeconds: 0 });
+    expect(await verifier.verify(mcp)).toMatchObject({ sub: u.sub, aud: MCP });
+    await expect(createTokenVerifier({ issuer: gh.url, audience: 'https://elsewhere.example/' }).verify(mcp)).rejects.toBeInstanceOf(TokenRejectedError);
     expect((await revoke(mcp)).status).toBe(200);
-    await expect(verify(mcp)).rejects.toThrow(/revoked/);
+    await expect(verifier.verify(mcp)).rejects.toThrow(/revoked/);
   });
 
   it('reports revocation readiness on /ready', async () => {
