@@ -109,7 +109,12 @@ export async function assemble(config: Config, log: Logger, opts: { memoryDb?: b
     await keys.ensure();
     // Revocation (issue 6): durable in the database, hot in the Kv; loaded before the app answers.
     const revocations = createRevocationStore(kv, { db, log });
-    await revocations.start();
+    await revocations.start().catch(async (err) => {
+      // e.g. a Redis that evicts keys (UnsafeRedisError): nothing else has started yet.
+      await revocations.close();
+      await kv.close();
+      throw err;
+    });
     // Issue 7: limits before accounts, so a password reset can end a lockout.
     const limits = createRateLimits(kv, config, { audit, log });
     const sessionEnds = createSessionEnds();

@@ -1,6 +1,7 @@
 // Boot: config → stores → app → listen; graceful shutdown on SIGTERM/SIGINT.
 import { ConfigError } from './config/index.ts';
 import { MigrationError } from './store/migrate.ts';
+import { UnsafeRedisError } from './revocation/store.ts';
 import { startGatehouse } from './server.ts';
 import { createLogger } from './http/log.ts';
 
@@ -9,7 +10,7 @@ export async function main(env: NodeJS.ProcessEnv = process.env): Promise<void> 
   try {
     gh = await startGatehouse({ env, controlSocket: true });
   } catch (err) {
-    if (err instanceof ConfigError || err instanceof MigrationError) {
+    if (err instanceof ConfigError || err instanceof MigrationError || err instanceof UnsafeRedisError) {
       process.stderr.write(`gatehouse: ${err.message}\n`);
       process.exit(1);
     }

@@ -43,6 +43,52 @@ describeEachKv('kv store', (getKv, prefix) => {
     expect(await kv.get('gate')).toBe('after');
   });
 
+  it('take: of 20 racing callers exactly one gets the value, and the key is gone', async () => {
+    const kv = getKv();
+    await kv.set('once', 'secret', 30);
+    const got = await Promise.all(Array.from({ length: 20 }, () => kv.take('once')));
+    expect(got.filter((v) => v === 'secret')).toHaveLength(1);
+    expect(got.filter((v) => v === null)).toHaveLength(19);
+    expect(await kv.get('once')).toBeNull();
+    expect(await kv.take('never-set')).toBeNull();
+  });
+
+  it('setMax keeps the larger number and the later expiry, whatever the order', async () => {
+    const kv = getKv();
+    const max = (key: string, value: number, ttlSeconds: number) => kv.setMax([{ key, value, ttlSeconds }]);
+    await max('max', 100, 1);
+    await max('max', 50, 30); // smaller value, later expiry
+    expect(await kv.get('max')).toBe('100');
+    await max('max', 200, 1); // larger value, earlier expiry
+    expect(await kv.get('max')).toBe('200');
+    await sleep(1300);
+    expect(await kv.get('max'), 'the later expiry (30 s) was kept').toBe('200');
+    await max('short', 1, 1);
+    await sleep(1300);
+    expect(await kv.get('short')).toBeNull();
+    // Racing writers: the largest wins.
+    await Promise.all([5, 9, 1, 7, 3].map((n) => max('race', n, 30)));
+    expect(await kv.get('race')).toBe('9');
+    // A batch: each entry merged on its own.
+    await kv.setMax([{ key: 'race', value: 4, ttlSeconds: 30 }, { key: 'batch-a', value: 2, ttlSeconds: 30 }, { key: 'batch-b', value: 3, ttlSeconds: 30 }]);
+    expect(await kv.mget(['race', 'batch-a', 'batch-b'])).toEqual(['9', '2', '3']);
+    await kv.setMax([]);
+  });
+
+  it('setIf sets only while the guard holds the expected value', async () => {
+    const kv = getKv();
+    const gen = 'generation-1';
+    await kv.set('gen', gen);
+    expect(await kv.setIf('mark', 'yes', { key: 'gen', equals: gen })).toBe(true);
+    expect(await kv.get('mark')).toBe('yes');
+    await kv.set('gen', 'other');
+    expect(await kv.setIf('mark', 'again', { key: 'gen', equals: gen })).toBe(false);
+    await kv.del('gen');
+    expect(await kv.setIf('mark', 'again', { key: 'gen', equals: gen })).toBe(false);
+    expect(await kv.get('mark')).toBe('yes');
+    expect(await kv.mget(['mark', 'gen', 'missing'])).toEqual(['yes', null, null]);
+  });
+
   it('delivers published messages to subscribers', async () => {
     const kv = getKv();
     const got: string[] = [];

@@ -3,7 +3,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createPgliteDb, type Db } from '../src/store/db.ts';
 import { migrate } from '../src/store/migrate.ts';
-import { createRedisKv } from '../src/store/kv.ts';
+import { createRedisKv, type Kv, type MaxEntry } from '../src/store/kv.ts';
 import { createRevocationStore, hotKey, RevocationUnavailableError, type RevocationEvent, type RevocationService } from '../src/revocation/store.ts';
 import { createLogger } from '../src/http/log.ts';
 import { describeEachKv } from './helpers/databases.ts';
@@ -81,6 +81,102 @@ describeEachKv('revocation store', (getKv, prefix) => {
     await expect(store.ready()).rejects.toThrow();
     for (let i = 0; i < 50 && !(await kv.get('revoked:loaded')); i++) await sleep(20);
     expect(await store.check({ gid })).toBe('grant');
+  });
+
+  it('a flush in the middle of a reload never leaves the lists marked loaded without what it lost', async () => {
+    const kv = getKv();
+    const jti = uid();
+    // The entry the flush takes is the first the reload writes (rows come back in insertion order).
+    await db.query('DELETE FROM revocations');
+    await store.revoke('jti', jti, 300);
+    await db.query(`INSERT INTO revocations (kind, id, reason, expires_at)
+      SELECT 'grant', $1 || g, 'filler', now() + interval '5 minutes' FROM generate_series(1, 2000) g`, [uid()]);
+    let writes = 0;
+    let flushes = 0;
+    // What a reload sees of a Redis that restarts empty after its first 500 writes (and the next
+    // reload likewise): everything acknowledged before is gone, the later writes and the marker land.
+    const flushing: Kv = Object.assign(Object.create(kv) as Kv, {
+      async setMax(entries: MaxEntry[]) {
+        const before = writes;
+        writes += entries.length;
+        await kv.setMax(entries);
+        if ([100, 2100].some((n) => before < n && writes >= n)) {
+          flushes++;
+          await Promise.all(['revoked:loaded', 'revoked:generation', hotKey('jti', jti)].map((k) => kv.del(k)));
+        }
+      },
+    });
+    const node = createRevocationStore(flushing, { db, log });
+    await node.reload({ force: true }).catch(() => {}); // this attempt fails; the node tries again by itself
+    // Every answer, at any moment: revoked or "cannot tell", never "not revoked".
+    for (let i = 0; i < 100; i++) {
+      const answer = await node.check({ jti }).catch((err) => err);
+      if (answer === 'jti') break;
+      expect(answer).toBeInstanceOf(RevocationUnavailableError);
+      await sleep(50);
+    }
+    expect(await node.check({ jti })).toBe('jti');
+    expect(await store.check({ jti })).toBe('jti');
+    expect(flushes).toBe(2);
+    console.log(`flush mid-reload (${getKv().kind}): ${writes} hot writes by the reloading node for 2001 rows, ${flushes} flushes inside its reloads`);
+    await node.close();
+    await db.query("DELETE FROM revocations WHERE reason = 'filler'");
+  });
+
+  it('a marker from another Redis (snapshot, promoted replica) does not count', async () => {
+    const kv = getKv();
+    const gid = uid();
+    await store.revoke('grant', gid, 120);
+    // A restart from an old snapshot: the marker survived, the entry did not.
+    await kv.set('revoked:loaded', 'some-other-redis-run-id');
+    await kv.del(hotKey('grant', gid));
+    await expect(store.check({ gid })).rejects.toBeInstanceOf(RevocationUnavailableError);
+    for (let i = 0; i < 50 && (await store.check({ gid }).catch(() => 'closed')) === 'closed'; i++) await sleep(20);
+    expect(await store.check({ gid })).toBe('grant');
+  });
+
+  it('a reload never moves a user cut-off back or shortens an entry written after it read the durable record', async () => {
+    const kv = getKv();
+    const sub = uid();
+    const gid = uid();
+    await store.revoke('user', sub, 60);
+    await store.revoke('grant', gid, 5);
+    // A newer revocation reached the hot store after the reload read PostgreSQL.
+    const later = now() + 50;
+    await kv.set(hotKey('user', sub), String(later), 600);
+    await kv.set(hotKey('grant', gid), '1', 600);
+    await store.reload({ force: true });
+    expect(await kv.get(hotKey('user', sub))).toBe(String(later));
+    expect(await store.check({ sub, iat: later - 1 })).toBe('user');
+    if (kv.redis) expect(await kv.redis.ttl(hotKey('grant', gid))).toBeGreaterThan(500);
+  });
+
+  it('a revocation whose hot write fails stops every node from answering until the lists are whole', async () => {
+    const kv = getKv();
+    const other = createRevocationStore(kv, { db, log });
+    await other.start();
+    let fail = true;
+    const failing: Kv = Object.assign(Object.create(kv) as Kv, {
+      async setMax(entries: MaxEntry[]) {
+        if (fail) throw new Error('OOM command not allowed when used memory > maxmemory');
+        return kv.setMax(entries);
+      },
+    });
+    const node = createRevocationStore(failing, { db, log });
+    await node.start();
+    const jti = uid();
+    expect(await node.revoke('jti', jti, 60)).toEqual({ hot: false });
+    // The other node never says "not revoked"; both answer again once the writer reloaded.
+    await expect(other.check({ jti })).rejects.toBeInstanceOf(RevocationUnavailableError);
+    await expect(node.check({ jti })).rejects.toBeInstanceOf(RevocationUnavailableError);
+    fail = false;
+    for (const n of [other, node]) {
+      // (the writer retries with backoff, up to 5 s apart)
+      for (let i = 0; i < 150 && (await n.check({ jti }).catch(() => 'closed')) === 'closed'; i++) await sleep(50);
+      expect(await n.check({ jti })).toBe('jti');
+    }
+    await node.close();
+    await other.close();
   });
 
   it('tells every store on the same Kv (every node) about a revocation', async () => {

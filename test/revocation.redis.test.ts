@@ -9,6 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { decodeJwt } from 'jose';
 import { CALLBACK, codeFlow, rpConfig, startTestGatehouse, type TestGatehouse } from './helpers/gatehouse.ts';
 import { createTestPgDatabase, servicesFor } from './helpers/databases.ts';
+import { flushWhileProbing, type Answer, type Probe } from './helpers/revocation-flush.ts';
 
 const TX = 'urn:ietf:params:oauth:grant-type:token-exchange';
 const AT = 'urn:ietf:params:oauth:token-type:access_token';
@@ -61,6 +62,7 @@ describe.skipIf(!run || !haveRedisServer)('revocation with Redis going away (Pos
   let b: TestGatehouse;
   let web: Client;
   let drop: () => Promise<void>;
+  let dbUrl: string;
 
   const post = async (gh: TestGatehouse, path: string, params: Record<string, string>) => {
     const res = await fetch(`${gh.url}${path}`, {
@@ -88,6 +90,7 @@ describe.skipIf(!run || !haveRedisServer)('revocation with Redis going away (Pos
     await redis.start();
     const pg = await createTestPgDatabase();
     drop = pg.drop;
+    dbUrl = pg.url;
     const shared = { mode: 'postgres' as const, databaseUrl: pg.url, redis: { url: redis.url, prefix: 'gh:' } };
     a = await startTestGatehouse({ ...shared, env: LK });
     // One issuer behind a load balancer: B answers for tokens A issued.
@@ -185,6 +188,65 @@ describe.skipIf(!run || !haveRedisServer)('revocation with Redis going away (Pos
     expect((await userinfo(a)).body.email).toBe(ALICE.email);
     expect((await fetch(`${a.url}/ready`)).status).toBe(200);
   }, 45_000);
+
+  it('a revoked token is never accepted while its Redis keys are wiped again and again, mid-reload too; refused normally once it stops', async () => {
+    const bob = await a.cli('user', 'create', '--email', 'bob@example.com', '--password', ALICE.password, '--role', 'user');
+    const config = await rpConfig(a, web.client_id, web.client_secret);
+    const { tokens: forMcp } = await codeFlow(a, config, { creds: { email: bob.email, password: ALICE.password }, resource: MCP, scope: 'openid tools:read' });
+    const { tokens: forUserinfo } = await codeFlow(a, config, { creds: { email: bob.email, password: ALICE.password }, scope: 'openid email' });
+    const jwt = forMcp.access_token;
+    expect((await introspect(b, jwt)).body.active).toBe(true);
+    // Revoked first, so their rows are the first a reload writes (the ones a wipe mid-reload takes).
+    expect((await post(a, '/token/revocation', { token: jwt })).status).toBe(200);
+    // By user, without ending the session (as `revoke --user` would): userinfo then depends on the list alone.
+    await a.deps.revocations.revoke('user', bob.id, 3600, { subject: bob.id, reason: 'test' });
+    // Enough other revocations that a reload takes a while.
+    const FILLER = 20_000;
+    await a.deps.db.query(`INSERT INTO revocations (kind, id, reason, expires_at)
+      SELECT 'jti', 'filler-' || g, 'filler', now() + interval '10 minutes' FROM generate_series(1, $1::int) g`, [FILLER]);
+    const reloadStart = performance.now();
+    await a.deps.revocations.reload({ force: true });
+    console.log(`one reload of ${FILLER + 2} revocations: ${(performance.now() - reloadStart).toFixed(0)} ms`);
+
+    const me = (gh: TestGatehouse) => async (): Promise<Answer> => {
+      const res = await fetch(`${gh.url}/me`, { headers: { authorization: `Bearer ${forUserinfo.access_token}` } });
+      return { status: res.status, body: await res.json().catch(() => ({})) as Record<string, any> };
+    };
+    const probes: Probe[] = [a, b].flatMap((gh, n) => [
+      { name: `introspection@${'AB'[n]}`, send: () => introspect(gh, jwt), accepted: (r) => r.body.active === true, refused: (r) => r.status === 200 && r.body.active === false },
+      { name: `userinfo@${'AB'[n]}`, send: me(gh), accepted: (r) => r.status === 200, refused: (r) => r.status === 401 },
+      { name: `exchange@${'AB'[n]}`, send: () => exchange(gh, jwt), accepted: (r) => r.status === 200, refused: (r) => r.status === 400 && r.body.error === 'invalid_request' },
+    ]);
+    const run = await flushWhileProbing({
+      redisUrl: redis.url, prefix: 'gh:', probes, wipes: 14, gaps: [30, 80, 150, 300, 600, 1200, 2500], workers: 12, settleWithinMs: 30_000,
+    });
+    console.log(`wipes during probing (2 nodes, 1 process): ${JSON.stringify({ ...run, accepted: run.accepted.length, unexpected: run.unexpected.length })}`);
+    expect(run.accepted, 'a revoked token was accepted').toEqual([]);
+    expect(run.unexpected).toEqual([]);
+    expect(run.midReload, 'no wipe fell inside a reload: the test did not reach the window').toBeGreaterThan(0);
+    expect(run.settleMs, 'still 503 (or worse) 30 s after the last wipe').toBeGreaterThanOrEqual(0);
+    await a.deps.db.query("DELETE FROM revocations WHERE reason = 'filler'");
+  }, 120_000);
+
+  it('refuses to start on a Redis that may evict keys, and starts once it may not', async () => {
+    const { Redis } = await import('ioredis');
+    const raw = new Redis(redis.url);
+    try {
+      await raw.config('SET', 'maxmemory', '512mb');
+      await raw.config('SET', 'maxmemory-policy', 'volatile-lru');
+      // Everything a node needs is there except a safe Redis: the start is refused, with the reason.
+      const evicting = startTestGatehouse({ mode: 'postgres', databaseUrl: dbUrl, redis: { url: redis.url, prefix: 'evict:' } });
+      await expect(evicting).rejects.toThrow(/maxmemory-policy volatile-lru.*noeviction/);
+      await raw.config('SET', 'maxmemory-policy', 'noeviction');
+      const safe = await startTestGatehouse({ mode: 'postgres', databaseUrl: dbUrl, redis: { url: redis.url, prefix: 'evict:' } });
+      expect((await fetch(`${safe.url}/ready`)).status).toBe(200);
+      await safe.close();
+    } finally {
+      await raw.config('SET', 'maxmemory', '0');
+      await raw.config('SET', 'maxmemory-policy', 'noeviction');
+      raw.disconnect();
+    }
+  }, 30_000);
 
   it('a revocation made while Redis is down is recorded durably and applies once it is back', async () => {
     const t = await tokens();

@@ -4,11 +4,21 @@
 // - Entries: by token jti, by grant id, by session id, and by user ("everything issued at or before T").
 // - Every revocation is written to PostgreSQL first; a Redis that comes back empty (no marker key)
 //   is reloaded from it before any revocation-dependent decision is answered again.
+// - A node answers only from lists it knows are complete, else it fails closed:
+//   * the marker names the Redis it was loaded into (run_id), so a snapshot or a promoted replica
+//     that kept the marker but lost recent entries does not count;
+//   * a reload sets the marker only if the load generation it started under is unchanged (one
+//     atomic step), so a flush or restart in the middle of a reload makes it start over;
+//   * entries are merged (larger cut-off, later expiry), so a reload racing a newer revocation, or
+//     two nodes reloading at once, never weaken an entry;
+//   * a revocation whose hot write fails takes the lists offline on every node until reloaded;
+//   * a Redis that may evict keys (maxmemory-policy other than noeviction) is refused.
 // - A pub/sub message tells every node at once; listeners (live-room removal, caches) hang off it.
 // - Fail closed: when the hot store cannot answer (down, slow, not yet reloaded), `check` throws
 //   RevocationUnavailableError and callers answer 503 temporarily_unavailable.
 import crypto from 'node:crypto';
-import type { Kv } from '../store/kv.ts';
+import { ReplyError } from 'ioredis';
+import type { Kv, MaxEntry } from '../store/kv.ts';
 import type { Queryable } from '../store/db.ts';
 import type { Logger } from '../http/log.ts';
 
@@ -87,11 +97,30 @@ export class RevocationUnavailableError extends Error {
 }
 
 export const REVOCATION_CHANNEL = 'revocations';
-/** Present in the hot store once the lists are loaded; a Redis that lost it lost the lists too. */
+/**
+ * Present in the hot store once the lists are loaded; its value names the Redis that was loaded
+ * (INFO run_id, which changes on every restart and differs on a promoted replica). A marker that
+ * came back from a snapshot or a replica names another Redis, so it does not count.
+ */
 const MARKER = 'revoked:loaded';
+/**
+ * The load generation. A reload takes the current one (creating it if a flush removed it) before it
+ * reads PostgreSQL, and sets the marker only if it is unchanged at the end, in one step (Kv.setIf):
+ * a flush, restart or invalidation in between removes or changes it, so a reload that lost some of
+ * its writes can never mark the lists complete. It starts over instead.
+ */
+const GENERATION = 'revoked:generation';
+/** Far longer than a reload; only keeps a generation nobody uses from staying forever. */
+const GENERATION_TTL_MS = 24 * 3600_000;
 /** A revocation decision never waits longer than this for the hot store (fail closed, fast). */
 const HOT_TIMEOUT_MS = 1000;
 const SWEEP_INTERVAL_MS = 5 * 60_000;
+/** How often each node asks Redis who it is (run_id) and how it evicts: a failover behind a proxy keeps the connection. */
+const INSPECT_INTERVAL_MS = 10_000;
+const RETRY_MIN_MS = 100;
+const RETRY_MAX_MS = 5000;
+/** The in-process store is never restarted under a running process. */
+const MEMORY_INCARNATION = 'in-process';
 
 // Opaque token values double as their jti: hash them, so no usable token ever appears in a key name.
 export const hashId = (id: string) => crypto.createHash('sha256').update(id).digest('base64url').slice(0, 32);
@@ -108,10 +137,31 @@ function withTimeout<T>(p: Promise<T>, ms = HOT_TIMEOUT_MS): Promise<T> {
   ]).finally(() => clearTimeout(timer));
 }
 
-// Set-if-later for user cut-offs, so a reload racing a newer revocation never moves T backwards.
-const SET_IF_LATER = `local c = redis.call('GET', KEYS[1])
-if (not c) or tonumber(c) < tonumber(ARGV[1]) then redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2]) return 1 end
-return 0`;
+class LoadInterrupted extends Error {
+  constructor() {
+    super('the hot store was flushed, restarted or invalidated during a revocation reload; loading again');
+  }
+}
+
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms).unref());
+
+/**
+ * Redis evicts keys under memory pressure unless maxmemory-policy is noeviction. Revocation entries
+ * have TTLs and the marker has none, so a volatile-* policy drops entries and keeps the marker (and
+ * allkeys-lru keeps the marker, read on every check, longest): a revoked token would be accepted.
+ */
+export class UnsafeRedisError extends Error {
+  constructor(policy: string) {
+    super(`Redis evicts keys (maxmemory-policy ${policy}); revocation entries could disappear while the lists still count as loaded. Set maxmemory-policy noeviction on this Redis (or give Gatehouse its own), then start again.`);
+    this.name = 'UnsafeRedisError';
+  }
+}
+
+/** What INFO says about the Redis we are connected to. */
+export function redisFacts(info: string): { runId: string | null; policy: string | null; maxmemory: number } {
+  const field = (name: string) => new RegExp(`^${name}:(\\S+)`, 'm').exec(info)?.[1] ?? null;
+  return { runId: field('run_id'), policy: field('maxmemory_policy'), maxmemory: Number(field('maxmemory') ?? 0) };
+}
 
 export interface RevocationStoreOptions {
   /** The durable record (PostgreSQL / PGlite). Without it the lists live only in the hot store. */
@@ -123,33 +173,174 @@ export function createRevocationStore(kv: Kv, opts: RevocationStoreOptions = {})
   const { db, log } = opts;
   const nodeId = crypto.randomUUID();
   const listeners = new Set<(e: RevocationEvent) => void>();
-  let loading: Promise<number> | undefined;
   let sweepTimer: NodeJS.Timeout | undefined;
+  let inspectTimer: NodeJS.Timeout | undefined;
   let unsubscribe: (() => Promise<void>) | undefined;
   let subscribing = false;
   let closed = false;
+
+  // --- what this node knows ---
+  // The Redis this node talks to now (its run_id): undefined while unknown (connecting, just
+  // reconnected, or refused for its eviction policy), null when INFO is not allowed (then any marker
+  // counts and every reconnect reloads).
+  let incarnation: string | null | undefined = kv.redis ? undefined : MEMORY_INCARNATION;
+  let inspecting: Promise<void> | undefined;
+  let lastInspect = 0;
+  // Doubts this node has raised about the hot lists (a write of its own failed, a reconnect without
+  // INFO, a forced reload) and the last one a completed reload of its own has answered. While
+  // raised > settled this node answers no revocation question: it fails closed.
+  let raised = 0;
+  let settled = 0;
+  // The marker is missing or names another Redis: a reload is needed, by this node or any other (a
+  // valid marker proves a complete load since the flush, whoever did it).
+  let wanted = false;
+  // A write of ours failed: every node must stop trusting the lists until they are rewritten.
+  let mustInvalidate = false;
+  let runner: Promise<void> | undefined;
+  let currentPass: Promise<number> | undefined;
+  let lastCount = 0;
 
   function assertHotReachable() {
     // ioredis queues commands while reconnecting; do not wait for it when we already know it is down.
     if (kv.redis && kv.redis.status !== 'ready') throw new RevocationUnavailableError(new Error(`redis is ${kv.redis.status}`));
   }
 
-  async function mget(keys: string[]): Promise<(string | null)[]> {
-    if (kv.redis) return kv.redis.mget(...keys);
-    return Promise.all(keys.map((k) => kv.get(k)));
+  /** Learn which Redis this is (run_id) and refuse one that evicts. Single flight. */
+  function inspect(): Promise<void> {
+    const redis = kv.redis;
+    if (!redis) return Promise.resolve();
+    inspecting ??= (async () => {
+      lastInspect = Date.now();
+      let info: string;
+      try {
+        info = await withTimeout(redis.info());
+      } catch (err) {
+        if (!(err instanceof ReplyError)) throw err;
+        // An ACL without INFO: no run_id to tie the marker to, and no eviction check.
+        if (incarnation !== null) log?.warn({ err }, 'Redis INFO is not allowed: cannot check maxmemory-policy or tell a restarted Redis; every reconnect reloads the revocation lists');
+        incarnation = null;
+        return;
+      }
+      const facts = redisFacts(info);
+      if (facts.policy && facts.policy !== 'noeviction') {
+        if (facts.maxmemory > 0) {
+          incarnation = undefined;
+          throw new UnsafeRedisError(facts.policy);
+        }
+        log?.warn({ policy: facts.policy }, 'Redis maxmemory-policy is not noeviction: it is harmless only while maxmemory stays 0; with a memory limit revocation entries could be evicted (Gatehouse then refuses to answer revocation questions)');
+      }
+      if (incarnation && facts.runId && incarnation !== facts.runId) log?.warn('Redis changed under an open connection (failover); revocation lists are reloaded');
+      incarnation = facts.runId;
+    })().finally(() => {
+      inspecting = undefined;
+    });
+    return inspecting;
   }
 
-  async function writeHot(kind: RevocationKind, id: string, value: string, ttl: number) {
-    const k = hotKey(kind, id);
-    const seconds = Math.max(1, Math.ceil(ttl));
-    if (kind !== 'user') return kv.set(k, value, seconds);
-    if (kv.redis) {
-      await kv.redis.eval(SET_IF_LATER, 1, k, value, String(seconds));
-      return;
-    }
-    const current = await kv.get(k);
-    if (!current || Number(current) < Number(value)) await kv.set(k, value, seconds);
+  function inspectSoon() {
+    if (inspecting || Date.now() - lastInspect < RETRY_MIN_MS * 10) return;
+    inspect().catch((err) => log?.error({ err }, 'revocation lists stay closed: the Redis cannot be used for them'));
   }
+
+  /** This node stops answering until a reload of its own, started from now on, has completed. */
+  function doubt(): number {
+    raised++;
+    kick();
+    return raised;
+  }
+
+  function want() {
+    wanted = true;
+    kick();
+  }
+
+  function kick() {
+    if (runner || closed) return;
+    runner = runLoads().finally(() => {
+      runner = undefined;
+      // A doubt raised while the last pass was finishing still needs its pass.
+      if (settled < raised || wanted) kick();
+    });
+  }
+
+  /** Every node stops trusting the lists (works even on a Redis that refuses writes for memory). */
+  async function invalidate() {
+    assertHotReachable();
+    await withTimeout(kv.set(GENERATION, crypto.randomUUID(), GENERATION_TTL_MS / 1000));
+    await withTimeout(kv.del(MARKER));
+    mustInvalidate = false;
+  }
+
+  async function runLoads() {
+    let delay = RETRY_MIN_MS;
+    while (!closed && (settled < raised || wanted)) {
+      const epoch = raised;
+      const own = settled < raised;
+      wanted = false;
+      currentPass = loadPass({ unlessMarked: !own });
+      try {
+        lastCount = await currentPass;
+        settled = Math.max(settled, epoch);
+        delay = RETRY_MIN_MS;
+      } catch (err) {
+        if (!own) wanted = true;
+        if (err instanceof LoadInterrupted) {
+          // Nothing is broken: the store was emptied under us. Start over at once.
+          log?.info(err.message);
+          delay = RETRY_MIN_MS;
+          continue;
+        }
+        if (!closed) log?.warn({ err }, 'revocation reload failed; revocation decisions stay closed until it succeeds');
+        await sleep(delay);
+        delay = Math.min(delay * 2, RETRY_MAX_MS);
+      }
+    }
+  }
+
+  /** One complete reload, or an error (then nothing was marked loaded). */
+  async function loadPass({ unlessMarked = false } = {}): Promise<number> {
+    assertHotReachable();
+    if (incarnation === undefined) await inspect();
+    const loadedFor = incarnation ?? 'unknown';
+    if (unlessMarked && !mustInvalidate && trusted(await withTimeout(kv.get(MARKER)))) return 0;
+    if (mustInvalidate) await invalidate();
+    // Join the current generation, or start one if a flush removed it (or it expired).
+    await withTimeout(kv.setIfAbsent(GENERATION, crypto.randomUUID(), GENERATION_TTL_MS));
+    const generation = await withTimeout(kv.get(GENERATION));
+    if (!generation) throw new LoadInterrupted();
+    const rows = db
+      ? (await db.query<{ kind: RevocationKind; id: string; cutoff: number | null; ttl: number }>(
+        `SELECT kind, id, cutoff, ceil(extract(epoch FROM expires_at - now()))::int AS ttl
+         FROM revocations WHERE expires_at > now()`,
+      )).rows
+      : [];
+    // 500 entries per round trip (one script call each): a reload of many revocations stays short.
+    for (let i = 0; i < rows.length; i += 500) {
+      await withTimeout(kv.setMax(rows.slice(i, i + 500).map((r) => hotEntry(r.kind, r.id, r.kind === 'user' ? Number(r.cutoff) : 1, Number(r.ttl)))), 10_000);
+    }
+    if (!(await withTimeout(kv.setIf(MARKER, loadedFor, { key: GENERATION, equals: generation })))) {
+      throw new LoadInterrupted();
+    }
+    if (rows.length) log?.info({ count: rows.length }, 'revocation lists reloaded from the durable record');
+    return rows.length;
+  }
+
+  /** Whether this node may answer from the hot lists, given the marker it just read. */
+  function trusted(marker: string | null): boolean {
+    if (incarnation === undefined || settled < raised || !marker) return false;
+    return incarnation === null || marker === incarnation;
+  }
+
+  /** Fail closed with the reason, and make sure someone is reloading. */
+  function untrusted(marker: string | null): RevocationUnavailableError {
+    if (incarnation === undefined) inspectSoon();
+    else if (!marker || (incarnation !== null && marker !== incarnation)) want();
+    return new RevocationUnavailableError(new Error('revocation lists are being reloaded'));
+  }
+
+  // Merged, never overwritten (Kv.setMax): a reload carrying an older row must not shorten an entry
+  // or move a user's cut-off back past a newer revocation (the durable record keeps GREATEST too).
+  const hotEntry = (kind: RevocationKind, id: string, value: number, ttl: number): MaxEntry => ({ key: hotKey(kind, id), value, ttlSeconds: Math.max(1, Math.ceil(ttl)) });
 
   function emit(e: RevocationEvent) {
     for (const l of listeners) {
@@ -162,26 +353,18 @@ export function createRevocationStore(kv: Kv, opts: RevocationStoreOptions = {})
   }
 
   async function reload({ force = false } = {}): Promise<number> {
-    loading ??= (async () => {
-      try {
-        if (!force && (await kv.get(MARKER))) return 0;
-        const rows = db
-          ? (await db.query<{ kind: RevocationKind; id: string; cutoff: number | null; ttl: number }>(
-            `SELECT kind, id, cutoff, ceil(extract(epoch FROM expires_at - now()))::int AS ttl
-             FROM revocations WHERE expires_at > now()`,
-          )).rows
-          : [];
-        for (let i = 0; i < rows.length; i += 500) {
-          await Promise.all(rows.slice(i, i + 500).map((r) => writeHot(r.kind, r.id, r.kind === 'user' ? String(r.cutoff) : '1', Number(r.ttl))));
-        }
-        await kv.set(MARKER, new Date().toISOString());
-        if (rows.length || force) log?.info({ count: rows.length }, 'revocation lists reloaded from the durable record');
-        return rows.length;
-      } finally {
-        loading = undefined;
-      }
-    })();
-    return loading;
+    if (!force && settled >= raised) {
+      assertHotReachable();
+      if (incarnation === undefined) await inspect();
+      if (trusted(await withTimeout(kv.get(MARKER)))) return 0;
+    }
+    const epoch = doubt();
+    while (settled < epoch) {
+      if (closed) throw new RevocationUnavailableError(new Error('revocation store closed'));
+      // A failed attempt fails this call; the runner keeps trying in the background.
+      await currentPass;
+    }
+    return lastCount;
   }
 
   async function subscribe() {
@@ -206,11 +389,22 @@ export function createRevocationStore(kv: Kv, opts: RevocationStoreOptions = {})
     }
   }
 
+  function onDisconnect() {
+    // Until we know which Redis we are back on, nothing is known about its lists.
+    if (kv.redis) incarnation = undefined;
+  }
+
   function onReconnect() {
-    // A Redis that restarted may have come back empty (no persistence) or without entries written
-    // while it was away (their durable records exist): reload everything, then mark it loaded.
+    // A Redis that restarted has another run_id, so its marker (from a snapshot, or none) does not
+    // count and the next check reloads. Without INFO we cannot tell: reload every time.
     void subscribe();
-    reload({ force: true }).catch((err) => log?.warn({ err }, 'revocation reload failed; decisions stay closed until it succeeds'));
+    incarnation = undefined;
+    inspect().then(
+      () => {
+        if (incarnation === null) doubt();
+      },
+      (err) => log?.error({ err }, 'revocation lists stay closed: the Redis cannot be used for them'),
+    );
   }
 
   const service: RevocationService = {
@@ -236,13 +430,21 @@ export function createRevocationStore(kv: Kv, opts: RevocationStoreOptions = {})
       let hot = true;
       try {
         assertHotReachable();
-        await withTimeout(writeHot(kind, id, kind === 'user' ? String(at) : '1', ttl));
-        await withTimeout(kv.publish(REVOCATION_CHANNEL, JSON.stringify({ ...event, local: undefined })));
+        await withTimeout(kv.setMax([hotEntry(kind, id, kind === 'user' ? at : 1, ttl)]));
       } catch (err) {
         // Without a durable record the caller must know it did not happen.
         if (!db) throw new RevocationUnavailableError(err);
         hot = false;
-        log?.warn({ err, kind }, 'revocation recorded durably; the hot store is unreachable and is reloaded when it returns');
+        // Other nodes still trust lists that lack this entry: take the lists offline everywhere
+        // (marker gone, generation changed) until this node has reloaded them from PostgreSQL.
+        mustInvalidate = true;
+        doubt();
+        await invalidate().catch(() => {}); // if this fails too, the reload does it first
+        log?.warn({ err, kind }, 'revocation recorded durably; the hot store did not take it, so revocation answers pause until the lists are reloaded');
+      }
+      if (hot) {
+        await withTimeout(kv.publish(REVOCATION_CHANNEL, JSON.stringify({ ...event, local: undefined })))
+          .catch((err) => log?.warn({ err, kind }, 'revocation stored; telling the other nodes failed (their listeners miss it)'));
       }
       emit(event);
       return { hot };
@@ -263,15 +465,13 @@ export function createRevocationStore(kv: Kv, opts: RevocationStoreOptions = {})
       let values: (string | null)[];
       try {
         assertHotReachable();
-        values = await withTimeout(mget(keys));
+        // One MGET: the marker and the entries are read at one instant, so a flush cannot fall between them.
+        values = await withTimeout(kv.mget(keys));
       } catch (err) {
         throw err instanceof RevocationUnavailableError ? err : new RevocationUnavailableError(err);
       }
-      if (!values[0]) {
-        // The hot store lost the lists (restart without persistence, failover, flush): reload first.
-        void reload().catch((err) => log?.warn({ err }, 'revocation reload failed'));
-        throw new RevocationUnavailableError(new Error('revocation lists are being reloaded'));
-      }
+      // The hot store lost the lists (restart, failover, flush), or this node doubts them: reload first.
+      if (!trusted(values[0])) throw untrusted(values[0]);
       for (let i = 0; i < kinds.length; i++) {
         const v = values[i + 1];
         if (!v) continue;
@@ -283,7 +483,29 @@ export function createRevocationStore(kv: Kv, opts: RevocationStoreOptions = {})
     },
 
     async start() {
-      kv.redis?.on('ready', onReconnect);
+      const redis = kv.redis;
+      if (redis) {
+        redis.on('ready', onReconnect);
+        redis.on('close', onDisconnect);
+        if (redis.status === 'connecting' || redis.status === 'connect' || redis.status === 'wait') {
+          // The first connection is usually a few ms away; an unreachable Redis is not waited for.
+          await new Promise<void>((resolve) => {
+            const done = () => {
+              clearTimeout(timer);
+              redis.off('ready', done).off('close', done);
+              resolve();
+            };
+            const timer = setTimeout(done, 2000);
+            redis.once('ready', done).once('close', done);
+          });
+        }
+        // Refuse a Redis that evicts before answering anything from it (UnsafeRedisError stops the start).
+        if (redis.status === 'ready') await inspect();
+        inspectTimer = setInterval(() => {
+          if (redis.status === 'ready') inspectSoon();
+        }, INSPECT_INTERVAL_MS);
+        inspectTimer.unref();
+      }
       await subscribe();
       try {
         await withTimeout(reload(), 10_000);
@@ -302,8 +524,8 @@ export function createRevocationStore(kv: Kv, opts: RevocationStoreOptions = {})
     async ready() {
       assertHotReachable();
       const marker = await withTimeout(kv.get(MARKER));
-      if (!marker) {
-        void reload().catch(() => {});
+      if (!trusted(marker)) {
+        untrusted(marker);
         throw new Error('revocation lists are not loaded');
       }
     },
@@ -324,11 +546,12 @@ export function createRevocationStore(kv: Kv, opts: RevocationStoreOptions = {})
 
     async close() {
       closed = true;
-      kv.redis?.off('ready', onReconnect);
+      kv.redis?.off('ready', onReconnect).off('close', onDisconnect);
       if (sweepTimer) clearInterval(sweepTimer);
+      if (inspectTimer) clearInterval(inspectTimer);
       listeners.clear();
       await unsubscribe?.().catch(() => {});
-      await loading?.catch(() => {});
+      await runner?.catch(() => {});
     },
   };
   return service;

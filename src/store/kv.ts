@@ -12,6 +12,22 @@ export interface Kv {
   setIfAbsent(key: string, value: string, ttlMs: number): Promise<boolean>;
   /** Increment and return the new value; the expiry is set when the key is created. */
   incr(key: string, ttlSeconds?: number): Promise<number>;
+  /**
+   * Get and delete in one step (GETDEL): of any number of racing callers, exactly one gets the
+   * value. For one-time state (a pending sign-in step, an upstream `state`): a get followed by a
+   * del lets two requests both use it.
+   */
+  take(key: string): Promise<string | null>;
+  /**
+   * For each entry: keep the larger number and the later expiry of what is stored and what is
+   * given, in one step, so two writers racing (a reload and a newer write) never move either
+   * backwards. Many entries go in one round trip (each entry is atomic, the batch is not).
+   */
+  setMax(entries: readonly MaxEntry[]): Promise<void>;
+  /** Set `key` (no expiry) only while `guard.key` holds `guard.equals`, in one step. True when set. */
+  setIf(key: string, value: string, guard: { key: string; equals: string }): Promise<boolean>;
+  /** Several keys read in one step (Redis MGET). */
+  mget(keys: string[]): Promise<(string | null)[]>;
   /** Returns how many subscribed stores received it (Redis: connections; in-process: 0 or 1). */
   publish(channel: string, message: string): Promise<number>;
   /**
@@ -24,6 +40,12 @@ export interface Kv {
   /** The raw client for libraries that speak Redis themselves (rate-limiter-flexible). */
   readonly redis?: Redis;
   readonly prefix: string;
+}
+
+export interface MaxEntry {
+  key: string;
+  value: number;
+  ttlSeconds: number;
 }
 
 export function createMemoryKv(prefix = ''): Kv {
@@ -67,6 +89,30 @@ export function createMemoryKv(prefix = ''): Kv {
       data.set(key, { value: String(n), expiresAt: e ? e.expiresAt : ttl ? Date.now() + ttl * 1000 : 0 });
       return n;
     },
+    // Each body below runs without an await, so in one process nothing interleaves with it.
+    async take(key) {
+      const value = live(key)?.value ?? null;
+      data.delete(key);
+      return value;
+    },
+    async setMax(entries) {
+      for (const { key, value, ttlSeconds } of entries) {
+        const e = live(key);
+        const expiresAt = Date.now() + Math.max(1, Math.ceil(ttlSeconds)) * 1000;
+        data.set(key, {
+          value: String(e && Number(e.value) > value ? e.value : value),
+          expiresAt: e && (!e.expiresAt || e.expiresAt > expiresAt) ? e.expiresAt : expiresAt,
+        });
+      }
+    },
+    async setIf(key, value, guard) {
+      if (live(guard.key)?.value !== guard.equals) return false;
+      data.set(key, { value, expiresAt: 0 });
+      return true;
+    },
+    async mget(keys) {
+      return keys.map((k) => live(k)?.value ?? null);
+    },
     async publish(channel, message) {
       const handlers = subs.get(channel);
       for (const h of handlers ?? []) queueMicrotask(() => h(message));
@@ -84,6 +130,31 @@ export function createMemoryKv(prefix = ''): Kv {
   };
 }
 
+// Lua, so each runs as one step on the server (works on Redis 6.0, which has no GETDEL).
+const SCRIPTS = {
+  ghTake: `local v = redis.call('GET', KEYS[1]) if v then redis.call('DEL', KEYS[1]) end return v`,
+  ghSetMax: `for i, key in ipairs(KEYS) do
+  local value = ARGV[2 * i - 1]
+  local ms = tonumber(ARGV[2 * i]) * 1000
+  local cur = redis.call('GET', key)
+  local keep = false
+  if cur then
+    local n = tonumber(cur)
+    if n and n > tonumber(value) then value = cur end
+    local left = redis.call('PTTL', key)
+    if left == -1 then keep = true elseif left > ms then ms = left end
+  end
+  if keep then redis.call('SET', key, value, 'KEEPTTL') else redis.call('SET', key, value, 'PX', ms) end
+end
+return #KEYS`,
+  ghSetIf: `if redis.call('GET', KEYS[2]) == ARGV[2] then redis.call('SET', KEYS[1], ARGV[1]) return 1 end return 0`,
+};
+type ScriptedRedis = Redis & {
+  ghTake(key: string): Promise<string | null>;
+  ghSetMax(n: number, ...keysThenArgs: string[]): Promise<unknown>;
+  ghSetIf(key: string, guard: string, value: string, equals: string): Promise<number>;
+};
+
 export function createRedisKv(url: string, prefix = 'gatehouse:'): Kv {
   const common = {
     // Fail fast instead of queueing forever: revocation decisions must fail closed, not hang.
@@ -92,7 +163,11 @@ export function createRedisKv(url: string, prefix = 'gatehouse:'): Kv {
     retryStrategy: (times: number) => Math.min(times * 200, 2000),
     lazyConnect: false,
   };
-  const redis = new Redis(url, { ...common, keyPrefix: prefix });
+  const redis = new Redis(url, { ...common, keyPrefix: prefix }) as ScriptedRedis;
+  // ioredis sends EVALSHA and falls back to EVAL once per connection; KEYS get the prefix.
+  // ghSetMax takes its key count first (a batch); the others have a fixed number of keys.
+  const keyCounts: Record<string, number | undefined> = { ghTake: 1, ghSetMax: undefined, ghSetIf: 2 };
+  for (const [name, lua] of Object.entries(SCRIPTS)) redis.defineCommand(name, { numberOfKeys: keyCounts[name], lua });
   // Pub/sub needs a connection of its own. Channels are prefixed by hand (ioredis does not prefix them).
   const sub = new Redis(url, { ...common });
   redis.on('error', () => {});
@@ -128,6 +203,20 @@ export function createRedisKv(url: string, prefix = 'gatehouse:'): Kv {
       const [err, n] = results[results.length - 1] as [Error | null, number];
       if (err) throw err;
       return n;
+    },
+    async take(key) {
+      return redis.ghTake(key);
+    },
+    async setMax(entries) {
+      if (!entries.length) return;
+      const args = entries.flatMap((e) => [String(e.value), String(Math.max(1, Math.ceil(e.ttlSeconds)))]);
+      await redis.ghSetMax(entries.length, ...entries.map((e) => e.key), ...args);
+    },
+    async setIf(key, value, guard) {
+      return (await redis.ghSetIf(key, guard.key, value, guard.equals)) === 1;
+    },
+    async mget(keys) {
+      return keys.length ? redis.mget(...keys) : [];
     },
     async publish(channel, message) {
       return redis.publish(prefix + channel, message);
