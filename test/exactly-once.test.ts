@@ -146,6 +146,31 @@ function races(target: () => Target) {
     expect((await post(t.urls[0], '/token/introspection', t.web, { token: current.access_token })).body.active).toBe(true);
   });
 
+  it('a rotation whose successor cannot be stored leaves the old refresh token working (nothing half-written)', async () => {
+    const t = target();
+    const first = await refreshTokenOf(t);
+    // A fault in this test's own database: storing any refresh token fails while the flag row exists.
+    await t.query(`CREATE TABLE IF NOT EXISTS gh_test_fault (on_ boolean)`);
+    await t.query(`CREATE OR REPLACE FUNCTION gh_test_fault() RETURNS trigger LANGUAGE plpgsql AS $$
+      BEGIN IF EXISTS (SELECT 1 FROM gh_test_fault) THEN RAISE EXCEPTION 'injected fault'; END IF; RETURN NEW; END $$`);
+    await t.query(`DROP TRIGGER IF EXISTS gh_test_fault ON oidc_payloads`);
+    await t.query(`CREATE TRIGGER gh_test_fault BEFORE INSERT ON oidc_payloads
+      FOR EACH ROW WHEN (NEW.model = 'RefreshToken') EXECUTE FUNCTION gh_test_fault()`);
+    await t.query(`INSERT INTO gh_test_fault VALUES (true)`);
+    try {
+      const failed = await post(t.urls[0], '/token', t.web, { grant_type: 'refresh_token', refresh_token: first.refresh_token });
+      expect(failed.status).not.toBe(200);
+      const row = (await t.query(`SELECT consumed_at FROM oidc_payloads WHERE model = 'RefreshToken' AND id = $1`, [first.refresh_token])).rows[0];
+      expect(row.consumed_at).toBeNull();
+    } finally {
+      await t.query(`DELETE FROM gh_test_fault`);
+    }
+    // The fault is gone: the same token rotates, once.
+    const retried = await post(t.urls[0], '/token', t.web, { grant_type: 'refresh_token', refresh_token: first.refresh_token });
+    expect(retried.status).toBe(200);
+    expect(retried.body.refresh_token).toBeTruthy();
+  });
+
   it(`uses one PAR request_uri once, whatever the concurrency (${ROUNDS} rounds × ${RACERS} racers)`, async () => {
     const t = target();
     // A browser session with a grant for `openid`, so /auth answers at once (no pages) and the

@@ -13,7 +13,9 @@ export const TSX = path.join(ROOT, 'node_modules/.bin/tsx');
 export async function spawnGatehouse(env: Record<string, string>): Promise<{ url: string; proc: ChildProcess }> {
   const port = 20000 + Math.floor(Math.random() * 20000);
   const url = `http://127.0.0.1:${port}`;
-  const proc = spawn(TSX, ['src/main.ts'], {
+  // node with tsx's loader, not the tsx wrapper: the wrapper runs the server as a child of its own,
+  // so a signal (SIGKILL above all) would reach the wrapper and leave the server running.
+  const proc = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
     cwd: ROOT,
     env: { ...process.env, ...env, PORT: String(port), HOST: '127.0.0.1', ISSUER: env.ISSUER ?? url, LOG_LEVEL: 'warn' },
     stdio: ['ignore', 'ignore', 'pipe'],
@@ -36,7 +38,8 @@ export async function spawnGatehouse(env: Record<string, string>): Promise<{ url
 /** SIGTERM and wait for the exit. */
 export const stopProcess = (p: ChildProcess) =>
   new Promise<void>((r) => {
-    if (p.exitCode !== null) return r();
+    // A process killed by a signal has signalCode set and exitCode null.
+    if (p.exitCode !== null || p.signalCode !== null) return r();
     p.once('exit', () => r());
     p.kill('SIGTERM');
   });
