@@ -52,7 +52,7 @@ describe.each(modes)('private_key_jwt and client_secret_jwt ($mode)', ({ mode, r
     key = await clientKey('ES256');
     agent = await gh.cli('client', 'create', '--name', 'Voice agent', '--grant', 'client_credentials', '--grant', TX, '--jwks', JSON.stringify(jwksOf(key)));
     await gh.cli('policy', 'client', 'set', agent.client_id, '--resource', MCP, '--act', '--scope', 'tools:read');
-  }, 60_000);
+  }, 120_000);
   afterAll(async () => {
     await gh?.close();
     await jwksServer?.close();
@@ -169,6 +169,12 @@ describe.each(modes)('private_key_jwt and client_secret_jwt ($mode)', ({ mode, r
     // Cached (at least a minute, oidc-provider): the next request does not fetch again.
     expect((await cc(c.client_id, await assertion(c.client_id, k, { aud: gh.url }))).status).toBe(200);
     expect(jwksServer.hits(url)).toBe(1);
+    // A jwks_uri that redirects is not followed.
+    const moved = jwksServer.redirect(jwksServer.serve(jwksOf(k)));
+    const m = await gh.cli('client', 'create', '--name', 'Moved keys', '--grant', 'client_credentials', '--jwks-uri', moved);
+    const r2 = await cc(m.client_id, await assertion(m.client_id, k, { aud: gh.url }));
+    expect([r2.status, r2.body.error]).toEqual([401, 'invalid_client']);
+    expect(jwksServer.hits(moved)).toBe(1);
   });
 
   it('reads --jwks @file in the command line, and refuses bad key sets with the reason', async () => {

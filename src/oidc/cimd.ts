@@ -135,7 +135,10 @@ export function guardOutboundFetches(deps: { config: Config; log: Logger }) {
         throw new CimdFetchRefused(`${target.host} is a private or special-use address`);
       }
       const signal = AbortSignal.any([options.signal, AbortSignal.timeout(config.CIMD_TIMEOUT_MS)].filter(Boolean) as AbortSignal[]);
-      return original(url, { ...options, signal, ...(dispatcher ? { dispatcher } : {}) } as never);
+      // No redirects followed for any of them (documents already ask for 'manual'): a redirect to an
+      // IP literal would skip the DNS-time check.
+      const redirect = options.redirect === 'manual' ? 'manual' : 'error';
+      return original(url, { ...options, redirect, signal, ...(dispatcher ? { dispatcher } : {}) } as never);
     } as never;
   };
 }

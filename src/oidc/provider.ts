@@ -123,6 +123,11 @@ export function buildProvider(deps: ProviderDeps): Provider {
     // Standard ID token claims oidc-provider only emits when listed, plus the scope → claims map.
     claims: { acr: null, amr: null, auth_time: null, sid: null, iss: null, ...CLAIMS, openid: ['sub', 'acr', 'amr', 'auth_time', 'sid'] } as never,
     scopes: ['openid', 'offline_access', 'email', 'profile', 'roles'],
+    // Authorization code only (with PKCE): OAuth 2.1 and the Security BCP (RFC 9700 §2.1.2) drop the
+    // implicit and hybrid flows, which put tokens in the front channel; `none` issues nothing a
+    // Gatehouse client wants. Discovery then lists exactly `code` and no `implicit` grant, and
+    // registration refuses other response types (registration.ts). docs/clients.md says so.
+    responseTypes: ['code'],
     acrValues: [ACR_PASSWORD, ACR_MFA],
     clientDefaults: {
       grant_types: ['authorization_code', 'refresh_token'],

@@ -1,7 +1,7 @@
 // Client authentication as a client does it: key pairs and JWK Sets for private_key_jwt, client
 // assertions (RFC 7523) signed by hand where a test needs a particular alg, audience or jti, a
 // jwks_uri served over TLS with a throw-away certificate for `localhost`, and a token request that
-// authenticates each of the ways discovery lists.
+// authenticates each of the ways discovery lists. The TLS server also serves client metadata documents.
 import { execFileSync } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
@@ -64,12 +64,13 @@ export async function startJwksServer() {
   execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-days', '1',
     '-subj', '/CN=localhost', '-addext', 'subjectAltName=DNS:localhost',
     '-keyout', path.join(dir, 'key.pem'), '-out', path.join(dir, 'cert.pem')], { stdio: 'ignore' });
-  const sets = new Map<string, { keys: JWK[] }>();
+  const sets = new Map<string, unknown>();
   const hits = new Map<string, number>();
   const server = https.createServer({ key: fs.readFileSync(path.join(dir, 'key.pem')), cert: fs.readFileSync(path.join(dir, 'cert.pem')) }, (req, res) => {
     const p = req.url ?? '';
     hits.set(p, (hits.get(p) ?? 0) + 1);
     const set = sets.get(p);
+    if (typeof set === 'string') return res.writeHead(302, { location: set }).end();
     if (!set) return res.writeHead(404).end();
     res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(set));
   });
@@ -77,10 +78,17 @@ export async function startJwksServer() {
   const base = `https://localhost:${(server.address() as AddressInfo).port}`;
   return {
     ca: path.join(dir, 'cert.pem'),
-    /** Serve a key set at a fresh path; returns its URL. */
-    serve(set: { keys: JWK[] }): string {
-      const p = `/jwks/${crypto.randomUUID()}`;
-      sets.set(p, set);
+    /** Serve a key set (or any JSON document, given its own URL) at a fresh path; returns its URL. */
+    serve(doc: { keys: JWK[] } | ((url: string) => unknown)): string {
+      const p = `/doc/${crypto.randomUUID()}`;
+      sets.set(p, typeof doc === 'function' ? doc(`${base}${p}`) : doc);
+      return `${base}${p}`;
+    },
+    host: new URL(base).host,
+    /** A path that redirects to `target`. */
+    redirect(target: string): string {
+      const p = `/redirect/${crypto.randomUUID()}`;
+      sets.set(p, target);
       return `${base}${p}`;
     },
     hits: (url: string) => hits.get(new URL(url).pathname) ?? 0,
