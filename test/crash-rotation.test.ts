@@ -12,13 +12,13 @@
 //
 // PostgreSQL only: PGlite runs inside the Gatehouse process, so nothing outside can hold it
 // mid-statement; the rotation is the same single statement on both engines (src/oidc/adapter.ts).
-import { spawnSync, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { afterAll, describe, expect, it } from 'vitest';
 import pg from 'pg';
 import * as oidc from 'openid-client';
 import { Browser, CALLBACK, authorize, rpConfig } from './helpers/gatehouse.ts';
 import { createTestPgDatabase, createTestRedisPrefix, servicesFor } from './helpers/databases.ts';
-import { ROOT, TSX, spawnGatehouse, stopProcess } from './helpers/process.ts';
+import { runCli, spawnGatehouse, stopProcess } from './helpers/process.ts';
 
 const TRIES = 4;
 const HOLD = 4242;
@@ -48,11 +48,7 @@ describe.skipIf(!services)('refresh rotation under kill -9 (PostgreSQL + Redis)'
       ADMIN_EMAIL: 'admin@example.com', ADMIN_PASSWORD: 'correct horse battery staple',
       DATA_ENCRYPTION_KEY: Buffer.alloc(32, 5).toString('base64url'),
     };
-    const cli = (...argv: string[]) => {
-      const r = spawnSync(TSX, ['src/cli/main.ts', ...argv], { cwd: ROOT, env: { ...process.env, ...env, LOG_LEVEL: 'warn' }, encoding: 'utf8' });
-      if (r.status !== 0) throw new Error(`gatehouse ${argv.join(' ')} failed: ${r.stderr}`);
-      return JSON.parse(r.stdout);
-    };
+    const cli = (...argv: string[]) => runCli(env, ...argv);
     cli('user', 'create', '--email', ALICE.email, '--password', ALICE.password, '--role', 'user', '--verified');
     const web = cli('client', 'create', '--name', 'Web', '--redirect-uri', CALLBACK, '--grant', 'authorization_code', '--grant', 'refresh_token', '--first-party');
     let gh = await spawnGatehouse(env);

@@ -8,12 +8,12 @@
 // Rate limits are off in this file: N parallel redemptions from one address are the point, and the
 // token endpoint's per-IP limit would otherwise refuse some of them before they race.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { spawnSync, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import pg from 'pg';
 import * as oidc from 'openid-client';
 import { ADMIN, Browser, CALLBACK, authorize, formOf, rpConfig, startTestGatehouse, type TestGatehouse } from './helpers/gatehouse.ts';
 import { createTestPgDatabase, createTestRedisPrefix, servicesFor } from './helpers/databases.ts';
-import { ROOT, TSX, spawnGatehouse, stopProcess } from './helpers/process.ts';
+import { runCli, spawnGatehouse, stopProcess } from './helpers/process.ts';
 
 const ROUNDS = 6;
 const RACERS = 24;
@@ -260,11 +260,7 @@ describe.skipIf(!services)('exactly once, two processes on one PostgreSQL + Redi
     };
     const a = await spawnGatehouse(env);
     procs.push(a.proc);
-    const cli = (...argv: string[]) => {
-      const r = spawnSync(TSX, ['src/cli/main.ts', ...argv], { cwd: ROOT, env: { ...process.env, ...env, LOG_LEVEL: 'warn' }, encoding: 'utf8' });
-      if (r.status !== 0) throw new Error(`gatehouse ${argv.join(' ')} failed: ${r.stderr}`);
-      return JSON.parse(r.stdout);
-    };
+    const cli = (...argv: string[]) => runCli(env, ...argv);
     cli('user', 'create', '--email', ALICE.email, '--password', ALICE.password, '--role', 'user', '--verified');
     const web = cli('client', 'create', '--name', 'Web', '--redirect-uri', CALLBACK, '--grant', 'authorization_code', '--grant', 'refresh_token', '--first-party');
     const b = await spawnGatehouse({ ...env, ISSUER: a.url });

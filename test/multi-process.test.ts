@@ -5,12 +5,12 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { spawnSync, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { afterAll, describe, expect, it } from 'vitest';
 import * as oidc from 'openid-client';
 import pg from 'pg';
 import { decodeJwt, decodeProtectedHeader } from 'jose';
-import { ROOT, TSX, spawnGatehouse, stopProcess } from './helpers/process.ts';
+import { runCli, spawnGatehouse, stopProcess } from './helpers/process.ts';
 import { ADMIN, Browser, CALLBACK, authorize, codeFlow, rpConfig, startTestGatehouse } from './helpers/gatehouse.ts';
 import { createTestPgDatabase, createTestRedisPrefix, servicesFor } from './helpers/databases.ts';
 import { flushWhileProbing, type Answer, type Probe } from './helpers/revocation-flush.ts';
@@ -22,11 +22,7 @@ const AT = 'urn:ietf:params:oauth:token-type:access_token';
 const MCP = 'https://mcp.example.com/mcp';
 const ALICE = { email: 'alice@example.com', password: 'alice has a long passphrase' };
 
-const cli = (env: Record<string, string>, ...argv: string[]) => {
-  const r = spawnSync(TSX, ['src/cli/main.ts', ...argv], { cwd: ROOT, env: { ...process.env, ...env, LOG_LEVEL: 'warn' }, encoding: 'utf8' });
-  if (r.status !== 0) throw new Error(`gatehouse ${argv.join(' ')} failed: ${r.stderr}`);
-  return JSON.parse(r.stdout);
-};
+const cli = runCli;
 
 const run = await servicesFor('postgres+redis');
 

@@ -1,7 +1,7 @@
 // Gatehouse as its own OS process (`src/main.ts` under tsx), for the tests that need more than one
 // process or a real restart.
 import path from 'node:path';
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 
 export const ROOT = path.resolve(import.meta.dirname, '../..');
 export const TSX = path.join(ROOT, 'node_modules/.bin/tsx');
@@ -43,3 +43,10 @@ export const stopProcess = (p: ChildProcess) =>
     p.once('exit', () => r());
     p.kill('SIGTERM');
   });
+
+/** The `gatehouse` CLI as its own process with `env`; returns its JSON output. */
+export function runCli(env: Record<string, string>, ...argv: string[]) {
+  const r = spawnSync(TSX, ['src/cli/main.ts', ...argv], { cwd: ROOT, env: { ...process.env, ...env, LOG_LEVEL: 'warn' }, encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`gatehouse ${argv.join(' ')} failed: ${r.stderr}`);
+  return JSON.parse(r.stdout);
+}
