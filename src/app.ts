@@ -12,7 +12,7 @@ import { createPgDb, createPgliteDb, type Db } from './store/db.ts';
 import { createMemoryKv, createRedisKv, type Kv } from './store/kv.ts';
 import { migrate } from './store/migrate.ts';
 import type { Logger } from './http/log.ts';
-import { createAudit, type Audit } from './audit/index.ts';
+import { createAudit, withAuditWrites, type Audit } from './audit/index.ts';
 import { createAccounts, type Accounts } from './accounts/users.ts';
 import { createClients, type Clients } from './oidc/clients.ts';
 import { createResources, type Resources } from './oidc/resources.ts';
@@ -21,8 +21,9 @@ import { loadInstanceSecrets } from './oidc/secrets.ts';
 import { buildProvider } from './oidc/provider.ts';
 import { startSweeper } from './oidc/adapter.ts';
 import { createInteractionRouter, renderView } from './interaction/router.ts';
-import { errorHandler, PayloadTooLarge } from './http/errors.ts';
-import { accessLog, closeAfterRefusedBody, healthRoutes, requestId, securityHeaders } from './http/middleware.ts';
+import { errorHandler, PayloadTooLarge, RETRY_AFTER_SECONDS } from './http/errors.ts';
+import { accessLog, closeAfterRefusedBody, healthRoutes, HTTPS_WITHOUT_PROXY, requestId, requireHttpsForPages, retryAfterWhenUnavailable, securityHeaders } from './http/middleware.ts';
+import { rejectHostileInput } from './http/input.ts';
 import { createMetrics, type Metrics } from './http/metrics.ts';
 import type { SecretBox } from './crypto/secretbox.ts';
 // --- revocation (issue 6) ---
@@ -91,11 +92,11 @@ export interface Deps {
 /** Open stores, run migrations, load secrets and keys. The caller owns `close()`. */
 export async function assemble(config: Config, log: Logger, opts: { memoryDb?: boolean } = {}): Promise<Deps & { close(): Promise<void>; warnings: string[] }> {
   const db = config.DATABASE_URL
-    ? createPgDb(config.DATABASE_URL)
+    ? createPgDb(config.DATABASE_URL, { timeoutMs: config.DATABASE_TIMEOUT_MS })
     : await createPgliteDb(opts.memoryDb ? undefined : config.DATA_DIR);
   try {
     await migrate(db);
-    const kv = config.REDIS_URL ? createRedisKv(config.REDIS_URL, config.REDIS_KEY_PREFIX) : createMemoryKv(config.REDIS_KEY_PREFIX);
+    const kv = config.REDIS_URL ? createRedisKv(config.REDIS_URL, config.REDIS_KEY_PREFIX, { timeoutMs: config.REDIS_TIMEOUT_MS }) : createMemoryKv(config.REDIS_KEY_PREFIX);
     const { box, cookieKeys, warnings } = await loadInstanceSecrets(config, db);
     const metrics = createMetrics({
       token: config.METRICS_TOKEN,
@@ -118,6 +119,7 @@ export async function assemble(config: Config, log: Logger, opts: { memoryDb?: b
     // Issue 7: limits before accounts, so a password reset can end a lockout.
     const limits = createRateLimits(kv, config, { audit, log });
     const sessionEnds = createSessionEnds();
+    if (config.ISSUER.startsWith('https://') && !config.TRUST_PROXY) warnings.push(HTTPS_WITHOUT_PROXY);
     if (!config.REDIS_URL) warnings.push('REDIS_URL is not set: revocation lists, rate limits and pub/sub are in-process; run a single Gatehouse process only.');
     return {
       config, db, kv, log, box, cookieKeys, audit, keys, warnings, metrics, mailer: createMailer(config, log),
@@ -238,9 +240,11 @@ export async function createApp(deps: Deps): Promise<GatehouseApp> {
   app.use(requestId());
   app.use(metrics.measure());
   app.use(accessLog(log));
-  app.use(securityHeaders(['/interaction', '/account', '/admin', '/password', '/assets']));
+  app.use(retryAfterWhenUnavailable(RETRY_AFTER_SECONDS));
+  app.use(securityHeaders(['/interaction', '/account', '/admin', '/password', '/assets'], { https: config.ISSUER.startsWith('https://') }));
   app.use(closeAfterRefusedBody());
-  app.use(errorHandler(log, (status, error, description) => renderView('error', { title: 'Error', error, description, status })));
+  app.use((_ctx, next) => withAuditWrites(next));
+  app.use(errorHandler(log, (status, error, description) => renderView('error', { title: status === 503 ? 'Try again shortly' : 'Error', error, description, status })));
   app.use(healthRoutes([
     { name: 'database', check: () => deps.db.ping() },
     { name: deps.kv.kind === 'redis' ? 'redis' : 'store', check: () => deps.kv.ping() },
@@ -252,6 +256,8 @@ export async function createApp(deps: Deps): Promise<GatehouseApp> {
     if (length > bodyLimit) throw new PayloadTooLarge(`request body exceeds ${config.BODY_LIMIT}`);
     await next();
   });
+  app.use(rejectHostileInput({ audit: deps.audit, bodyLimit }));
+  app.use(requireHttpsForPages(config));
   app.use(async function serveAssets(ctx, next) {
     if (ctx.path === '/favicon.ico') {
       ctx.status = 204;

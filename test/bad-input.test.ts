@@ -24,6 +24,15 @@ async function token(form: Record<string, string>, auth?: string, contentType = 
   return { status: res.status, connection: res.headers.get('connection'), body: await res.json().catch(() => ({})) as Record<string, string> };
 }
 
+const lastAuditId = async () => Number((await gh.deps.db.query<{ id: number }>('SELECT coalesce(max(id), 0)::int AS id FROM audit_events')).rows[0].id);
+/** The request.refused rows after `after` (the refusal is written before the answer). */
+async function refusals(after: number, atLeast = 1) {
+  const rows = (await gh.deps.db.query<{ ip: string; request_id: string; details: Record<string, string> }>(
+    "SELECT ip, request_id, details FROM audit_events WHERE type = 'request.refused' AND id > $1 ORDER BY id", [after])).rows;
+  expect(rows.length).toBeGreaterThanOrEqual(atLeast);
+  return rows;
+}
+
 /** Rows that a refused request must not create: tokens and grants, clients, users. */
 const written = async () => ({ payloads: await count('oidc_payloads'), clients: await count('clients'), users: await count('users') });
 
@@ -131,17 +140,22 @@ describe('bad input at the authorization endpoint', () => {
   });
 });
 
+/** A fresh browser on the sign-in page of a code flow. */
+async function loginPage() {
+  const config = await rpConfig(gh, web.client_id, web.client_secret);
+  const browser = new Browser();
+  const url = oidc.buildAuthorizationUrl(config, {
+    redirect_uri: CALLBACK, scope: 'openid', code_challenge: await oidc.calculatePKCECodeChallenge(oidc.randomPKCECodeVerifier()), code_challenge_method: 'S256',
+  });
+  return { browser, page: await browser.follow(url.href, gh.url) };
+}
+
 describe('bad input at the login page', () => {
   it('SQL metacharacters in the email are just a failed login; nothing is written but the audit event', async () => {
     const users = await count('users');
-    const config = await rpConfig(gh, web.client_id, web.client_secret);
-    const browser = new Browser();
-    const url = oidc.buildAuthorizationUrl(config, {
-      redirect_uri: CALLBACK, scope: 'openid', code_challenge: await oidc.calculatePKCECodeChallenge(oidc.randomPKCECodeVerifier()), code_challenge_method: 'S256',
-    });
-    const page = await browser.follow(url.href, gh.url);
+    const { browser, page } = await loginPage();
     const { action, fields } = formOf(page.html!, '/login');
-    for (const email of ["' OR 1=1 --", "admin@example.com'; DROP TABLE users; --", 'x\u0000y']) {
+    for (const email of ["' OR 1=1 --", "admin@example.com'; DROP TABLE users; --"]) {
       const res = await browser.request(new URL(action, gh.url).href, { form: { ...fields, email, password: 'whatever-password' } });
       expect(res.status).toBe(401);
       expect(await res.text()).toContain('Invalid email or password');
@@ -149,13 +163,26 @@ describe('bad input at the login page', () => {
     expect(await count('users')).toBe(users);
   });
 
+  it('a NUL or control character in a field is refused with a page (400), and the refusal is audited without the password', async () => {
+    const { browser, page } = await loginPage();
+    const { action, fields } = formOf(page.html!, '/login');
+    const before = await lastAuditId();
+    const nul = await browser.request(new URL(action, gh.url).href, { form: { ...fields, email: 'x\u0000y@example.com', password: 'whatever-password' } });
+    expect(nul.status).toBe(400);
+    expect(nul.headers.get('content-type')).toContain('text/html');
+    expect(await nul.text()).toContain('body parameter &quot;email&quot; contains a NUL character');
+    const secret = await browser.request(new URL(action, gh.url).href, { form: { ...fields, email: ADMIN.email, password: 'sekrit\u0001password' } });
+    expect(secret.status).toBe(400);
+    const rows = await refusals(before, 2);
+    expect(rows.map((r) => [r.details.parameter, r.details.reason, r.details.value])).toEqual([
+      ['email', 'contains a NUL character', 'x\\u0000y@example.com'],
+      ['password', 'contains a control character', undefined],
+    ]);
+    expect(JSON.stringify(rows)).not.toContain('sekrit');
+  });
+
   it('a login POST without the CSRF token is refused with 403', async () => {
-    const config = await rpConfig(gh, web.client_id, web.client_secret);
-    const browser = new Browser();
-    const url = oidc.buildAuthorizationUrl(config, {
-      redirect_uri: CALLBACK, scope: 'openid', code_challenge: await oidc.calculatePKCECodeChallenge(oidc.randomPKCECodeVerifier()), code_challenge_method: 'S256',
-    });
-    const page = await browser.follow(url.href, gh.url);
+    const { browser, page } = await loginPage();
     const { action } = formOf(page.html!, '/login');
     const res = await browser.request(new URL(action, gh.url).href, { form: { email: ADMIN.email, password: ADMIN.password } });
     expect(res.status).toBe(403);
@@ -180,6 +207,64 @@ describe('bad input at the login page', () => {
     const fails = await gh.deps.db.query<{ details: unknown }>("SELECT details FROM audit_events WHERE type = 'login' AND outcome = 'failure'");
     expect(fails.rowCount).toBeGreaterThan(0);
     expect(JSON.stringify(fails.rows)).not.toContain('not-the-password');
+  });
+});
+
+describe('hostile values at the edge (issue 15)', () => {
+  it('/auth?state=%00 → 400 page, audited with the value made safe (no 500, no lost row)', async () => {
+    const before = await lastAuditId();
+    const res = await fetch(`${gh.url}/auth?client_id=${web.client_id}&response_type=code&scope=openid&state=%00`, { headers: { accept: 'text/html' }, redirect: 'manual' });
+    expect(res.status).toBe(400);
+    expect(res.headers.get('location')).toBeNull();
+    expect(await res.text()).toContain('query parameter &quot;state&quot; contains a NUL character');
+    const [row] = await refusals(before);
+    expect(row.details).toMatchObject({ method: 'GET', path: '/auth', where: 'query', parameter: 'state', value: '\\u0000', reason: 'contains a NUL character' });
+    expect(row.request_id).toBe(res.headers.get('x-request-id'));
+  });
+
+  it('invalid UTF-8, over-long and repeated parameters → 400 invalid_request (JSON for APIs)', async () => {
+    const cases: [string, string][] = [
+      ['grant_type=client_credentials&scope=%C3%28', 'body parameter "scope" is not valid percent-encoded UTF-8'],
+      ['grant_type=client_credentials&scope=a&scope=b', 'body parameter "scope" is given more than once'],
+      ['grant_type=client_credentials&sc%01ope=a', 'has a name that contains a control character'],
+    ];
+    for (const [body, message] of cases) {
+      const r = await token({}, basic(web.client_id, web.client_secret), 'application/x-www-form-urlencoded', body);
+      expect(r.status, body).toBe(400);
+      expect(r.body.error, body).toBe('invalid_request');
+      expect(r.body.error_description, body).toContain(message);
+    }
+    const long = await fetch(`${gh.url}/.well-known/openid-configuration?x=${'a'.repeat(10_000)}`);
+    expect(long.status).toBe(400);
+    expect((await long.json()).error_description).toMatch(/query parameter "x" is longer than 8192 characters/);
+    // RFC 8707: resource may repeat.
+    const twoResources = await fetch(`${gh.url}/auth?client_id=${web.client_id}&response_type=code&scope=openid&resource=https://a.example&resource=https://b.example`, { redirect: 'manual' });
+    expect(twoResources.status).not.toBe(500);
+    expect((await twoResources.text())).not.toContain('given more than once');
+  });
+
+  it('NUL and unpaired surrogates in JSON, and bodies that are not UTF-8 → 400', async () => {
+    for (const raw of ['{"redirect_uris":["http://127.0.0.1/cb"],"client_name":"a\\u0000b"}', '{"redirect_uris":["http://127.0.0.1/cb"],"client_name":"\\ud800"}']) {
+      const res = await fetch(`${gh.url}/reg`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: raw });
+      expect(res.status, raw).toBe(400);
+      expect((await res.json()).error).toBe('invalid_request');
+    }
+    const bytes = await fetch(`${gh.url}/token`, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: Buffer.from([0x61, 0x3d, 0xff]) });
+    expect(bytes.status).toBe(400);
+    expect((await bytes.json()).error_description).toBe('body parameter "body" is not valid UTF-8');
+  });
+
+  it('POST /device without the session GET /device started → 400 page, not 500', async () => {
+    const res = await fetch(`${gh.url}/device`, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded', accept: 'text/html' }, body: 'user_code=BCDF-GHJK' });
+    expect(res.status).toBe(400);
+    expect(await res.text()).toContain('Open the device sign-in page again');
+  });
+
+  it('the audit writer stores any text: NUL and unpaired surrogates in fields and details do not lose the row', async () => {
+    const before = await lastAuditId();
+    await gh.deps.audit.record({ type: 'test.hostile', subject: 'a\u0000b', ip: '\ud800', details: { 'k\u0000': 'v\u0000', nested: ['\udc00x'] } });
+    const rows = (await gh.deps.db.query<{ subject: string; ip: string; details: unknown }>("SELECT subject, ip, details FROM audit_events WHERE type = 'test.hostile' AND id > $1", [before])).rows;
+    expect(rows).toEqual([{ subject: 'a\\u0000b', ip: '\ufffd', details: { 'k\\u0000': 'v\\u0000', nested: ['\ufffdx'] } }]);
   });
 });
 

@@ -2,11 +2,14 @@
 // CORS from CORS_ORIGINS, request ids (header, audit row), the audit trail of a sign-in with its
 // tokens, logs free of secrets, secrets sealed at rest, the default lifetimes and the absolute
 // refresh-token cap, self-registration off by default, and the client/resource delete commands.
+import type { AddressInfo } from 'node:net';
 import { Writable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import * as oidc from 'openid-client';
 import { decodeJwt } from 'jose';
 import { createLogger } from '../src/http/log.ts';
+import { createPgDb } from '../src/store/db.ts';
+import { PG_ADMIN_URL, servicesFor } from './helpers/databases.ts';
 import { ADMIN, Browser, CALLBACK, codeFlow, rpConfig, startTestGatehouse, type TestGatehouse } from './helpers/gatehouse.ts';
 
 const APP_ORIGIN = 'https://app.example.com';
@@ -97,12 +100,52 @@ describe('security headers', () => {
     expect(sheet.headers.get('content-type')).toMatch(/text\/css/);
   });
 
+  it('an http issuer sends no Strict-Transport-Security', async () => {
+    expect((await fetch(`${gh.url}/.well-known/openid-configuration`)).headers.get('strict-transport-security')).toBeNull();
+  });
+
   it("oidc-provider's error page forbids framing too", async () => {
     const res = await fetch(`${gh.url}/auth?client_id=nope&response_type=code&scope=openid&redirect_uri=${encodeURIComponent(CALLBACK)}`, { redirect: 'manual' });
     expect(res.status).toBe(400);
     expect(res.headers.get('content-type')).toMatch(/text\/html/);
     expect(res.headers.get('content-security-policy')).toContain("frame-ancestors 'none'");
     expect(res.headers.get('x-frame-options')).toBe('DENY');
+  });
+});
+
+describe('an https issuer (issue 15)', () => {
+  const ISSUER = 'https://id.example.test';
+  const local = (g: TestGatehouse) => `http://127.0.0.1:${(g.server.address() as AddressInfo).port}`;
+  const authPath = (clientId: string) => `/auth?${new URLSearchParams({ client_id: clientId, response_type: 'code', scope: 'openid', redirect_uri: CALLBACK, code_challenge: 'x'.repeat(43), code_challenge_method: 'S256' })}`;
+
+  it('served over plain HTTP without TRUST_PROXY: a warning with the fix at start, a clear 400 page at sign-in (not 500), HSTS', async () => {
+    const plain = await startTestGatehouse({ env: { ISSUER } });
+    try {
+      expect(plain.warnings.join('\n')).toMatch(/ISSUER is https:\/\/ but .*set TRUST_PROXY=true/);
+      const c = await plain.cli('client', 'create', '--name', 'Web', '--redirect-uri', CALLBACK);
+      const res = await fetch(`${local(plain)}${authPath(c.client_id)}`, { headers: { accept: 'text/html' }, redirect: 'manual' });
+      expect(res.status).toBe(400);
+      expect(res.headers.get('content-type')).toContain('text/html');
+      expect(await res.text()).toContain('TRUST_PROXY=true');
+      expect(res.headers.get('strict-transport-security')).toBe('max-age=31536000');
+    } finally {
+      await plain.close();
+    }
+  });
+
+  it('behind a TLS proxy with TRUST_PROXY=true: no warning, sign-in starts, HSTS', async () => {
+    const proxied = await startTestGatehouse({ env: { ISSUER, TRUST_PROXY: 'true' } });
+    try {
+      expect(proxied.warnings.join('\n')).not.toContain('TRUST_PROXY');
+      const c = await proxied.cli('client', 'create', '--name', 'Web', '--redirect-uri', CALLBACK);
+      const res = await fetch(`${local(proxied)}${authPath(c.client_id)}`, { headers: { accept: 'text/html', 'x-forwarded-proto': 'https' }, redirect: 'manual' });
+      expect(res.status).toBe(303);
+      expect(res.headers.get('location')).toMatch(/\/interaction\//);
+      expect(res.headers.getSetCookie().join(';')).toMatch(/;\s*secure/i);
+      expect(res.headers.get('strict-transport-security')).toBe('max-age=31536000');
+    } finally {
+      await proxied.close();
+    }
   });
 });
 
@@ -223,6 +266,36 @@ describe('logs', () => {
     for (const secret of [ADMIN.password, web.client_secret, agent.client_secret, tokens.access_token, tokens.refresh_token!, tokens.id_token!, callbackUrl.searchParams.get('code')!, ...cookies]) {
       expect(text).not.toContain(secret);
     }
+  });
+
+  it("a failing query's parameters never reach a log line, in either store mode (issue 15)", async () => {
+    const lines: string[] = [];
+    const log = createLogger('info', new Writable({ write(chunk, _enc, done) { lines.push(String(chunk)); done(); } }));
+    const secret = 'device-code-BCDF-GHJK-sekrit';
+    const pgDb = (await servicesFor('postgres')) ? createPgDb(PG_ADMIN_URL) : undefined;
+    try {
+      for (const db of [gh.deps.db, pgDb]) {
+        if (!db) continue;
+        // 22P02 quotes the value in its message; PGlite's error also carries the parameters.
+        const err = await db.query('SELECT $1::int AS n', [secret]).catch((e: Error) => e);
+        expect(err).toBeInstanceOf(Error);
+        log.error({ err, what: db.kind }, 'query failed');
+        // 23505 names the duplicate key, value included, in `detail`.
+        const dup = await db.transaction(async (tx) => {
+          await tx.query('CREATE TEMP TABLE fuzz_dup (x text PRIMARY KEY) ON COMMIT DROP');
+          await tx.query('INSERT INTO fuzz_dup VALUES ($1), ($1)', [secret]);
+        }).catch((e: Error) => e);
+        expect((dup as { code?: string }).code).toBe('23505');
+        log.error({ err: dup }, 'query failed');
+      }
+    } finally {
+      await pgDb?.close();
+    }
+    const text = lines.join('');
+    expect(text).toContain('"type"');
+    expect(text).not.toContain('sekrit');
+    expect(text).toContain('"errCode":"22P02"');
+    expect(text).toContain('"errCode":"23505"');
   });
 
   it('the logger redacts secrets wherever a caller puts them', () => {

@@ -15,6 +15,7 @@ import type Provider from 'oidc-provider';
 import { z, ZodError } from 'zod';
 import type { Deps } from '../app.ts';
 import { readJson } from '../http/body.ts';
+import { isUnavailable } from '../store/errors.ts';
 import { HttpError } from '../http/errors.ts';
 import { ExchangeError } from '../exchange/errors.ts';
 import { lazyKeyRing } from '../exchange/index.ts';
@@ -150,7 +151,11 @@ export function createAdminApi(deps: AdminApiDeps): Middleware {
       }
       return `user:${user.id}`;
     }
-    const metadata = await deps.clients.findMetadata(token.clientId).catch(() => undefined);
+    // An unreadable client is no service account, but a database that cannot answer is a 503, not a 403.
+    const metadata = await deps.clients.findMetadata(token.clientId).catch((err) => {
+      if (isUnavailable(err)) throw err;
+      return undefined;
+    });
     const allowed = adminScopesForClient(metadata as Record<string, unknown> | undefined);
     if (!allowed.some((s) => wanted.includes(s) && token.scope.includes(s))) throw challenge(403, 'insufficient_scope', `this client is not allowed ${required} (gatehouse client admin-api)`, { scope: wanted[0] });
     return `client:${token.clientId}`;

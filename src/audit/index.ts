@@ -1,6 +1,7 @@
 // Audit events: every authentication event and admin action, with actor, subject, client, IP and
 // time. Callers pass identifiers and outcomes only; `details` is scrubbed of anything secret-looking
 // as a second line of defence.
+import { AsyncLocalStorage } from 'node:async_hooks';
 import type { Queryable } from '../store/db.ts';
 import type { Logger } from '../http/log.ts';
 
@@ -19,7 +20,7 @@ export interface Audit {
   record(event: AuditEvent): Promise<void>;
 }
 
-const SECRET_KEY = /pass(word)?|secret|token|code_verifier|^code$|assertion|otp|recovery|cookie|authorization/i;
+export const SECRET_KEY = /pass(word)?|secret|token|code_verifier|^code$|assertion|otp|recovery|cookie|authorization/i;
 
 export function scrub(value: unknown, depth = 0): unknown {
   if (depth > 4 || value === null || typeof value !== 'object') return value;
@@ -29,20 +30,64 @@ export function scrub(value: unknown, depth = 0): unknown {
   return out;
 }
 
+const MAX_TEXT = 2048;
+
+/**
+ * Any text a caller passes, made storable: PostgreSQL refuses NUL in text and jsonb (and unpaired
+ * surrogates in jsonb), which would lose the whole row, so NUL is written as the visible escape `\u0000`,
+ * an unpaired surrogate as U+FFFD, and anything longer than 2048 characters is cut.
+ */
+export function storable(s: string): string {
+  const cut = s.length > MAX_TEXT ? `${s.slice(0, MAX_TEXT)}…` : s;
+  return cut.replace(/\u0000/g, '\\u0000').replace(/[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/g, '\ufffd');
+}
+
+function storableDeep(value: unknown, depth = 0): unknown {
+  if (typeof value === 'string') return storable(value);
+  if (depth > 6 || value === null || typeof value !== 'object') return value;
+  if (Array.isArray(value)) return value.slice(0, 100).map((v) => storableDeep(v, depth + 1));
+  return Object.fromEntries(Object.entries(value).slice(0, 100).map(([k, v]) => [storable(k), storableDeep(v, depth + 1)]));
+}
+
+const text = (v: string | null | undefined) => (v == null ? null : storable(String(v)));
+
+/** Audit writes started while a request runs, so the request can wait for them (see withAuditWrites). */
+const started = new AsyncLocalStorage<Set<Promise<void>>>();
+
+/**
+ * Run `fn` (a request), then wait for the audit writes it started. Callers record without awaiting
+ * (`void audit.record(...)`) so a slow audit never slows the flow's own steps, but the response is
+ * only sent once they are written: a process killed right after answering has lost none of them.
+ */
+export async function withAuditWrites<T>(fn: () => Promise<T>): Promise<T> {
+  const writes = new Set<Promise<void>>();
+  try {
+    return await started.run(writes, fn);
+  } finally {
+    if (writes.size) await Promise.all(writes);
+  }
+}
+
 export function createAudit(db: Queryable, log: Logger): Audit {
   return {
-    async record(e) {
-      try {
-        await db.query(
-          `INSERT INTO audit_events (type, outcome, actor, subject, client_id, ip, request_id, details)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
-          [e.type, e.outcome ?? 'success', e.actor ?? null, e.subject ?? null, e.clientId ?? null, e.ip ?? null,
-            e.requestId ?? null, JSON.stringify(scrub(e.details ?? {}))],
-        );
-      } catch (err) {
-        // Auditing must not take the request down with it, but it must be visible.
-        log.error({ err, auditType: e.type }, 'audit write failed');
-      }
+    record(e) {
+      const write = insert(db, log, e);
+      started.getStore()?.add(write);
+      return write;
     },
   };
+}
+
+async function insert(db: Queryable, log: Logger, e: AuditEvent): Promise<void> {
+  try {
+    await db.query(
+      `INSERT INTO audit_events (type, outcome, actor, subject, client_id, ip, request_id, details)
+       VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
+      [storable(e.type), e.outcome ?? 'success', text(e.actor), text(e.subject), text(e.clientId), text(e.ip),
+        text(e.requestId), JSON.stringify(storableDeep(scrub(e.details ?? {})))],
+    );
+  } catch (err) {
+    // Auditing must not take the request down with it, but it must be visible.
+    log.error({ err, auditType: e.type }, 'audit write failed');
+  }
 }

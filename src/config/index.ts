@@ -59,6 +59,10 @@ export const envSchema = z.object({
   DATABASE_URL: z.string().regex(/^postgres(ql)?:\/\//, 'must be a postgres:// URL').optional(),
   // Redis 6+/Valkey. Unset → in-process store (single process only).
   REDIS_URL: z.string().regex(/^rediss?:\/\//, 'must be a redis:// or rediss:// URL').optional(),
+  // How long a request may wait on PostgreSQL (a connection, a statement) and on a Redis command
+  // before it gets 503 temporarily_unavailable: a hung or unreachable dependency answers in bounded time.
+  DATABASE_TIMEOUT_MS: z.coerce.number().int().min(100).max(120_000).default(5000),
+  REDIS_TIMEOUT_MS: z.coerce.number().int().min(50).max(60_000).default(2000),
   // Prefix for every Redis key, so several deployments (or test runs) can share one Redis.
   REDIS_KEY_PREFIX: z.string().default('gatehouse:'),
   // Where embedded mode keeps PGlite and generated secrets.

@@ -8,6 +8,17 @@ export const FORM_LIMIT_BYTES = 16 * 1024;
 
 /** Read the raw request body as UTF-8 text. 413 past `limitBytes`, declared or counted. */
 export async function readRawBody(ctx: Context, limitBytes: number): Promise<string> {
+  // Already read (and checked) at the edge by src/http/input.ts, or rewritten by a pre-reader.
+  const read = (ctx.req as unknown as { body?: unknown }).body;
+  if (typeof read === 'string') {
+    if (Buffer.byteLength(read) > limitBytes) throw new PayloadTooLarge(`request body exceeds ${limitBytes} bytes`);
+    return read;
+  }
+  return (await readBodyBytes(ctx, limitBytes)).toString('utf8');
+}
+
+/** The request body's bytes from the stream. 413 past `limitBytes`, declared or counted. */
+export async function readBodyBytes(ctx: Context, limitBytes: number): Promise<Buffer> {
   const declared = Number(ctx.get('content-length') || 0);
   if (declared > limitBytes) throw new PayloadTooLarge(`request body exceeds ${limitBytes} bytes`);
   const chunks: Buffer[] = [];
@@ -17,7 +28,7 @@ export async function readRawBody(ctx: Context, limitBytes: number): Promise<str
     if (size > limitBytes) throw new PayloadTooLarge(`request body exceeds ${limitBytes} bytes`);
     chunks.push(chunk);
   }
-  return Buffer.concat(chunks).toString('utf8');
+  return Buffer.concat(chunks);
 }
 
 /** Read an application/x-www-form-urlencoded body. 415 for another content type, 413 past the limit. */

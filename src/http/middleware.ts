@@ -2,6 +2,7 @@
 import crypto from 'node:crypto';
 import type { Context, Next } from 'koa';
 import type { Logger } from './log.ts';
+import { InvalidRequest } from './errors.ts';
 
 export function requestId() {
   return async function assignRequestId(ctx: Context, next: Next) {
@@ -49,9 +50,12 @@ export function closeAfterRefusedBody() {
 
 /** Our pages run no inline script or style; oidc-provider's own pages (form_post, device flow
  * defaults) use inline code, so they get a looser script/style policy. Framing is refused everywhere. */
-export function securityHeaders(ownPagePrefixes: string[]) {
+export function securityHeaders(ownPagePrefixes: string[], opts: { https?: boolean } = {}) {
   return async function setSecurityHeaders(ctx: Context, next: Next) {
     await next();
+    // RFC 6797: an https issuer tells browsers to use https only, for a year. Not includeSubDomains:
+    // the operator's other hosts are not ours to decide. Browsers ignore it over plain http.
+    if (opts.https) ctx.set('Strict-Transport-Security', 'max-age=31536000');
     ctx.set('X-Content-Type-Options', 'nosniff');
     ctx.set('Referrer-Policy', 'no-referrer');
     ctx.set('X-Frame-Options', 'DENY');
@@ -61,6 +65,38 @@ export function securityHeaders(ownPagePrefixes: string[]) {
         ? "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; object-src 'none'"
         : "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; object-src 'none'");
     }
+  };
+}
+
+/**
+ * Every 503 says when to come back (RFC 9110 §10.2.3), also those oidc-provider renders itself
+ * (a store outage inside its routes, src/store/errors.ts), which set no headers of their own.
+ */
+export function retryAfterWhenUnavailable(seconds: number) {
+  return async function setRetryAfterOn503(ctx: Context, next: Next) {
+    try {
+      await next();
+    } finally {
+      if (ctx.status === 503 && !ctx.response.get('Retry-After')) ctx.set('Retry-After', String(seconds));
+    }
+  };
+}
+
+/** The deployment mistake behind it, told at start (src/app.ts) and on the page. */
+export const HTTPS_WITHOUT_PROXY = 'ISSUER is https:// but Gatehouse serves plain HTTP and TRUST_PROXY is off, so it cannot tell a request came over TLS and cannot set its secure sign-in cookies. Put a TLS-terminating proxy in front that sets X-Forwarded-Proto and set TRUST_PROXY=true (or use an http:// ISSUER for local testing).';
+
+/**
+ * Pages that set the secure sign-in cookies of an https issuer cannot work over plain HTTP (Koa
+ * refuses to send a secure cookie over an unencrypted connection, which oidc-provider turns into
+ * a 500). Say so on the page, 400, instead.
+ */
+export function requireHttpsForPages(config: { ISSUER: string }) {
+  const https = config.ISSUER.startsWith('https://');
+  const pages = /^\/(auth|interaction|account|admin(?!\/api)|session|device|password|federation)(\/|$)/;
+  return async function refusePlainHttpPages(ctx: Context, next: Next) {
+    if (!https || ctx.secure || !pages.test(ctx.path)) return next();
+    ctx.state.html = ctx.accepts('json', 'html') === 'html';
+    throw new InvalidRequest(`This page must be opened over HTTPS. ${HTTPS_WITHOUT_PROXY}`);
   };
 }
 

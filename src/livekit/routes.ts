@@ -5,12 +5,12 @@
 // gets a short-lived delegation token (may_act = its client id) in the participant attributes, which
 // it exchanges with its own credentials for an MCP token for exactly this user.
 import Router from '@koa/router';
-import { bodyParser } from '@koa/bodyparser';
 import type { Context } from 'koa';
 import type Provider from 'oidc-provider';
 import { z } from 'zod';
 import type { Deps } from '../app.ts';
 import { HttpError, InvalidRequest, InvalidToken, NotFound } from '../http/errors.ts';
+import { readJson } from '../http/body.ts';
 import { ExchangeError, toHttpError } from '../exchange/errors.ts';
 import { lazyKeyRing } from '../exchange/index.ts';
 import { noRateLimit, type ExchangeRateLimit } from '../exchange/grant.ts';
@@ -105,13 +105,15 @@ export function createLivekitRouter(deps: LivekitDeps, opts: { rateLimit?: Excha
     return attrs;
   }
 
-  router.post('/connection-details', bodyParser({ enableTypes: ['json'], jsonLimit: deps.config.BODY_LIMIT }), async function connectionDetails(ctx) {
+  router.post('/connection-details', async function connectionDetails(ctx) {
     ctx.set('Cache-Control', 'no-store');
     ctx.set('Pragma', 'no-cache');
     if (!settings) throw new NotFound('LiveKit is not configured on this server');
     const audit: { subject?: string; clientId?: string; room?: string; agents?: string[]; guest?: boolean } = {};
+    let raw: unknown;
     try {
-      const parsed = connectionDetailsBody.safeParse(ctx.request.body ?? {});
+      raw = await readJson(ctx);
+      const parsed = connectionDetailsBody.safeParse(raw ?? {});
       if (!parsed.success) throw new InvalidRequest(parsed.error.issues.map((i) => `${i.path.join('.') || 'body'}: ${i.message}`).join('; '));
       const body = parsed.data;
       const bearer = await authenticateBearer(ctx);
@@ -144,7 +146,7 @@ export function createLivekitRouter(deps: LivekitDeps, opts: { rateLimit?: Excha
       if (e instanceof HttpError) {
         void deps.audit.record({
           type: 'livekit.connection_details', outcome: 'failure', subject: audit.subject ?? null, clientId: audit.clientId ?? null, ip: ctx.ip,
-          requestId: ctx.state.requestId, details: { room: audit.room ?? (ctx.request.body as { room_name?: unknown } | undefined)?.room_name ?? null, guest: audit.guest ?? null, agents: audit.agents ?? null, error: e.error, reason: e.description },
+          requestId: ctx.state.requestId, details: { room: audit.room ?? (raw as { room_name?: unknown } | undefined)?.room_name ?? null, guest: audit.guest ?? null, agents: audit.agents ?? null, error: e.error, reason: e.description },
         });
       }
       throw e;

@@ -247,6 +247,13 @@ export function devicePolling(deps: { config: Config; kv: Kv }) {
     }
     const isToken = ctx.path === '/token';
     const isConfirm = ctx.path === '/device';
+    // The code form is posted back to the browser session GET /device started (its xsrf lives
+    // there). Without that cookie oidc-provider fails while saving a session it never loaded (500);
+    // tell the person what to do instead.
+    if (isConfirm && !ctx.cookies.get('_session')) {
+      ctx.state.html = true;
+      throw new InvalidRequest('This page has expired or cookies are blocked. Open the device sign-in page again and enter the code shown on your device.');
+    }
     if (!(isToken || isConfirm) || !ctx.is('application/x-www-form-urlencoded')) return next();
     const raw = await readRawBody(ctx, limit);
     const form = new URLSearchParams(raw);

@@ -253,11 +253,14 @@ export function buildProvider(deps: ProviderDeps): Provider {
     async renderError(ctx, out, error) {
       ctx.type = 'html';
       const status = (error as { status?: number }).status ?? 500;
-      ctx.body = renderView('error', {
-        title: 'Something went wrong',
-        error: status >= 500 ? 'server_error' : out.error,
-        description: status >= 500 ? 'The server could not complete the request.' : out.error_description,
-      });
+      // A dependency outage (503, src/store/errors.ts) tells people to come back; other 5xx say nothing.
+      ctx.body = status === 503
+        ? renderView('error', { title: 'Try again shortly', error: 'temporarily_unavailable', description: 'Sign-in is unavailable for a moment. Please try again in a few seconds.' })
+        : renderView('error', {
+          title: 'Something went wrong',
+          error: status >= 500 ? 'server_error' : out.error,
+          description: status >= 500 ? 'The server could not complete the request.' : out.error_description,
+        });
     },
     // Scope-requested claims (email, name, roles) also go into the ID token, as Keycloak and Auth0 do.
     conformIdTokenClaims: false,

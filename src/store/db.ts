@@ -4,6 +4,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import pg from 'pg';
 import { PGlite } from '@electric-sql/pglite';
+import { asUnavailable } from './errors.ts';
 
 export interface QueryResult<T> {
   rows: T[];
@@ -25,18 +26,50 @@ export interface Db extends Queryable {
 // Timestamps come back as Date on both engines; bigint counts as number (our counts are small).
 pg.types.setTypeParser(20, (v) => Number(v));
 
-export function createPgDb(url: string, opts: { max?: number } = {}): Db {
-  const pool = new pg.Pool({ connectionString: url, max: opts.max ?? 10 });
-  // An idle client losing its connection must not crash the process; the next query reconnects.
+export interface PgOptions {
+  max?: number;
+  /**
+   * Bound on waiting for a connection, on a statement in the server (statement_timeout) and on the
+   * reply over the wire (query_timeout): a database that is down or hung gives a 503 in about this
+   * time, never a request that hangs. Default 5 s.
+   */
+  timeoutMs?: number;
+}
+
+export function createPgDb(url: string, opts: PgOptions = {}): Db {
+  const timeout = opts.timeoutMs ?? 5000;
+  const pool = new pg.Pool({
+    connectionString: url,
+    max: opts.max ?? 10,
+    connectionTimeoutMillis: timeout,
+    statement_timeout: timeout,
+    // The client-side bound is a little longer, so a slow statement ends with the server's 57014.
+    query_timeout: timeout + 1000,
+    // A transaction left open by a lost client must not hold its locks for long.
+    idle_in_transaction_session_timeout: 4 * timeout,
+    keepAlive: true,
+  });
+  // An idle client losing its connection must not crash the process; the pool drops it and the next
+  // query opens a new one, so the store recovers by itself once PostgreSQL is back.
   pool.on('error', () => {});
   const db: Db = {
     kind: 'postgres',
     async query<T>(sql: string, params?: unknown[]) {
-      const r = await pool.query(sql, params as unknown[]);
-      return { rows: r.rows as T[], rowCount: r.rowCount ?? 0 };
+      try {
+        const r = await pool.query(sql, params as unknown[]);
+        return { rows: r.rows as T[], rowCount: r.rowCount ?? 0 };
+      } catch (err) {
+        throw asUnavailable(err, 'database');
+      }
     },
     async transaction<T>(fn: (tx: Queryable) => Promise<T>) {
-      const client = await pool.connect();
+      let client: pg.PoolClient;
+      try {
+        client = await pool.connect();
+      } catch (err) {
+        throw asUnavailable(err, 'database');
+      }
+      let broken: Error | undefined;
       try {
         await client.query('BEGIN');
         const tx: Queryable = {
@@ -49,14 +82,17 @@ export function createPgDb(url: string, opts: { max?: number } = {}): Db {
         await client.query('COMMIT');
         return out;
       } catch (err) {
-        await client.query('ROLLBACK').catch(() => {});
-        throw err;
+        // A lost connection rolls back on the server by itself; the client is not reused.
+        await client.query('ROLLBACK').catch((e: Error) => { broken = e; });
+        const mapped = asUnavailable(err, 'database');
+        if (mapped !== err) broken ??= err as Error;
+        throw mapped;
       } finally {
-        client.release();
+        client.release(broken);
       }
     },
     async ping() {
-      await pool.query('SELECT 1');
+      await db.query('SELECT 1');
     },
     async close() {
       await pool.end();

@@ -1,6 +1,7 @@
 // The small key-value + pub/sub interface that revocation, rate limits and cross-node
 // invalidation use. Redis in production; an in-process map in embedded mode (single process only).
 import { Redis } from 'ioredis';
+import { asUnavailable } from './errors.ts';
 
 export interface Kv {
   readonly kind: 'redis' | 'memory';
@@ -155,10 +156,15 @@ type ScriptedRedis = Redis & {
   ghSetIf(key: string, guard: string, value: string, equals: string): Promise<number>;
 };
 
-export function createRedisKv(url: string, prefix = 'gatehouse:'): Kv {
+export function createRedisKv(url: string, prefix = 'gatehouse:', opts: { timeoutMs?: number } = {}): Kv {
+  const timeout = opts.timeoutMs ?? 2000;
   const common = {
     // Fail fast instead of queueing forever: revocation decisions must fail closed, not hang.
     maxRetriesPerRequest: 1,
+    // A Redis that accepts the connection but never answers (hung, or a black-holed network)
+    // fails the command after this long instead of holding the request.
+    commandTimeout: timeout,
+    connectTimeout: timeout,
     enableOfflineQueue: true,
     retryStrategy: (times: number) => Math.min(times * 200, 2000),
     lazyConnect: false,
@@ -176,7 +182,7 @@ export function createRedisKv(url: string, prefix = 'gatehouse:'): Kv {
   sub.on('message', (channel: string, message: string) => {
     for (const h of handlers.get(channel) ?? []) h(message);
   });
-  return {
+  return unavailableAsTyped({
     kind: 'redis',
     prefix,
     redis,
@@ -233,7 +239,26 @@ export function createRedisKv(url: string, prefix = 'gatehouse:'): Kv {
       redis.disconnect();
       sub.disconnect();
     },
-  };
+  });
+}
+
+/**
+ * Every command of a Redis store fails with the typed outage (src/store/errors.ts, a 503) when
+ * Redis cannot answer, whatever ioredis calls it; close() and the raw client stay as they are.
+ */
+function unavailableAsTyped(kv: Kv): Kv {
+  const wrapped: Record<string, unknown> = { ...kv };
+  for (const [name, fn] of Object.entries(kv)) {
+    if (typeof fn !== 'function' || name === 'close') continue;
+    wrapped[name] = async (...args: unknown[]) => {
+      try {
+        return await (fn as (...a: unknown[]) => Promise<unknown>).apply(kv, args);
+      } catch (err) {
+        throw asUnavailable(err, 'redis');
+      }
+    };
+  }
+  return wrapped as unknown as Kv;
 }
 
 /** A channel's pending join, so a second subscriber also waits until the channel is joined. */
