@@ -97,6 +97,11 @@ describe.each(modes)('private_key_jwt and client_secret_jwt ($mode)', ({ mode, r
     const intro = await postForm(`${gh.url}/token/introspection`, { method: 'jwt', clientId: agent.client_id, assertion: await ok(`${gh.url}/token/introspection`) }, { token: t });
     expect(intro.status).toBe(200);
     expect(intro.body).toMatchObject({ active: true, client_id: agent.client_id });
+    // Revocation authenticates the same way.
+    const revoked = await postForm(`${gh.url}/token/revocation`, { method: 'jwt', clientId: agent.client_id, assertion: await ok(gh.url) }, { token: t });
+    expect(revoked.status).toBe(200);
+    const after = await postForm(`${gh.url}/token/introspection`, { method: 'jwt', clientId: agent.client_id, assertion: await ok(gh.url) }, { token: t });
+    expect(after.body).toEqual({ active: false });
     // ... and a secret does not authenticate this client.
     const basic = await postForm(token(), { method: 'client_secret_basic', clientId: agent.client_id, secret: 'guess' }, { grant_type: 'client_credentials' });
     expect([basic.status, basic.body.error]).toEqual([401, 'invalid_client']);
