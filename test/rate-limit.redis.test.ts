@@ -8,7 +8,7 @@ import { ADMIN } from './helpers/gatehouse.ts';
 import { createTestPgDatabase, createTestRedisPrefix, servicesFor } from './helpers/databases.ts';
 import { loadConfig } from '../src/config/index.ts';
 import { createRedisKv } from '../src/store/kv.ts';
-import { createRateLimits } from '../src/http/rate-limit.ts';
+import { createRateLimits, RateLimited } from '../src/http/rate-limit.ts';
 
 
 const stop = stopProcess;
@@ -60,25 +60,32 @@ describe.skipIf(!run)('rate limits across two processes sharing Redis', () => {
 });
 
 describe.skipIf(!run)('lockout in Redis', () => {
-  it('a lock set through one connection is seen through another, is time-boxed, and clears', async () => {
+  it('guesses are taken atomically across connections: of 25 parallel guesses exactly the limit pass; the lock is time-boxed and clears', async () => {
     const redis = await createTestRedisPrefix();
     const config = loadConfig({ RATE_LIMIT_LOGIN_ACCOUNT: '3/15m', LOCKOUT_DURATION: '1' });
     const kvA = createRedisKv(redis.url, redis.prefix);
     const kvB = createRedisKv(redis.url, redis.prefix);
     try {
+      // Connected first: a lockout refuses (503) while its client is not ready.
+      await Promise.all([kvA.ping(), kvB.ping()]);
       const a = createRateLimits(kvA, config);
       const b = createRateLimits(kvB, config);
-      expect(await a.fail('loginAccount', 'k')).toBe(1);
-      expect(await b.fail('loginAccount', 'k')).toBe(2);
-      expect(await b.lockedFor('loginAccount', 'k')).toBe(0);
-      await a.fail('loginAccount', 'k');
-      expect(await b.lockedFor('loginAccount', 'k')).toBe(1);
+      const outcomes = await Promise.all(Array.from({ length: 25 }, (_, i) => (i % 2 ? a : b).attempt('loginAccount', 'k').then((g) => g.count, (e) => e)));
+      expect(outcomes.filter((o) => typeof o === 'number').sort()).toEqual([1, 2, 3]);
+      const refused = outcomes.filter((o) => o instanceof RateLimited);
+      expect(refused).toHaveLength(22);
+      expect(refused.every((e) => e.status === 429 && Number(e.headers['Retry-After']) >= 1)).toBe(true);
+      // A right guess while locked is refused too: the lock is not a counter of wrong ones.
+      await expect(a.attempt('loginAccount', 'k')).rejects.toBeInstanceOf(RateLimited);
       await new Promise((r) => setTimeout(r, 1100));
-      expect(await a.lockedFor('loginAccount', 'k')).toBe(0);
-      for (let i = 0; i < 3; i++) await a.fail('loginAccount', 'k');
-      expect(await b.lockedFor('loginAccount', 'k')).toBeGreaterThan(0);
+      // LOCKOUT_DURATION over: the key is gone, the window starts afresh.
+      const fresh = await b.attempt('loginAccount', 'k');
+      expect(fresh.count).toBe(1);
+      // A guess that passed is given back.
+      await fresh.passed();
+      expect((await a.attempt('loginAccount', 'k')).count).toBe(1);
       await b.clear('loginAccount', 'k');
-      expect(await a.lockedFor('loginAccount', 'k')).toBe(0);
+      expect((await a.attempt('loginAccount', 'k')).count).toBe(1);
     } finally {
       await kvA.close();
       await kvB.close();

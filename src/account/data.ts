@@ -12,7 +12,6 @@ import type { User } from '../accounts/users.ts';
 import { readForm } from '../http/body.ts';
 import { NotFound } from '../http/errors.ts';
 import { assertCsrf, CSRF_FIELD, issueCsrf } from '../interaction/csrf.ts';
-import { accountLockKey } from '../mfa/interaction.ts';
 import { revokeAsOperator } from '../revocation/admin.ts';
 import { revokeUser } from '../revocation/accounts.ts';
 import { ACCOUNT_CLIENT_ID } from './client.ts';
@@ -58,7 +57,7 @@ export async function listUserApps(deps: Pick<AccountDeps, 'db' | 'clients'>, us
 }
 
 export function addDataPages(router: Router, deps: AccountDeps, kit: AccountKit) {
-  const { config, db, accounts, audit, limits } = deps;
+  const { config, db, accounts, audit } = deps;
   const secure = config.ISSUER.startsWith('https://');
 
   const record = (ctx: Context, user: User, type: string, outcome: 'success' | 'failure', details: Record<string, unknown> = {}, clientId: string | null = null) =>
@@ -164,18 +163,10 @@ export function addDataPages(router: Router, deps: AccountDeps, kit: AccountKit)
     if (!user) return;
     if (await isLastAdmin(user)) return deleteForm(ctx, user, { error: 'You are the only administrator. Make someone else an administrator first.' }, 400);
     if (await accounts.hasPassword(user.id)) {
-      // The password is a guess like any other: same lockout as the sign-in page.
-      const lockKey = accountLockKey(user.email);
-      const locked = await limits.lockedFor('loginAccount', lockKey);
-      if (locked) {
-        ctx.set('Retry-After', String(locked));
-        return deleteForm(ctx, user, { error: `Too many wrong passwords. Try again in ${Math.ceil(locked / 60)} minute(s).` }, 429);
-      }
-      const check = await accounts.authenticate(user.email, form.get('password') ?? '');
-      if ('error' in check) {
-        await limits.fail('loginAccount', lockKey, { ip: ctx.ip, subject: user.id, requestId: ctx.state.requestId });
-        await record(ctx, user, 'account.delete', 'failure', { reason: 'wrong_password' });
-        return deleteForm(ctx, user, { error: 'That password is not right.' }, 400);
+      const refused = await kit.refusePassword(ctx, user, form.get('password') ?? '');
+      if (refused) {
+        if (refused.status === 400) await record(ctx, user, 'account.delete', 'failure', { reason: 'wrong_password' });
+        return deleteForm(ctx, user, { error: refused.error ?? 'That password is not right.' }, refused.status);
       }
     } else if ((form.get('email') ?? '').trim().toLowerCase() !== user.email.toLowerCase()) {
       // An account created through single sign-on has no password: typing the address confirms.

@@ -8,14 +8,14 @@ import Router from '@koa/router';
 import type { Context, Next } from 'koa';
 import type Provider from 'oidc-provider';
 import type { Config } from '../config/index.ts';
-import { WeakPasswordError, type Accounts } from '../accounts/users.ts';
+import { WeakPasswordError, type Accounts, type User } from '../accounts/users.ts';
 import type { Audit } from '../audit/index.ts';
-import type { RateLimits } from '../http/rate-limit.ts';
+import { RateLimited, type RateLimits } from '../http/rate-limit.ts';
 import { readForm } from '../http/body.ts';
 import { InvalidRequest } from '../http/errors.ts';
 import { assertCsrf, CSRF_FIELD, issueCsrf } from '../interaction/csrf.ts';
 import { renderView } from '../interaction/router.ts';
-import { accountLockKey } from '../mfa/interaction.ts';
+import { checkPassword } from '../mfa/lockout.ts';
 import type { Mfa } from '../mfa/factors.ts';
 import type { SecretBox } from '../crypto/secretbox.ts';
 import type { RoomSessions } from '../livekit/rooms.ts';
@@ -102,6 +102,22 @@ export function createAccountRouter(deps: AccountDeps): Router {
     ctx.redirect(safeReturnTo(returnTo));
   });
 
+  /**
+   * The current password, asked again before a change: a guess like any other, under the sign-in
+   * page's lockout and counted before it is checked. Null when it is right; otherwise the status
+   * and, while locked, the message (429 + Retry-After). An unreachable lockout store is a 503 page.
+   */
+  async function refusePassword(ctx: Context, user: User, password: string): Promise<{ status: number; error?: string } | null> {
+    try {
+      const { result } = await checkPassword(deps, user.email, password, { ip: ctx.ip, subject: user.id, requestId: ctx.state.requestId });
+      return 'error' in result ? { status: 400 } : null;
+    } catch (err) {
+      if (!(err instanceof RateLimited)) throw err;
+      ctx.set('Retry-After', String(err.retryAfter));
+      return { status: 429, error: `Too many wrong passwords. Try again in ${Math.ceil(err.retryAfter / 60)} minute(s).` };
+    }
+  }
+
   /** The signed-in user, or a redirect to sign in (returning here afterwards). */
   async function signedIn(ctx: Context) {
     const id = await sessionAccountId(deps.provider(), ctx);
@@ -135,18 +151,10 @@ export function createAccountRouter(deps: AccountDeps): Router {
     const again = (error: string, status: number) => page(ctx, 'account-password', { title: 'Change password', csrf: issueCsrf(ctx, { secure }), hasPassword: true, error }, status);
     const next = form.get('new_password') ?? '';
     if (next !== (form.get('confirm_password') ?? '')) return again('The new passwords do not match.', 400);
-    // The current password is a password guess like any other: same lockout as the sign-in page.
-    const lockKey = accountLockKey(user.email);
-    const locked = await deps.limits.lockedFor('loginAccount', lockKey);
-    if (locked) {
-      ctx.set('Retry-After', String(locked));
-      return again(`Too many wrong passwords. Try again in ${Math.ceil(locked / 60)} minute(s).`, 429);
-    }
-    const check = await deps.accounts.authenticate(user.email, form.get('current_password') ?? '');
-    if ('error' in check) {
-      await deps.limits.fail('loginAccount', lockKey, { ip: ctx.ip, subject: user.id, requestId: ctx.state.requestId });
-      await deps.audit.record({ type: 'account.password_change', outcome: 'failure', actor: user.id, subject: user.id, ip: ctx.ip, requestId: ctx.state.requestId ?? null, details: { reason: 'wrong_current_password' } });
-      return again('The current password is not right.', 400);
+    const refused = await refusePassword(ctx, user, form.get('current_password') ?? '');
+    if (refused) {
+      if (refused.status === 400) await deps.audit.record({ type: 'account.password_change', outcome: 'failure', actor: user.id, subject: user.id, ip: ctx.ip, requestId: ctx.state.requestId ?? null, details: { reason: 'wrong_current_password' } });
+      return again(refused.error ?? 'The current password is not right.', refused.status);
     }
     try {
       // Ends every session and revokes every token of the user (src/revocation/accounts.ts), this browser's too.
@@ -165,8 +173,8 @@ export function createAccountRouter(deps: AccountDeps): Router {
     page(ctx, 'account-rooms', { title: 'Voice rooms you joined', sessions: await deps.rooms.listForUser(user.id, { limit: 100 }) });
   });
 
-  addSecurityPages(router, deps, { page, signedIn });
-  addDataPages(router, deps, { page, signedIn });
+  addSecurityPages(router, deps, { page, signedIn, refusePassword });
+  addDataPages(router, deps, { page, signedIn, refusePassword });
 
   return router;
 }

@@ -26,6 +26,8 @@ export type SecurityPageDeps = Pick<AccountDeps, 'config' | 'accounts' | 'audit'
 export interface AccountKit {
   page(ctx: Context, view: string, locals: Record<string, unknown>, status?: number): void;
   signedIn(ctx: Context): Promise<User | undefined>;
+  /** The current password asked again before a change (src/account/router.ts): null when right. */
+  refusePassword(ctx: Context, user: User, password: string): Promise<{ status: number; error?: string } | null>;
 }
 
 const ENROLMENT_TTL_MS = 15 * 60_000;
@@ -91,10 +93,13 @@ export function addSecurityPages(router: Router, deps: SecurityPageDeps, kit: Ac
    * MFA is locked; a wrong code counts toward that lock.
    */
   async function confirmWithCode(ctx: Context, user: User, input: string | null | undefined, action: string): Promise<boolean> {
-    const locked = await limits.lockedFor('mfaAccount', user.id);
-    if (locked) {
-      await record(ctx, user, action, 'failure', { reason: 'locked' });
-      throw new RateLimited('mfaAccount', locked);
+    let guess;
+    try {
+      // Counted before the code is checked (issue 20): parallel guesses cannot outrun the lock.
+      guess = await limits.attempt('mfaAccount', user.id, { ip: ctx.ip, subject: user.id, requestId: ctx.state.requestId });
+    } catch (err) {
+      if (err instanceof RateLimited) await record(ctx, user, action, 'failure', { reason: 'locked' });
+      throw err;
     }
     const code = (input ?? '').trim();
     const ok = normalizeTotp(code) ? await mfa.verifyTotp(user.id, code) : code ? await mfa.useRecoveryCode(user.id, code) : null;
@@ -102,8 +107,7 @@ export function addSecurityPages(router: Router, deps: SecurityPageDeps, kit: Ac
       await limits.clear('mfaAccount', user.id);
       return true;
     }
-    await record(ctx, user, action, 'failure', { reason: 'invalid_code' });
-    await limits.fail('mfaAccount', user.id, { ip: ctx.ip, subject: user.id, requestId: ctx.state.requestId });
+    await record(ctx, user, action, 'failure', { reason: 'invalid_code', guesses: guess.count });
     return false;
   }
 
@@ -138,16 +142,15 @@ export function addSecurityPages(router: Router, deps: SecurityPageDeps, kit: Ac
     const sealed = form.get('enrolment') ?? '';
     const secret = openEnrolment(user.id, sealed);
     if (!secret) return overview(ctx, user, { error: 'That set-up expired. Start again with "Add an authenticator app".' }, 400);
-    const locked = await limits.lockedFor('mfaAccount', user.id);
-    if (locked) throw new RateLimited('mfaAccount', locked);
+    const guess = await limits.attempt('mfaAccount', user.id, { ip: ctx.ip, subject: user.id, requestId: ctx.state.requestId });
     const name = (form.get('name') ?? '').trim();
     const hadFactor = await mfa.hasFactor(user.id);
     const factor = await mfa.confirmFactor(user.id, { name, secret, code: form.get('code') ?? '' });
     if (!factor) {
       await record(ctx, user, 'mfa.enrol', 'failure', { reason: 'invalid_code' });
-      await limits.fail('mfaAccount', user.id, { ip: ctx.ip, subject: user.id, requestId: ctx.state.requestId });
       return enrolPage(ctx, user, secret, sealed, { error: 'That code is not valid. Check your authenticator app and try again.', name: name.slice(0, 64) }, 401);
     }
+    await guess.passed();
     await record(ctx, user, 'mfa.enrol', 'success', { factor: factor.id, type: 'totp' });
     // The first authenticator comes with recovery codes; later ones keep the set the user has.
     if (!hadFactor) return showCodes(ctx, await mfa.regenerateRecoveryCodes(user.id), true);

@@ -65,6 +65,17 @@ export function asHttpError(err: unknown): unknown {
   return new ServiceUnavailable(description);
 }
 
+/**
+ * A store sign-in needs (the lockout counters, the second-factor step's state) cannot be reached:
+ * sign-in fails closed (issue 20), with a message for the person at the form.
+ */
+export class SignInUnavailable extends ServiceUnavailable {
+  constructor() {
+    super('Sign-in is unavailable for a moment. Try again shortly.');
+    this.name = 'SignInUnavailable';
+  }
+}
+
 /** Guards read top-down: assertThat(cond, new InvalidRequest('...')). */
 export function assertThat(cond: unknown, err: Error): asserts cond {
   if (!cond) throw err;

@@ -6,15 +6,25 @@
 // Callers use one function:
 //   await limits.consume('exchangeUser', userId, { ip, subject, clientId })
 // which throws TooManyRequests (429, `Retry-After`) past the limit and audits the first refusal in
-// each window. The lockout limiters (loginAccount, mfaAccount) count failures instead:
-// `fail()`, `lockedFor()`, `clear()`.
+// each window.
+//
+// The lockouts (loginAccount, mfaAccount: password and second-factor guesses, issue 20) take the
+// guess BEFORE the expensive check, in one atomic step of the store (Redis INCR in a Lua script; a
+// synchronous map in embedded mode), so N parallel guesses cost at most the limit in argon2 or TOTP
+// work:
+//   const guess = await limits.attempt('loginAccount', key, { ip, exempt: knownDevice })
+//   ... check the password ...; on success: await guess.passed()   (the guess does not count)
+// The first guess past the limit locks the key for LOCKOUT_DURATION (time-boxed, never permanent);
+// until then every guess, the right one included, is refused with 429 + Retry-After. A store that
+// cannot be reached refuses too (503 + Retry-After): a lockout that lets guesses through while
+// Redis is away protects nothing.
 import crypto from 'node:crypto';
 import { RateLimiterMemory, RateLimiterRedis, RateLimiterRes, type RateLimiterAbstract } from 'rate-limiter-flexible';
 import type { Config, RateLimitSpec } from '../config/index.ts';
 import type { Kv } from '../store/kv.ts';
 import type { Audit } from '../audit/index.ts';
 import type { Logger } from './log.ts';
-import { TooManyRequests } from './errors.ts';
+import { SignInUnavailable, TooManyRequests } from './errors.ts';
 import { errors as oidcErrors } from 'oidc-provider';
 
 /** Every named limit, and the variable that configures it. */
@@ -33,8 +43,9 @@ export const LIMITS = {
 } as const satisfies Record<string, keyof Config>;
 
 export type LimitName = keyof typeof LIMITS;
-/** Limits that count failures and lock for LOCKOUT_DURATION when they run out. */
+/** Limits on guesses (passwords, second factors): taken before the check, lock for LOCKOUT_DURATION. */
 export type LockoutName = 'loginAccount' | 'mfaAccount';
+const LOCKOUTS: ReadonlySet<LimitName> = new Set<LockoutName>(['loginAccount', 'mfaAccount']);
 
 /** Who was refused, for the audit event (identifiers only). */
 export interface LimitContext {
@@ -44,16 +55,33 @@ export interface LimitContext {
   requestId?: string | null;
 }
 
+/** One guess at a lockout, already counted. A failed check needs nothing more: the guess stays counted. */
+export interface Attempt {
+  /** Guesses the window holds, this one included (the progressive delay grows with it). */
+  readonly count: number;
+  /** The check passed: this guess does not count against the key (its point is given back). */
+  passed(): Promise<void>;
+}
+
+export interface AttemptOptions extends LimitContext {
+  /**
+   * Asked only when the key is locked: true lets this guess be checked anyway. The sign-in page
+   * passes "this browser signed in to the account before", so an attacker cannot lock the owner out.
+   */
+  exempt?: () => Promise<boolean>;
+}
+
 export interface RateLimits {
   /** Whether the limit is on (false when set to `off` or RATE_LIMITS=off). */
   enabled(name: LimitName): boolean;
   /** Take one point for `key`; throws TooManyRequests (429 + Retry-After) past the limit. */
   consume(name: LimitName, key: string, context?: LimitContext): Promise<void>;
-  /** Count one failure for `key`; returns how many failures the window now holds. Locks at the limit. */
-  fail(name: LockoutName, key: string, context?: LimitContext): Promise<number>;
-  /** Seconds the key stays locked, 0 when it is not. */
-  lockedFor(name: LockoutName, key: string): Promise<number>;
-  /** Forget the key's failures and lock (success from a known device, password reset, admin reset). */
+  /**
+   * Take one guess at a lockout before checking it. Throws RateLimited (429 + Retry-After) while the
+   * key is locked, SignInUnavailable (503 + Retry-After) when the store cannot be reached.
+   */
+  attempt(name: LockoutName, key: string, options?: AttemptOptions): Promise<Attempt>;
+  /** Forget the key's guesses and lock (a completed sign-in, password reset, admin reset). */
   clear(name: LimitName, key: string): Promise<void>;
 }
 
@@ -77,15 +105,26 @@ export function createRateLimits(kv: Kv, config: Config, opts: { audit?: Audit; 
   for (const [name, variable] of Object.entries(LIMITS) as [LimitName, keyof Config][]) {
     const spec = config[variable] as RateLimitSpec | null;
     if (off || !spec) continue;
-    const options = { keyPrefix: `rl:${name}`, points: spec.points, duration: spec.seconds };
+    const lockout = LOCKOUTS.has(name);
+    const options = {
+      keyPrefix: `rl:${name}`, points: spec.points, duration: spec.seconds,
+      // A lockout: the first guess past the limit locks the key for LOCKOUT_DURATION (the store sets
+      // it in the same step), after which the key is gone and the window starts afresh.
+      ...(lockout ? { blockDuration: config.LOCKOUT_DURATION } : {}),
+    };
     let limiter: RateLimiterAbstract;
     if (kv.redis) {
       limiter = new RateLimiterRedis({
         ...options,
         storeClient: kv.redis,
-        // Redis unreachable: fall back to a per-process limit rather than refusing every login
-        // (DESIGN.md: only revocation decisions fail closed).
-        insuranceLimiter: new RateLimiterMemory(options),
+        ...(lockout
+          // Lockouts fail closed: no insurance limiter (per-process counters would multiply the
+          // limit by the number of processes), and a disconnected client refuses at once instead of
+          // queueing guesses until Redis is back.
+          ? { rejectIfRedisNotReady: true }
+          // The other limits are about load, not guessing: with Redis away they fall back to a
+          // per-process limit rather than refusing every request.
+          : { insuranceLimiter: new RateLimiterMemory(options) }),
       });
     } else {
       limiter = new RateLimiterMemory(options);
@@ -125,33 +164,30 @@ export function createRateLimits(kv: Kv, config: Config, opts: { audit?: Audit; 
       }
     },
 
-    async fail(name, key, context = {}) {
+    async attempt(name, key, options = {}) {
       const entry = limiters.get(name);
-      if (!entry) return 0;
-      let consumed: number;
+      if (!entry) return { count: 0, async passed() {} };
+      const { limiter, spec } = entry;
+      let count: number;
       try {
-        consumed = (await entry.limiter.consume(key)).consumedPoints;
+        count = (await limiter.consume(key)).consumedPoints;
       } catch (rej) {
         if (!(rej instanceof RateLimiterRes)) {
-          opts.log?.warn({ err: rej, limit: name }, 'lockout store failed');
-          return 0;
+          opts.log?.warn({ err: rej, limit: name }, 'lockout store unreachable; guess refused');
+          throw new SignInUnavailable();
         }
-        consumed = rej.consumedPoints;
+        // The guess that locked the key is audited; later refusals in the same lock are not.
+        if (rej.consumedPoints === spec.points + 1) await auditRefusal(name, options);
+        if (!(await options.exempt?.())) throw new RateLimited(name, retryAfterSeconds(rej.msBeforeNext));
+        count = rej.consumedPoints;
       }
-      if (consumed === entry.spec.points) {
-        // The last allowed failure: lock for LOCKOUT_DURATION (time-boxed, never permanent).
-        await entry.limiter.block(key, config.LOCKOUT_DURATION).catch(() => {});
-        await auditRefusal(name, context);
-      }
-      return consumed;
-    },
-
-    async lockedFor(name, key) {
-      const entry = limiters.get(name);
-      if (!entry) return 0;
-      const res = await entry.limiter.get(key).catch(() => null);
-      if (!res || res.consumedPoints < entry.spec.points) return 0;
-      return res.msBeforeNext > 0 ? retryAfterSeconds(res.msBeforeNext) : 0;
+      return {
+        count,
+        async passed() {
+          // A store error here only leaves one guess counted: the check itself already passed.
+          await limiter.reward(key, 1).catch((err: unknown) => opts.log?.warn({ err, limit: name }, 'lockout store failed; guess left counted'));
+        },
+      };
     },
 
     async clear(name, key) {
@@ -164,11 +200,8 @@ export function createRateLimits(kv: Kv, config: Config, opts: { audit?: Audit; 
 export const noRateLimits: RateLimits = {
   enabled: () => false,
   async consume() {},
-  async fail() {
-    return 0;
-  },
-  async lockedFor() {
-    return 0;
+  async attempt() {
+    return { count: 0, async passed() {} };
   },
   async clear() {},
 };

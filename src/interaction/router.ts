@@ -14,18 +14,19 @@ import { EmailTakenError, InvalidEmailError, WeakPasswordError } from '../accoun
 import { PASSWORD_MAX_LENGTH, PASSWORD_MIN_LENGTH } from '../accounts/passwords.ts';
 import type { Audit } from '../audit/index.ts';
 import type { Logger } from '../http/log.ts';
-import { assertThat, InvalidRequest, NotFound } from '../http/errors.ts';
+import { assertThat, InvalidRequest, NotFound, SignInUnavailable } from '../http/errors.ts';
 import { readForm } from '../http/body.ts';
 import { assertCsrf, CSRF_FIELD, issueCsrf } from './csrf.ts';
 // --- login security (issue 7) ---
 import type { Kv } from '../store/kv.ts';
 import type { SecretBox } from '../crypto/secretbox.ts';
-import { noRateLimits, type RateLimits } from '../http/rate-limit.ts';
+import { noRateLimits, RateLimited, type RateLimits } from '../http/rate-limit.ts';
 import { createMemoryKv } from '../store/kv.ts';
 import { createSecretBox } from '../crypto/secretbox.ts';
 import { noMfa, type Mfa } from '../mfa/factors.ts';
 import crypto from 'node:crypto';
-import { accountLockKey, createMfaInteraction, deviceId } from '../mfa/interaction.ts';
+import { createMfaInteraction, deviceId } from '../mfa/interaction.ts';
+import { checkPassword } from '../mfa/lockout.ts';
 // --- end login security ---
 import type { Federation } from '../federation/router.ts';
 import type { Resources } from '../oidc/resources.ts';
@@ -226,32 +227,33 @@ export function createInteractionRouter(deps: InteractionDeps): Router {
     // The attempted email is recorded for investigations, stripped of control characters; never the password.
     const attempted = email.replace(/\p{Cc}/gu, '').slice(0, 254);
     await limits.consume('loginIp', ctx.ip, { ip: ctx.ip, clientId, requestId: ctx.state.requestId });
-    // Lockout (issue 7): counted per email whether or not an account has it, so it reveals nothing.
-    // A device that completed a sign-in for this account before is not held back, so an attacker
-    // cannot lock the owner out.
-    const lockKey = accountLockKey(email);
-    let locked = await limits.lockedFor('loginAccount', lockKey);
-    if (locked) {
-      const owner = await accounts.findUserByEmail(email);
-      if (owner && await mfa.isKnownDevice(owner.id, deviceId(ctx, secureCookies))) locked = 0;
+    const again = async (status: number, error: string) =>
+      page(ctx, 'login', await loginLocals(ctx, interaction.uid, clientName, { email: attempted, error }), status);
+    // Lockout (issues 7, 20): counted per email whether or not an account has it, so it reveals
+    // nothing, and before the password is checked. A device that completed a sign-in for this
+    // account before is not held back, so an attacker cannot lock the owner out.
+    let checked: Awaited<ReturnType<typeof checkPassword>>;
+    try {
+      checked = await checkPassword({ accounts, limits }, email, form.get('password') ?? '', {
+        ip: ctx.ip, clientId, requestId: ctx.state.requestId,
+        exempt: async () => {
+          const owner = await accounts.findUserByEmail(email);
+          return Boolean(owner && await mfa.isKnownDevice(owner.id, deviceId(ctx, secureCookies)));
+        },
+      });
+    } catch (err) {
+      if (!(err instanceof RateLimited || err instanceof SignInUnavailable)) throw err;
+      const locked = err instanceof RateLimited;
+      await auditLogin(ctx, 'failure', clientId, null, { reason: locked ? 'locked' : 'limits_unavailable', email: attempted, method: 'pwd' });
+      for (const [k, v] of Object.entries(err.headers)) ctx.set(k, v);
+      return again(err.status, locked ? LOCKED(err.retryAfter) : err.message);
     }
-    if (locked) {
-      await auditLogin(ctx, 'failure', clientId, null, { reason: 'locked', email: attempted, method: 'pwd' });
-      ctx.set('Retry-After', String(locked));
-      return page(ctx, 'login', await loginLocals(ctx, interaction.uid, clientName, { email: attempted, error: LOCKED(locked) }), 429);
-    }
-    const result = await accounts.authenticate(email, form.get('password') ?? '');
+    const { result } = checked;
     if ('error' in result) {
       await auditLogin(ctx, 'failure', clientId, null, { reason: result.error, email: attempted, method: 'pwd' });
-      if (result.error === 'invalid_credentials') {
-        await holdBack(await limits.fail('loginAccount', lockKey, { ip: ctx.ip, clientId, requestId: ctx.state.requestId }));
-      }
-      const shownEmail = attempted;
+      if (result.error === 'invalid_credentials') await holdBack(checked.guesses);
       const inactive = result.error === 'inactive';
-      return page(ctx, 'login', await loginLocals(ctx, interaction.uid, clientName, {
-        email: shownEmail,
-        error: inactive ? ACCOUNT_DISABLED : INVALID_CREDENTIALS,
-      }), inactive ? 403 : 401);
+      return again(inactive ? 403 : 401, inactive ? ACCOUNT_DISABLED : INVALID_CREDENTIALS);
     }
     await auditLogin(ctx, 'success', clientId, result.user.id, { method: 'pwd' });
     await secondFactor.afterPassword(ctx, interaction, client, result.user);

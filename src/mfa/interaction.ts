@@ -18,11 +18,12 @@ import type { Accounts, User } from '../accounts/users.ts';
 import type { Audit } from '../audit/index.ts';
 import type { Kv } from '../store/kv.ts';
 import type { SecretBox } from '../crypto/secretbox.ts';
-import { assertThat, InvalidRequest } from '../http/errors.ts';
+import { assertThat, InvalidRequest, SignInUnavailable } from '../http/errors.ts';
 import { readForm } from '../http/body.ts';
-import { hashKey, RateLimited, type RateLimits } from '../http/rate-limit.ts';
+import { RateLimited, type RateLimits } from '../http/rate-limit.ts';
 import { assertCsrf, CSRF_FIELD } from '../interaction/csrf.ts';
 import type { Mfa } from './factors.ts';
+import { accountLockKey } from './lockout.ts';
 import { ACR_MFA, ACR_PASSWORD, AMR_FEDERATED, AMR_MFA, AMR_PASSWORD, mfaRequirement, STEP_UP_REASON, type MfaPolicyDeps, type MfaReason } from './policy.ts';
 
 type Interaction = Awaited<ReturnType<Provider['interactionDetails']>>;
@@ -61,8 +62,6 @@ interface Pending {
 export const DEVICE_COOKIE = 'gh_device';
 const DEVICE_MAX_AGE_MS = 400 * 24 * 3600 * 1000; // RFC 6265bis caps cookie lifetimes at 400 days
 const pendingKey = (uid: string) => `mfa:pending:${uid}`;
-/** The lockout key of an email, known or not (the counters cannot tell an attacker which). */
-export const accountLockKey = (email: string) => hashKey(email.trim().toLowerCase());
 
 const INVALID_CODE = 'That code is not valid. Check your authenticator app and try again.';
 
@@ -80,11 +79,16 @@ export function createMfaInteraction(router: Router, deps: MfaInteractionDeps, k
   const secure = config.ISSUER.startsWith('https://');
   const ttl = config.INTERACTION_TTL;
 
+  // The step's state is in Redis in production: while it is unreachable the step cannot go on
+  // (503 with a page saying so), like the lockout it is guarded by.
+  const unavailable = () => {
+    throw new SignInUnavailable();
+  };
   async function savePending(uid: string, p: Pending) {
-    await kv.set(pendingKey(uid), JSON.stringify(p), ttl);
+    await kv.set(pendingKey(uid), JSON.stringify(p), ttl).catch(unavailable);
   }
   async function loadPending(uid: string): Promise<Pending | undefined> {
-    const raw = await kv.get(pendingKey(uid));
+    const raw = await kv.get(pendingKey(uid)).catch(unavailable);
     return raw ? (JSON.parse(raw) as Pending) : undefined;
   }
 
@@ -178,17 +182,20 @@ export function createMfaInteraction(router: Router, deps: MfaInteractionDeps, k
     return { title: 'Two-step verification', uid, clientName, csrf: kit.csrf(ctx), error: undefined, ...extra };
   }
 
-  /** 429 with Retry-After while the account's second factor is locked. */
-  async function assertMfaNotLocked(ctx: Context, interaction: Interaction, pending: Pending) {
-    const locked = await limits.lockedFor('mfaAccount', pending.accountId);
-    if (!locked) return;
-    await auditMfa(ctx, interaction, 'mfa', 'failure', pending.accountId, { reason: 'locked' });
-    throw new RateLimited('mfaAccount', locked);
-  }
-
-  async function countFailure(ctx: Context, interaction: Interaction, pending: Pending, type: string, details: Record<string, unknown>) {
-    await auditMfa(ctx, interaction, type, 'failure', pending.accountId, details);
-    await limits.fail('mfaAccount', pending.accountId, { ip: ctx.ip, subject: pending.accountId, requestId: ctx.state.requestId });
+  /**
+   * One second-factor guess, counted against the account's MFA lockout before the code is checked
+   * (issue 20). Throws RateLimited (429 + Retry-After) while locked, SignInUnavailable (503) when
+   * the lockout's store is away; the error handler renders both as pages.
+   */
+  async function takeGuess(ctx: Context, interaction: Interaction, pending: Pending) {
+    try {
+      return await limits.attempt('mfaAccount', pending.accountId, { ip: ctx.ip, subject: pending.accountId, requestId: ctx.state.requestId });
+    } catch (err) {
+      if (err instanceof RateLimited || err instanceof SignInUnavailable) {
+        await auditMfa(ctx, interaction, 'mfa', 'failure', pending.accountId, { reason: err instanceof RateLimited ? 'locked' : 'limits_unavailable' });
+      }
+      throw err;
+    }
   }
 
   router.get('/interaction/:uid/mfa', async function showSecondFactor(ctx: Context) {
@@ -201,13 +208,14 @@ export function createMfaInteraction(router: Router, deps: MfaInteractionDeps, k
     const form = await readForm(ctx);
     assertCsrf(ctx, form.get(CSRF_FIELD));
     const { interaction, clientName, pending } = await loadStep(ctx, ['challenge']);
-    await assertMfaNotLocked(ctx, interaction, pending);
     const code = form.get('code')?.trim();
     const recovery = form.get('recovery_code')?.trim();
+    // Only a code is a guess; an empty form is answered below without counting.
+    if (code || recovery) await takeGuess(ctx, interaction, pending);
     if (code) {
       const factor = await mfa.verifyTotp(pending.accountId, code);
       if (!factor) {
-        await countFailure(ctx, interaction, pending, 'mfa', { method: 'otp' });
+        await auditMfa(ctx, interaction, 'mfa', 'failure', pending.accountId, { method: 'otp' });
         return kit.page(ctx, 'mfa-challenge', challengeLocals(ctx, interaction.uid, clientName, { error: INVALID_CODE }), 401);
       }
       await limits.clear('mfaAccount', pending.accountId);
@@ -217,7 +225,7 @@ export function createMfaInteraction(router: Router, deps: MfaInteractionDeps, k
     if (recovery) {
       const used = await mfa.useRecoveryCode(pending.accountId, recovery);
       if (!used) {
-        await countFailure(ctx, interaction, pending, 'mfa.recovery_code', { method: 'recovery_code' });
+        await auditMfa(ctx, interaction, 'mfa.recovery_code', 'failure', pending.accountId, { method: 'recovery_code' });
         return kit.page(ctx, 'mfa-challenge', challengeLocals(ctx, interaction.uid, clientName, { error: 'That recovery code is not valid or was already used.', showRecovery: true }), 401);
       }
       await limits.clear('mfaAccount', pending.accountId);
@@ -236,14 +244,15 @@ export function createMfaInteraction(router: Router, deps: MfaInteractionDeps, k
     const form = await readForm(ctx);
     assertCsrf(ctx, form.get(CSRF_FIELD));
     const { interaction, clientName, pending } = await loadStep(ctx, ['enrol']);
-    await assertMfaNotLocked(ctx, interaction, pending);
     assertThat(pending.secret, new InvalidRequest('Reload the page to get a new QR code.'));
+    const guess = await takeGuess(ctx, interaction, pending);
     const name = (form.get('name') ?? '').trim();
     const factor = await mfa.confirmFactor(pending.accountId, { name, secret: box.open(pending.secret), code: form.get('code') ?? '' });
     if (!factor) {
-      await countFailure(ctx, interaction, pending, 'mfa.enrol', { method: 'otp' });
+      await auditMfa(ctx, interaction, 'mfa.enrol', 'failure', pending.accountId, { method: 'otp' });
       return kit.page(ctx, 'mfa-enrol', await enrolLocals(ctx, interaction.uid, clientName, pending, { error: INVALID_CODE, name: name.slice(0, 64) }), 401);
     }
+    await guess.passed();
     await auditMfa(ctx, interaction, 'mfa.enrol', 'success', pending.accountId, { factor: factor.id, type: 'totp' });
     const codes = await mfa.regenerateRecoveryCodes(pending.accountId);
     await savePending(interaction.uid, { ...pending, stage: 'done', secret: undefined });
