@@ -8,6 +8,7 @@ import { createLogger } from '../src/http/log.ts';
 import {
   CLAIMS, createAccounts, EmailTakenError, InvalidEmailError, UnknownRoleError, WeakPasswordError, type Accounts,
 } from '../src/accounts/users.ts';
+import { emailKey } from '../src/accounts/email.ts';
 import { ARGON2_PARAMS, DUMMY_HASH, hashPassword, passwordPolicyViolation, verifyAgainstDummy, verifyPassword } from '../src/accounts/passwords.ts';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -65,6 +66,39 @@ describe('accounts', () => {
     expect((await accounts.findUserByEmail('ALICE@example.com'))?.id).toBe(u.id);
     expect((await accounts.findUserById(u.id))?.email).toBe('Alice@Example.com');
     expect(await accounts.findUserById('00000000-0000-4000-8000-000000000000')).toBeUndefined();
+  });
+
+  it('one normalisation: every spelling of an address (fullwidth, İ, ß/SS, combining marks) reaches its account; another address reaches nothing of it', async () => {
+    // NFKC, full case fold, NFKC; idempotent, so a stored key keyed again is the same.
+    const samples = ['Straße@Example.com', 'ＳＴＲＡＳＳＥ@example.com', 'İlker@example.com', 'José@example.com', 'Jose\u0301@example.com', 'ΣΑΣ@example.com'];
+    for (const s of samples) expect(emailKey(emailKey(s))).toBe(emailKey(s));
+    expect(emailKey('İlker@example.com')).toBe('i\u0307lker@example.com');
+    expect(emailKey('İlker@example.com')).not.toBe(emailKey('ilker@example.com'));
+
+    const strasse = await accounts.createUser({ email: 'Straße@Example.com', password: PASSWORD });
+    for (const spelling of ['strasse@example.com', 'STRASSE@EXAMPLE.COM', 'ｓｔｒａｓｓｅ@ｅｘａｍｐｌｅ.ｃｏｍ', ' straße@example.com ']) {
+      expect((await accounts.findUserByEmail(spelling))?.id, spelling).toBe(strasse.id);
+      await expect(accounts.createUser({ email: spelling, password: PASSWORD }), spelling).rejects.toBeInstanceOf(EmailTakenError);
+    }
+    expect(await accounts.authenticate('ＳＴＲＡＳＳＥ@example.com', PASSWORD)).toMatchObject({ user: { id: strasse.id, email: 'Straße@Example.com' } });
+
+    const ilker = await accounts.createUser({ email: 'İlker@example.com', password: PASSWORD });
+    // The same İ, decomposed (I + combining dot above) or lower-cased with the combining dot.
+    for (const spelling of ['I\u0307lker@example.com', 'i\u0307lker@example.com', 'İLKER@EXAMPLE.COM']) {
+      expect((await accounts.findUserByEmail(spelling))?.id, spelling).toBe(ilker.id);
+    }
+    // A plain i is another address: not this account, and free to be its own.
+    expect(await accounts.findUserByEmail('ilker@example.com')).toBeUndefined();
+    expect(await accounts.authenticate('ilker@example.com', PASSWORD)).toEqual({ error: 'invalid_credentials' });
+    const other = await accounts.createUser({ email: 'ilker@example.com', password: PASSWORD });
+    expect(other.id).not.toBe(ilker.id);
+
+    const jose = await accounts.createUser({ email: 'José@example.com' });
+    expect((await accounts.findUserByEmail('JOSE\u0301@example.com'))?.id).toBe(jose.id);
+    // A fullwidth at sign would fold into a second '@': not an address.
+    await expect(accounts.createUser({ email: 'a＠b@example.com' })).rejects.toBeInstanceOf(InvalidEmailError);
+    const { rows } = await db.query<{ email_key: string }>('SELECT email_key FROM users WHERE id = $1', [strasse.id]);
+    expect(rows[0].email_key).toBe('strasse@example.com');
   });
 
   it('refuses unknown roles, bad emails and weak passwords with typed errors, writing nothing', async () => {

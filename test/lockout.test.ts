@@ -66,6 +66,25 @@ describe('account lockout', () => {
     expect(rows.length).toBe(2);
   });
 
+  it('every spelling of an address (fullwidth, ß/SS, İ decomposed) shares its lockout and uniqueness; another address does not', async () => {
+    const STRASSE = { email: 'Straße@example.com', password: 'strasse-has-a-long-password' };
+    const ILKER = { email: 'İlker@example.com', password: 'ilker-has-a-long-password' };
+    const PLAIN = { email: 'ilker@example.com', password: 'plain-ilker-has-a-long-password' };
+    for (const u of [STRASSE, ILKER, PLAIN]) await gh.cli('user', 'create', '--email', u.email, '--password', u.password);
+    // Admin create: a variant spelling is the same address, so it is taken.
+    await expect(gh.cli('user', 'create', '--email', 'ＳＴＲＡＳＳＥ@example.com', '--password', STRASSE.password)).rejects.toThrow(/already exists/);
+    const attempt = await loginPage(gh, config);
+    for (const spelling of ['STRASSE@example.com', 'ｓｔｒａßｅ@ｅｘａｍｐｌｅ.com', ' strasse@EXAMPLE.com']) {
+      expect((await attempt(spelling, 'wrong password guess')).status, spelling).toBe(401);
+    }
+    expect((await attempt(STRASSE.email, STRASSE.password)).status).toBe(429);
+    // İ spelled as I + combining dot above: three guesses lock İlker's account...
+    for (let i = 0; i < 3; i++) expect((await attempt('I\u0307lker@example.com', 'wrong password guess')).status).toBe(401);
+    expect((await attempt(ILKER.email, ILKER.password)).status).toBe(429);
+    // ...and not ilker@ with a plain i, which is another address with its own account and counter.
+    expect((await attempt(PLAIN.email, PLAIN.password)).status).toBe('ok');
+  });
+
   it('unknown emails are counted and locked the same way (no hint that the account does not exist)', async () => {
     const attempt = await loginPage(gh, config);
     for (let i = 0; i < 3; i++) expect((await attempt('nobody@example.com', 'wrong password guess')).status).toBe(401);

@@ -104,6 +104,38 @@ describe.each(engines)('migrate ($name)', ({ run, open }) => {
     expect(await migrate(db, dir)).toEqual(['002_bad.sql', '003_after.sql']);
     expect(await versions(db)).toEqual(['001_ok.sql', '002_bad.sql', '003_after.sql']);
   });
+
+  it('010 keys stored e-mails with the one normalisation and keeps every account when two became one address', async () => {
+    const db = await fresh();
+    // The schema before 010, with users the old rules (unique lower(email)) let in.
+    const before = Object.fromEntries(fs.readdirSync(MIGRATIONS_DIR).filter((f) => /^00\d_.+\.sql$/.test(f)).map((f) => [f, fs.readFileSync(path.join(MIGRATIONS_DIR, f), 'utf8')]));
+    await migrate(db, migrationsDir(before));
+    const users = [
+      ['u1', 'Alice@Example.com', '2020-01-01'],
+      ['u2', 'Straße@example.com', '2020-01-02'],
+      ['u3', 'STRASSE@example.com', '2020-01-03'], // younger, plain ASCII: gives way to u2
+      ['u4', 'ａｌｉｃｅ@example.com', '2020-01-04'], // fullwidth: the same address as u1, younger
+      ['u5', 'İlker@example.com', '2020-01-05'],
+    ];
+    for (const [id, email, at] of users) await db.query('INSERT INTO users (id, email, created_at) VALUES ($1, $2, $3)', [id, email, at]);
+    expect(await migrate(db)).toEqual(['010_email_key.sql']);
+    const { rows } = await db.query<{ id: string; email: string; email_key: string }>('SELECT id, email, email_key FROM users ORDER BY id');
+    expect(rows).toEqual([
+      { id: 'u1', email: 'Alice@Example.com', email_key: 'alice@example.com' },
+      { id: 'u2', email: 'Straße@example.com', email_key: 'strasse@example.com' },
+      { id: 'u3', email: 'STRASSE@example.com', email_key: 'conflict:u3' },
+      { id: 'u4', email: 'ａｌｉｃｅ@example.com', email_key: 'conflict:u4' },
+      { id: 'u5', email: 'İlker@example.com', email_key: 'i\u0307lker@example.com' },
+    ]);
+    // lower() had made İlker and ilker one address on this locale; the key makes them two.
+    await db.query("INSERT INTO users (id, email, email_key) VALUES ('u6', 'ilker@example.com', 'ilker@example.com')");
+    const audit = await db.query<{ subject: string; details: { kept_by: string } }>("SELECT subject, details FROM audit_events WHERE type = 'account.email_conflict' ORDER BY subject");
+    expect(audit.rows.map((r) => [r.subject, r.details.kept_by])).toEqual([['u3', 'u2'], ['u4', 'u1']]);
+    // The stored key is the one unique, required column; lower(email) is gone.
+    await expect(db.query("INSERT INTO users (id, email, email_key) VALUES ('u7', 'x@example.com', 'alice@example.com')")).rejects.toThrow(/unique|duplicate/i);
+    await expect(db.query("INSERT INTO users (id, email) VALUES ('u8', 'y@example.com')")).rejects.toThrow(/null/i);
+    expect((await db.query("SELECT 1 FROM pg_indexes WHERE indexname = 'users_email_lower'")).rows).toHaveLength(0);
+  });
 });
 
 describe('gatehouse migrate and start-up (embedded, own processes)', () => {

@@ -9,6 +9,7 @@
 import type Router from '@koa/router';
 import type { Context } from 'koa';
 import type { User } from '../accounts/users.ts';
+import { sameAddress } from '../accounts/email.ts';
 import { readForm } from '../http/body.ts';
 import { NotFound } from '../http/errors.ts';
 import { assertCsrf, CSRF_FIELD, issueCsrf } from '../interaction/csrf.ts';
@@ -168,7 +169,7 @@ export function addDataPages(router: Router, deps: AccountDeps, kit: AccountKit)
         if (refused.status === 400) await record(ctx, user, 'account.delete', 'failure', { reason: 'wrong_password' });
         return deleteForm(ctx, user, { error: refused.error ?? 'That password is not right.' }, refused.status);
       }
-    } else if ((form.get('email') ?? '').trim().toLowerCase() !== user.email.toLowerCase()) {
+    } else if (!sameAddress(form.get('email') ?? '', user.email)) {
       // An account created through single sign-on has no password: typing the address confirms.
       return deleteForm(ctx, user, { error: 'Type your email address exactly to confirm.' }, 400);
     }

@@ -18,6 +18,7 @@ import { passwordPolicyViolation } from '../accounts/passwords.ts';
 import type { Audit } from '../audit/index.ts';
 import { readForm } from '../http/body.ts';
 import { hashKey, type RateLimits } from '../http/rate-limit.ts';
+import { emailKey, sameAddress } from '../accounts/email.ts';
 import { assertCsrf, CSRF_FIELD, issueCsrf } from '../interaction/csrf.ts';
 import { renderView } from '../interaction/router.ts';
 import type { Queryable } from '../store/db.ts';
@@ -128,7 +129,7 @@ export function createRecoveryRouter(deps: RecoveryDeps): Router {
     if (!email.includes('@') || email.length > 254) return page(ctx, 'password-forgot', forgotLocals(ctx, { error: 'Enter the email address of your account.' }), 400);
     await limits.consume('resetIp', ctx.ip, { ip: ctx.ip, requestId: ctx.state.requestId });
     // Counted per address whether or not it has an account, so the answer tells nothing.
-    await limits.consume('resetAccount', hashKey(email.toLowerCase()), { ip: ctx.ip, requestId: ctx.state.requestId });
+    await limits.consume('resetAccount', hashKey(emailKey(email)), { ip: ctx.ip, requestId: ctx.state.requestId });
     const user = await accounts.findUserByEmail(email);
     if (user?.active && (await accounts.hasPassword(user.id))) {
       const raw = await tokens.issue(user.id, 'password_reset', user.email, config.PASSWORD_RESET_TTL);
@@ -183,7 +184,7 @@ export function createRecoveryRouter(deps: RecoveryDeps): Router {
     if (!used) return expired(ctx);
     const user = await accounts.findUserById(used.userId);
     // The address may have changed, or the account been disabled, since the link was sent.
-    if (!user?.active || user.email.toLowerCase() !== used.email.toLowerCase()) {
+    if (!user?.active || !sameAddress(user.email, used.email)) {
       await record(ctx, 'account.password_reset', 'failure', used.userId, { reason: user ? 'account_changed' : 'unknown_user' });
       return expired(ctx);
     }
@@ -202,7 +203,7 @@ export function createRecoveryRouter(deps: RecoveryDeps): Router {
   router.get('/account/verify-email', async function verifyEmail(ctx: Context) {
     const used = await tokens.consume(String(ctx.query.token ?? ''), 'verify_email');
     const user = used ? await accounts.findUserById(used.userId) : undefined;
-    if (!used || !user || user.email.toLowerCase() !== used.email.toLowerCase()) {
+    if (!used || !user || !sameAddress(user.email, used.email)) {
       return page(ctx, 'account-message', { title: 'This link does not work', message: 'The link has expired, was already used, or is for an address the account no longer has. Ask for a new one on your account page.', link: { href: '/account', text: 'Your account' } }, 400);
     }
     await accounts.markEmailVerified(user.id, used.email);

@@ -6,6 +6,7 @@ import type { Audit } from '../audit/index.ts';
 import { HttpError } from '../http/errors.ts';
 import { deleteAllFactors } from '../mfa/factors.ts';
 import { hashPassword, passwordPolicyViolation, verifyAgainstDummy, verifyPassword } from './passwords.ts';
+import { emailKey, parseEmail } from './email.ts';
 
 export interface User {
   id: string;
@@ -69,15 +70,9 @@ export class WeakPasswordError extends HttpError {
   }
 }
 
-// RFC 5321 §4.5.3.1.3: a path is at most 256 octets, so an address at most 254. Deliberately loose
-// otherwise: one @, no whitespace or control characters (PostgreSQL text also refuses NUL).
-const EMAIL = /^[^\s@\p{Cc}]+@[^\s@\p{Cc}]+$/u;
-
-/** Trimmed email, or null when it cannot be an address (so it can never match a row). */
+/** Trimmed email as given, or null when it cannot be an address (so it can never match a row). */
 export function normalizeEmail(email: unknown): string | null {
-  if (typeof email !== 'string') return null;
-  const trimmed = email.trim();
-  return trimmed.length <= 254 && EMAIL.test(trimmed) ? trimmed : null;
+  return parseEmail(email)?.address ?? null;
 }
 
 interface UserRow {
@@ -121,13 +116,15 @@ async function assertRolesExist(q: Queryable, roles: string[]) {
 
 async function insertUser(q: Queryable, u: { email: string; passwordHash: string | null; name: string | null; roles: string[]; emailVerified: boolean }): Promise<User> {
   await assertRolesExist(q, u.roles);
-  const taken = await q.query('SELECT 1 FROM users WHERE lower(email) = lower($1)', [u.email]);
+  // Every spelling of one address is one account (src/accounts/email.ts): the key is unique.
+  const key = emailKey(u.email);
+  const taken = await q.query('SELECT 1 FROM users WHERE email_key = $1', [key]);
   if (taken.rows.length > 0) throw new EmailTakenError();
   const { rows } = await q.query<UserRow>(
-    `INSERT INTO users (id, email, name, password_hash, email_verified, password_changed_at)
-     VALUES ($1, $2, $3, $4, $5, CASE WHEN $4::text IS NULL THEN NULL ELSE now() END)
+    `INSERT INTO users (id, email, email_key, name, password_hash, email_verified, password_changed_at)
+     VALUES ($1, $2, $3, $4, $5, $6, CASE WHEN $5::text IS NULL THEN NULL ELSE now() END)
      RETURNING ${USER_COLUMNS}`,
-    [crypto.randomUUID(), u.email, u.name, u.passwordHash, u.emailVerified],
+    [crypto.randomUUID(), u.email, key, u.name, u.passwordHash, u.emailVerified],
   );
   const user = toUser(rows[0]);
   for (const role of u.roles) await q.query('INSERT INTO user_roles (user_id, role) VALUES ($1, $2)', [user.id, role]);
@@ -166,11 +163,11 @@ export function createAccounts(db: Db, audit: Audit) {
   }
 
   async function findUserRowByEmail(email: unknown): Promise<UserRow | undefined> {
-    const normalized = normalizeEmail(email);
-    if (!normalized) return undefined;
+    const parsed = parseEmail(email);
+    if (!parsed) return undefined;
     const { rows } = await db.query<UserRow>(
-      `SELECT ${USER_COLUMNS}, password_hash FROM users WHERE lower(email) = lower($1)`,
-      [normalized],
+      `SELECT ${USER_COLUMNS}, password_hash FROM users WHERE email_key = $1`,
+      [parsed.key],
     );
     return rows[0];
   }
@@ -254,7 +251,7 @@ export function createAccounts(db: Db, audit: Audit) {
 
   /** The address was shown to reach the user (a link sent to it was opened); only while it is still theirs. */
   async function markEmailVerified(id: string, email: string): Promise<boolean> {
-    const r = await db.query('UPDATE users SET email_verified = true, updated_at = now() WHERE id = $1 AND lower(email) = lower($2) RETURNING id', [id, email]);
+    const r = await db.query('UPDATE users SET email_verified = true, updated_at = now() WHERE id = $1 AND email_key = $2 RETURNING id', [id, emailKey(email)]);
     return r.rows.length > 0;
   }
 
@@ -322,7 +319,7 @@ export function createAccounts(db: Db, audit: Audit) {
       // Several processes may start at once on one PostgreSQL: only one creates the admin.
       if (db.kind === 'postgres') await tx.query('SELECT pg_advisory_xact_lock(724311)');
       if (await hasAdmin(tx)) return null;
-      const existing = await tx.query<{ id: string }>('SELECT id FROM users WHERE lower(email) = lower($1)', [email]);
+      const existing = await tx.query<{ id: string }>('SELECT id FROM users WHERE email_key = $1', [emailKey(email)]);
       if (existing.rows[0]) {
         await tx.query("INSERT INTO user_roles (user_id, role) VALUES ($1, 'admin') ON CONFLICT DO NOTHING", [existing.rows[0].id]);
         return { id: existing.rows[0].id, email, created: false };

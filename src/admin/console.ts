@@ -13,6 +13,7 @@ import Router from '@koa/router';
 import type { Context, Next } from 'koa';
 import type Provider from 'oidc-provider';
 import type { User } from '../accounts/users.ts';
+import { sameAddress } from '../accounts/email.ts';
 import { createRoles } from '../accounts/roles.ts';
 import { listUserApps } from '../account/data.ts';
 import { readForm } from '../http/body.ts';
@@ -190,7 +191,7 @@ export function createAdminConsole(deps: Omit<AdminApiDeps, 'afterKeysChange'>):
     const id = String(ctx.params.id);
     const target = await deps.accounts.findUserById(id);
     // Typing the address guards against deleting the wrong row of a long list.
-    if (target && (form.get('confirm_email') ?? '').trim().toLowerCase() !== target.email.toLowerCase()) {
+    if (target && !sameAddress(form.get('confirm_email') ?? '', target.email)) {
       return userPage(ctx, who, id, { error: 'Type the email address of the account to delete it.' }, 400);
     }
     try {

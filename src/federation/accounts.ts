@@ -1,7 +1,8 @@
 // From a verified upstream identity to a Gatehouse account (issue 4): an existing link, a safe
 // link by email, or a JIT-created account; then the claim → role mapping, re-applied every login.
 import type { Accounts, User } from '../accounts/users.ts';
-import { EmailTakenError, normalizeEmail } from '../accounts/users.ts';
+import { EmailTakenError } from '../accounts/users.ts';
+import { parseEmail } from '../accounts/email.ts';
 import { ACR_MFA, ACR_PASSWORD, AMR_FEDERATED } from '../mfa/policy.ts';
 import type { Connection, Connections } from './connections.ts';
 import type { UpstreamIdentity } from './rp.ts';
@@ -56,11 +57,12 @@ export async function resolveAccount(deps: { accounts: Accounts; connections: Co
     return { user, how: 'linked', roles: await connections.applyMappedRoles(existing, roles) };
   }
 
-  const email = normalizeEmail(identity.claims[claimMap.email]);
-  if (!email) return { refused: 'no_email', message: `${connection.displayName} did not share an email address, so no account can be found or created.` };
+  const parsed = parseEmail(identity.claims[claimMap.email]);
+  const email = parsed?.address;
+  if (!parsed || !email) return { refused: 'no_email', message: `${connection.displayName} did not share an email address, so no account can be found or created.` };
   // A connection speaks only for its own domains: an upstream tenant asserting someone else's
   // address must not reach (or squat) that account.
-  const domain = email.slice(email.lastIndexOf('@') + 1).toLowerCase();
+  const domain = parsed.key.slice(parsed.key.lastIndexOf('@') + 1);
   if (connection.domains.length && !connection.domains.includes(domain)) {
     return { refused: 'email_domain', message: `${connection.displayName} may only sign in addresses at ${connection.domains.join(', ')}.` };
   }

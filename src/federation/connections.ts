@@ -2,6 +2,7 @@
 // SQL named by intent (STYLE.md §5). The upstream client secret is sealed with the data-encryption key.
 import type { Db, Queryable } from '../store/db.ts';
 import type { SecretBox } from '../crypto/secretbox.ts';
+import { emailDomain } from '../accounts/email.ts';
 import { z } from 'zod';
 
 /** Which upstream claims carry what Gatehouse needs; defaults are the OIDC Core standard claims. */
@@ -224,10 +225,9 @@ export function createConnections(db: Db, box: SecretBox) {
 
   /** Home-realm discovery: the connection that owns this email's domain, enabled or not. */
   async function findByEmail(email: string): Promise<Connection | undefined> {
-    const at = email.lastIndexOf('@');
-    if (at < 1) return undefined;
-    const domain = email.slice(at + 1).trim().toLowerCase();
-    if (!DOMAIN.test(domain)) return undefined;
+    // The domain in the compared form (src/accounts/email.ts): "ＥＸＡＭＰＬＥ.com" is example.com.
+    const domain = emailDomain(email);
+    if (!domain || !DOMAIN.test(domain)) return undefined;
     const { rows } = await db.query<ConnectionRow>('SELECT * FROM federation_connections WHERE $1 = ANY(domains)', [domain]);
     return rows[0] ? toConnection(rows[0]) : undefined;
   }

@@ -4,10 +4,14 @@
 // ends an account's lockout, so an attacker who keeps guessing can delay its owner but never lock
 // them out for good.
 import type { Accounts, AuthenticateResult } from '../accounts/users.ts';
+import { emailKey } from '../accounts/email.ts';
 import { hashKey, type AttemptOptions, type RateLimits } from '../http/rate-limit.ts';
 
-/** The lockout key of an email, known or not (the counters cannot tell an attacker which). */
-export const accountLockKey = (email: string) => hashKey(email.trim().toLowerCase());
+/**
+ * The lockout key of an email, known or not (the counters cannot tell an attacker which): every
+ * spelling of one address (src/accounts/email.ts) shares one counter, hashed (keys are personal data).
+ */
+export const accountLockKey = (email: string) => hashKey(emailKey(email));
 
 /**
  * One password guess for `email`: counted against the account's lockout before argon2 runs, and

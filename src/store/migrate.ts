@@ -3,7 +3,8 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { Db } from './db.ts';
+import type { Db, Queryable } from './db.ts';
+import { keyStoredEmails } from '../accounts/email.ts';
 
 export const MIGRATIONS_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../migrations');
 
@@ -14,7 +15,16 @@ export class MigrationError extends Error {
   }
 }
 
-export async function migrate(db: Db, dir = MIGRATIONS_DIR): Promise<string[]> {
+/**
+ * Data changes SQL cannot make the same way on every PostgreSQL and PGlite, run right after their
+ * file, in its transaction: the file and its step commit together or not at all.
+ */
+export const CODE_STEPS: Record<string, (tx: Queryable) => Promise<void>> = {
+  // Unicode normalisation and case folding as the code does them (no locale, no ICU needed).
+  '010_email_key.sql': keyStoredEmails,
+};
+
+export async function migrate(db: Db, dir = MIGRATIONS_DIR, steps = CODE_STEPS): Promise<string[]> {
   await db.query(`CREATE TABLE IF NOT EXISTS schema_migrations (
     version text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())`);
   const done = new Set(
@@ -32,6 +42,7 @@ export async function migrate(db: Db, dir = MIGRATIONS_DIR): Promise<string[]> {
         const again = await tx.query('SELECT 1 FROM schema_migrations WHERE version = $1', [file]);
         if (again.rowCount > 0) return;
         for (const stmt of splitSql(sql)) await tx.query(stmt);
+        await steps[file]?.(tx);
         await tx.query('INSERT INTO schema_migrations (version) VALUES ($1)', [file]);
         applied.push(file);
       });
