@@ -7,6 +7,7 @@ export default defineConfig({
   resolve: {
     alias: {
       '@gatehouse/verify': fileURLToPath(new URL('./packages/verify/src/index.ts', import.meta.url)),
+      '@gatehouse/web': fileURLToPath(new URL('./packages/web/src/index.ts', import.meta.url)),
     },
   },
   test: {
