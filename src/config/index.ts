@@ -67,11 +67,13 @@ export const envSchema = z.object({
   REDIS_KEY_PREFIX: z.string().default('gatehouse:'),
   // Where embedded mode keeps PGlite and generated secrets.
   DATA_DIR: z.string().default('./data'),
+  // The first administrator, created at start while no admin exists (both or neither). Unset → an
+  // admin@localhost account with a one-time password printed once at first start.
   ADMIN_EMAIL: z.email().optional(),
   ADMIN_PASSWORD: z.string().min(12, 'must be at least 12 characters').optional(),
   // Origins allowed to call the token, userinfo and LiveKit endpoints from a browser.
   CORS_ORIGINS: origins.default([]),
-  // Lifetimes (seconds). DESIGN.md: access 15 min, refresh 7 days sliding / 30 days absolute.
+  // Lifetimes (seconds). The contract: access 15 min, refresh 7 days sliding / 30 days absolute.
   ACCESS_TOKEN_TTL: seconds(900),
   ID_TOKEN_TTL: seconds(3600),
   AUTHORIZATION_CODE_TTL: seconds(60),
@@ -84,6 +86,7 @@ export const envSchema = z.object({
   DATA_ENCRYPTION_KEY: z.string().regex(/^[A-Za-z0-9_-]{43}$/, 'must be 32 bytes base64url (43 chars)').optional(),
   // Comma-separated cookie signing keys, newest first. Unset → generated once and persisted.
   COOKIE_KEYS: list.optional(),
+  // Self-registration (sign-up) on the sign-in page; off by default, so accounts are made by operators.
   ALLOW_REGISTRATION: bool.default(false),
   // Outgoing mail for password reset and email verification (smtp:// or smtps://, credentials in the
   // URL). Unset → neither is offered: operators reset passwords with `gatehouse user set-password`.
@@ -109,7 +112,7 @@ export const envSchema = z.object({
   // Generated room names are `<prefix>_<epoch>_<random>`; unset → the participant identity, so a
   // generated room falls inside the default "own rooms" policy pattern `{identity}_*`.
   LIVEKIT_ROOM_PREFIX: z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/, 'letters, digits, _ . - (1 to 64)').optional(),
-  // LiveKit checks expiry only on connect; 15 min matches the access-token default (DESIGN.md).
+  // LiveKit checks expiry only on connect; 15 min matches the access-token default (the contract).
   LIVEKIT_TOKEN_TTL: z.coerce.number().int().min(30).max(24 * 3600).default(900),
   // Anonymous connection-details (identity guest_<random>, no data publishing). Off: a bearer token is required.
   LIVEKIT_GUESTS: bool.default(false),
@@ -127,14 +130,14 @@ export const envSchema = z.object({
   MFA_RECOVERY_LOW: z.coerce.number().int().min(0).max(10).default(3),
   // `off` switches every rate limit, lockout and login delay off (benchmarks only).
   RATE_LIMITS: z.enum(['on', 'off']).default('on'),
-  // Each limit is `<points>/<duration>` (duration: 30s, 1m, 15m, 1h, 1d) or `off`. See "Login security" in README.md.
+  // Each limit is `<points>/<duration>` (duration: 30s, 1m, 15m, 1h, 1d) or `off`. See docs/login-security.md.
   // Login attempts per client IP: generous, since many people can sit behind one NAT.
   RATE_LIMIT_LOGIN_IP: rateLimit('30/1m'),
   // Failed logins per account (by email, known or not) before the account is locked for LOCKOUT_DURATION.
   RATE_LIMIT_LOGIN_ACCOUNT: rateLimit('5/15m'),
   // Failed second-factor codes per account before MFA is locked for LOCKOUT_DURATION.
   RATE_LIMIT_MFA_ACCOUNT: rateLimit('5/15m'),
-  // Token exchange per user (subject) and per client: 60/min per user (DESIGN.md), high per client
+  // Token exchange per user (subject) and per client: 60/min per user (the contract), high per client
   // because one agent client exchanges for many users.
   RATE_LIMIT_EXCHANGE_USER: rateLimit('60/1m'),
   RATE_LIMIT_EXCHANGE_CLIENT: rateLimit('6000/1m'),

@@ -11,7 +11,7 @@ export const TSX = path.join(ROOT, 'node_modules/.bin/tsx');
  * issuer is the process's own URL unless `env.ISSUER` names another (nodes behind one load balancer).
  */
 export async function spawnGatehouse(env: Record<string, string>): Promise<{ url: string; proc: ChildProcess }> {
-  const port = 20000 + Math.floor(Math.random() * 20000);
+  const port = env.PORT ? Number(env.PORT) : 20000 + Math.floor(Math.random() * 20000);
   const url = `http://127.0.0.1:${port}`;
   // node with tsx's loader, not the tsx wrapper: the wrapper runs the server as a child of its own,
   // so a signal (SIGKILL above all) would reach the wrapper and leave the server running.
@@ -22,7 +22,7 @@ export async function spawnGatehouse(env: Record<string, string>): Promise<{ url
   });
   let stderr = '';
   proc.stderr!.on('data', (d) => (stderr += d));
-  for (let i = 0; i < 120; i++) {
+  for (let i = 0; i < 240; i++) { // up to a minute: a fresh data directory migrates first, on a busy machine
     if (proc.exitCode !== null) throw new Error(`gatehouse exited: ${stderr}`);
     try {
       if ((await fetch(`${url}/ready`, { signal: AbortSignal.timeout(2000) })).ok) return { url, proc };
