@@ -34,6 +34,7 @@ import { withUserRevocation } from './revocation/accounts.ts';
 import { createSessionEnds, type SessionEnds } from './revocation/session-ends.ts';
 import { auditProviderBackchannel, sendBackchannelLogouts } from './oidc/backchannel.ts';
 import { createAccountRouter, sessionAccountId } from './account/router.ts';
+import { createFrontDoor } from './account/front-door.ts';
 import { createMailer, type Mailer } from './account/mail.ts';
 import { createAccountTokens, createRecoveryRouter, sendVerificationMail } from './account/recovery.ts';
 import { createAdminApi } from './admin/api.ts';
@@ -241,7 +242,7 @@ export async function createApp(deps: Deps): Promise<GatehouseApp> {
   app.use(metrics.measure());
   app.use(accessLog(log));
   app.use(retryAfterWhenUnavailable(RETRY_AFTER_SECONDS));
-  app.use(securityHeaders(['/interaction', '/account', '/admin', '/password', '/assets'], { https: config.ISSUER.startsWith('https://') }));
+  app.use(securityHeaders(['/interaction', '/account', '/admin', '/password', '/assets', '/'], { https: config.ISSUER.startsWith('https://') }));
   app.use(closeAfterRefusedBody());
   app.use((_ctx, next) => withAuditWrites(next));
   app.use(errorHandler(log, (status, error, description) => renderView('error', { title: status === 503 ? 'Try again shortly' : 'Error', error, description, status })));
@@ -327,6 +328,7 @@ export async function createApp(deps: Deps): Promise<GatehouseApp> {
     }).routes());
   }
   app.use(createAccountRouter({ ...deps, rooms, provider: () => layer.provider }).routes());
+  app.use(createFrontDoor({ ...deps, provider: () => layer.provider }).routes());
   // The admin REST API: the CLI's commands behind bearer tokens for <ISSUER>/admin/api.
   app.use(createAdminApi({ ...deps, provider: () => layer.provider, afterKeysChange: refreshKeys }));
   app.use(createAdminConsole({ ...deps, provider: () => layer.provider }).routes());

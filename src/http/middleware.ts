@@ -60,7 +60,8 @@ export function securityHeaders(ownPagePrefixes: string[], opts: { https?: boole
     ctx.set('Referrer-Policy', 'no-referrer');
     ctx.set('X-Frame-Options', 'DENY');
     if (ctx.response.is('html')) {
-      const own = ownPagePrefixes.some((p) => ctx.path.startsWith(p));
+      // '/' names the front door alone (as a prefix it would be every path).
+      const own = ownPagePrefixes.some((p) => (p === '/' ? ctx.path === '/' : ctx.path.startsWith(p)));
       ctx.set('Content-Security-Policy', own
         ? "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; object-src 'none'"
         : "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; object-src 'none'");
