@@ -1,80 +1,264 @@
-// `npm run bench`: token exchange (LiveKit and MCP) next to plain client_credentials, on one
-// in-process Gatehouse (embedded: in-memory PGlite + in-process store), with autocannon.
-// Prints req/s and p99 latency for each, and the ratio exchange / client_credentials.
+// `npm run bench` [-- --quick] [-- --mode embedded|postgres]: Gatehouse's token paths against a bare
+// oidc-provider in the same run, each in its own process.
 //
-//   BENCH_DURATION=10 BENCH_CONNECTIONS=20 npm run bench
+//   server processes (Gatehouse, the floor)  pinned to core 0 (taskset, where available)
+//   load generator (autocannon, bench/load.ts) pinned to core 1, one long-lived process
+//   this orchestrator                          sets up data, starts/stops processes, prints the table
 //
-// client_credentials is asked for the same resource, so both sides sign one ES256 JWT; the exchange
-// additionally verifies the subject token, checks revocation, reads policy and the user.
-import autocannon from 'autocannon';
-import { CALLBACK, codeFlow, rpConfig, startTestGatehouse } from '../test/helpers/gatehouse.ts';
+// The floor is oidc-provider alone (memory adapter) doing client credentials with ES256 JWT access
+// tokens: the library underneath, with nothing of ours on top. Each round runs the floor and then
+// every Gatehouse path once (A/B alternating), and the table shows medians over the rounds, so a
+// burst of other load on the machine hits both sides. A run with any non-200 answer (or socket error)
+// is not a result: it is printed and the bench fails. Rate limits are off (RATE_LIMITS=off): the
+// bench measures the work of a request, not the limiter saying no.
+//
+//   BENCH_DURATION (s, default 5; quick 2)   BENCH_CONNECTIONS (default 20)   BENCH_ROUNDS (default 3; quick 1)
+//   BENCH_PATHS=refresh,code  only the paths whose names contain one of these
+//   BENCH_CPU_PROF=<dir>      the Gatehouse server writes a CPU profile (node --cpu-prof) there
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import crypto from 'node:crypto';
+import readline from 'node:readline';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { decodeJwt } from 'jose';
+import { Browser, CALLBACK, codeFlow, rpConfig, startTestGatehouse } from '../test/helpers/gatehouse.ts';
+import { createTestPgDatabase, createTestRedisPrefix } from '../test/helpers/databases.ts';
+import type { LoadResult, LoadSpec } from './load.ts';
 
-/** The CLI prints the client record (clientId) plus the one-time client_secret. */
-async function createClient(gh: { cli(...argv: string[]): Promise<any> }, ...argv: string[]): Promise<{ client_id: string; client_secret: string }> {
-  const c = await gh.cli('client', 'create', ...argv);
-  return { client_id: c.client_id ?? c.clientId, client_secret: c.client_secret };
-}
-
-const DURATION = Number(process.env.BENCH_DURATION ?? 5);
-const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 10);
+const ROOT = path.resolve(import.meta.dirname, '..');
+const argv = process.argv.slice(2);
+const QUICK = argv.includes('--quick');
+const MODES = (argv.includes('--mode') ? [argv[argv.indexOf('--mode') + 1]] : ['embedded', 'postgres']) as ('embedded' | 'postgres')[];
+const DURATION = Number(process.env.BENCH_DURATION ?? (QUICK ? 2 : 5));
+const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 20);
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? (QUICK ? 1 : 3));
 const TX = 'urn:ietf:params:oauth:grant-type:token-exchange';
 const AT = 'urn:ietf:params:oauth:token-type:access_token';
 const MCP = 'https://mcp.example.com/mcp';
 const USER = { email: 'bench@example.com', password: 'a long benchmark passphrase' };
+const LIVEKIT = { LIVEKIT_URL: 'wss://livekit.bench', LIVEKIT_API_KEY: 'APIbench', LIVEKIT_API_SECRET: 'bench-secret-'.padEnd(40, 'x') };
+
+const HAS_TASKSET = spawnSync('taskset', ['-c', '0', 'true']).status === 0 && os.availableParallelism() >= 2;
+const pinned = (core: number, cmd: string[]) => (HAS_TASKSET ? ['taskset', '-c', String(core), ...cmd] : cmd);
+const freePort = () => 20000 + crypto.randomInt(20000);
+const basic = (id: string, secret: string) => `Basic ${Buffer.from(`${id}:${secret}`).toString('base64')}`;
+const formType = { 'content-type': 'application/x-www-form-urlencoded' };
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor((xs.length - 1) / 2)];
+const rssMb = (pid: number) => {
+  const m = /VmRSS:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return m ? Math.round(Number(m[1]) / 1024) : NaN;
+};
+
+/** Start a server process (pinned to core 0) and wait until `ready` says it answers. */
+async function startProcess(cmd: string[], env: Record<string, string>, ready: () => Promise<boolean>): Promise<ChildProcess> {
+  const [bin, ...args] = pinned(0, cmd);
+  const proc = spawn(bin, args, { cwd: ROOT, env: { ...process.env, ...env }, stdio: ['ignore', 'ignore', 'pipe'] });
+  let stderr = '';
+  proc.stderr!.on('data', (d) => (stderr += d));
+  for (let i = 0; i < 240; i++) {
+    if (proc.exitCode !== null) throw new Error(`${cmd.join(' ')} exited: ${stderr}`);
+    if (await ready().catch(() => false)) return proc;
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  proc.kill();
+  throw new Error(`${cmd.join(' ')} did not become ready: ${stderr}`);
+}
+const stop = (p: ChildProcess) => new Promise<void>((r) => {
+  if (p.exitCode !== null || p.signalCode !== null) return r();
+  p.once('exit', () => r());
+  p.kill('SIGTERM');
+});
+
+/** The load generator: one process on core 1, specs in on stdin, results out on stdout. */
+function startLoad() {
+  const [bin, ...args] = pinned(1, [process.execPath, '--import', 'tsx', 'bench/load.ts', '--serve']);
+  const proc = spawn(bin, args, { cwd: ROOT, stdio: ['pipe', 'pipe', 'inherit'] });
+  const lines = readline.createInterface({ input: proc.stdout! })[Symbol.asyncIterator]();
+  return {
+    async run(spec: LoadSpec): Promise<LoadResult> {
+      proc.stdin!.write(`${JSON.stringify(spec)}\n`);
+      const { value, done } = await lines.next();
+      if (done) throw new Error('load generator exited');
+      return JSON.parse(value);
+    },
+    close: () => { proc.stdin!.end(); return stop(proc); },
+  };
+}
+type Load = ReturnType<typeof startLoad>;
+
+async function post(url: string, auth: string, params: Record<string, string>) {
+  const res = await fetch(url, { method: 'POST', headers: { authorization: auth, ...formType }, body: new URLSearchParams(params) });
+  const body = await res.json() as Record<string, any>;
+  if (res.status !== 200) throw new Error(`${url} ${params.grant_type ?? ''}: ${res.status} ${JSON.stringify(body)}`);
+  return body;
+}
+
+/** The floor process and the one spec it is measured with. */
+async function startFloor() {
+  const port = freePort();
+  const url = `http://127.0.0.1:${port}`;
+  const proc = await startProcess([process.execPath, '--import', 'tsx', 'bench/floor.ts', String(port), 'floor', 'floor-secret', MCP], {},
+    async () => (await fetch(`${url}/.well-known/openid-configuration`)).ok);
+  const auth = basic('floor', 'floor-secret');
+  await post(`${url}/token`, auth, { grant_type: 'client_credentials', resource: MCP, scope: 'tools:read' });
+  const spec: LoadSpec = { kind: 'static', url: `${url}/token`, connections: CONNECTIONS, duration: DURATION, headers: { authorization: auth, ...formType },
+    body: new URLSearchParams({ grant_type: 'client_credentials', resource: MCP, scope: 'tools:read' }).toString() };
+  return { proc, spec };
+}
+
+interface ModeResult {
+  paths: Record<string, { rps: number; p50: number; p99: number; ratio: number; bad: number }>;
+  rssIdle: number;
+  rssAfter: number;
+  floorRps: number;
+}
+
+/** Data for one mode: written in-process (CLI commands), then served by a separate server process. */
+async function benchMode(mode: 'embedded' | 'postgres', floor: Awaited<ReturnType<typeof startFloor>>, load: Load): Promise<ModeResult> {
+  const port = freePort();
+  const url = `http://127.0.0.1:${port}`;
+  const cleanups: (() => Promise<void>)[] = [];
+  const env: Record<string, string> = {
+    ...LIVEKIT, ISSUER: url, PORT: String(port), HOST: '127.0.0.1', LOG_LEVEL: 'warn', RATE_LIMITS: 'off', MFA_REQUIRED_ROLES: 'none',
+    ADMIN_EMAIL: 'admin@example.com', ADMIN_PASSWORD: 'correct horse battery staple',
+    // Long enough that the tokens made at set-up outlive every round.
+    ACCESS_TOKEN_TTL: '3600', LIVEKIT_DELEGATION_TTL: '900',
+    DATA_ENCRYPTION_KEY: crypto.randomBytes(32).toString('base64url'),
+  };
+  let proc: ChildProcess | undefined;
+  try {
+    if (mode === 'postgres') {
+      const pg = await createTestPgDatabase();
+      const redis = await createTestRedisPrefix();
+      cleanups.push(pg.drop, redis.cleanup);
+      Object.assign(env, { DATABASE_URL: pg.url, REDIS_URL: redis.url, REDIS_KEY_PREFIX: redis.prefix });
+    } else {
+      env.DATA_DIR = fs.mkdtempSync(path.join(os.tmpdir(), 'gh-bench-'));
+      cleanups.push(async () => fs.rmSync(env.DATA_DIR, { recursive: true, force: true }));
+    }
+    // Set-up through the CLI's commands in this process; the server process starts after, on the same data.
+    const setup = await startTestGatehouse({ mode, env: { ...env, PORT: '0' }, dataDir: env.DATA_DIR, databaseUrl: env.DATABASE_URL,
+      redis: env.REDIS_URL ? { url: env.REDIS_URL, prefix: env.REDIS_KEY_PREFIX } : undefined });
+    let web: { client_id: string; client_secret: string }, agent: typeof web;
+    try {
+      await setup.cli('resource', 'create', '--uri', MCP, '--scope', 'tools:read');
+      await setup.cli('role', 'update', 'user', '--add', 'tools:read');
+      await setup.cli('user', 'create', '--email', USER.email, '--password', USER.password, '--role', 'user', '--verified');
+      web = await setup.cli('client', 'create', '--name', 'bench web', '--redirect-uri', CALLBACK, '--first-party',
+        '--grant', 'authorization_code', '--grant', 'refresh_token', '--grant', 'client_credentials', '--grant', TX);
+      agent = await setup.cli('client', 'create', '--name', 'bench agent', '--grant', 'client_credentials', '--grant', TX);
+      await setup.cli('policy', 'client', 'set', web.client_id, '--livekit', '--resource', MCP);
+      await setup.cli('policy', 'client', 'set', agent.client_id, '--resource', MCP, '--agent-name', 'voice-helper');
+    } finally {
+      await setup.stop();
+    }
+
+    // BENCH_CPU_PROF=<dir>: the Gatehouse server writes a V8 CPU profile there when it stops.
+    const prof = process.env.BENCH_CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${path.resolve(process.env.BENCH_CPU_PROF)}`, `--cpu-prof-name=gatehouse-${mode}.cpuprofile`] : [];
+    proc = await startProcess([process.execPath, ...prof, '--import', 'tsx', 'src/main.ts'], env, async () => (await fetch(`${url}/ready`)).ok);
+    await new Promise((r) => setTimeout(r, 2000));
+    const rssIdle = rssMb(proc.pid!);
+
+    // Tokens, through the running server: one signed-in browser, a refresh chain per connection.
+    const gh = { url };
+    const config = await rpConfig(gh, web.client_id, web.client_secret);
+    // Each refresh chain has its own session, hence its own grant: a chain that breaks (a rotation
+    // cut off when a run stops counts as reuse, which revokes the grant) takes no other chain with it.
+    const chains = async () => {
+      const rts: string[] = [];
+      for (let i = 0; i < CONNECTIONS; i++) rts.push((await codeFlow(gh, config, { creds: USER, resource: MCP, scope: 'openid tools:read offline_access' })).tokens.refresh_token!);
+      return rts;
+    };
+    const browser = new Browser();
+    const userJwt = (await codeFlow(gh, config, { creds: USER, resource: MCP, scope: 'openid tools:read', browser })).tokens.access_token;
+    const refreshTokens = await chains();
+    const sub = decodeJwt(userJwt).sub!;
+    const webAuth = basic(web.client_id, web.client_secret);
+    const agentAuth = basic(agent.client_id, agent.client_secret);
+    const details = await fetch(`${url}/livekit/connection-details`, { method: 'POST', headers: { authorization: `Bearer ${userJwt}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ room_config: { agents: [{ agent_name: 'voice-helper' }] } }) });
+    if (details.status !== 200) throw new Error(`connection-details: ${details.status} ${await details.text()}`);
+    const delegation = (decodeJwt((await details.json()).participantToken) as any).attributes['gatehouse.delegation.voice-helper'] as string;
+    const actor = (await post(`${url}/token`, agentAuth, { grant_type: 'client_credentials' })).access_token as string;
+    const verifier = crypto.randomBytes(32).toString('base64url');
+    const authPath = `/auth?${new URLSearchParams({ client_id: web.client_id, response_type: 'code', redirect_uri: CALLBACK, scope: 'openid',
+      code_challenge: crypto.createHash('sha256').update(verifier).digest('base64url'), code_challenge_method: 'S256', state: 'bench' })}`;
+    const cookie = await browser.jar.getCookieString(`${url}/auth`);
+
+    const token = (headers: Record<string, string>, params: Record<string, string>, at = '/token'): LoadSpec => ({
+      kind: 'static', url: `${url}${at}`, connections: CONNECTIONS, duration: DURATION, headers: { ...headers, ...formType }, body: new URLSearchParams(params).toString(),
+    });
+    const paths: Record<string, LoadSpec> = {
+      'client credentials': token({ authorization: webAuth }, { grant_type: 'client_credentials', resource: MCP, scope: 'tools:read' }),
+      'refresh (rotating)': { kind: 'refresh', url, connections: CONNECTIONS, duration: DURATION, headers: { authorization: webAuth }, refreshTokens },
+      'authorize + code redemption': { kind: 'code', url, connections: CONNECTIONS, duration: DURATION, headers: { authorization: webAuth }, authPath, cookie, verifier, redirectUri: CALLBACK },
+      'exchange → LiveKit': token({ authorization: webAuth }, { grant_type: TX, subject_token: userJwt, subject_token_type: AT, requested_token_type: 'urn:gatehouse:token-type:livekit', room: `user_${sub}_bench` }),
+      'exchange → MCP': token({ authorization: webAuth }, { grant_type: TX, subject_token: userJwt, subject_token_type: AT, resource: MCP }),
+      'delegation exchange (agent)': token({ authorization: agentAuth }, { grant_type: TX, subject_token: delegation, subject_token_type: AT, actor_token: actor, actor_token_type: AT, resource: MCP }),
+      'connection-details': { kind: 'static', url: `${url}/livekit/connection-details`, connections: CONNECTIONS, duration: DURATION,
+        headers: { authorization: `Bearer ${userJwt}`, 'content-type': 'application/json' }, body: '{}' },
+      'introspection': token({ authorization: webAuth }, { token: userJwt }, '/token/introspection'),
+    };
+    const only = process.env.BENCH_PATHS?.split(',');
+    for (const name of Object.keys(paths)) if (only && !only.some((o) => name.includes(o))) delete paths[name];
+
+    // Warm-up (and a check that every path answers as expected) before anything is measured; the
+    // refresh chains and codes it spends are replaced by the ones it makes.
+    for (const [name, spec] of Object.entries(paths)) {
+      const r = await load.run({ ...spec, duration: 2 });
+      // Nothing back in the warm-up is the machine's load, not a wrong request; a wrong status is.
+      if (r.bad > (r.requests === 0 ? 1 : 0)) throw new Error(`${mode} ${name}: warm-up saw ${JSON.stringify(r.statuses)}`);
+    }
+    // The refresh chains moved on during the warm-up: fresh chains for the measured rounds.
+    const samples: Record<string, LoadResult[]> = Object.fromEntries(Object.keys(paths).map((k) => [k, []]));
+    const floorSamples: LoadResult[] = [];
+    for (let round = 0; round < ROUNDS; round++) {
+      floorSamples.push(await load.run(floor.spec));
+      for (const [name, spec] of Object.entries(paths)) {
+        if (spec.kind === 'refresh') {
+          spec.refreshTokens = await chains();
+        }
+        samples[name].push(await load.run(spec));
+      }
+    }
+    const floorRps = median(floorSamples.map((s) => s.rps));
+    const out: ModeResult['paths'] = {};
+    for (const [name, ss] of Object.entries(samples)) {
+      const bad = ss.reduce((n, s) => n + s.bad, 0);
+      if (bad) console.error(`${mode} ${name}: unexpected answers ${JSON.stringify(ss.map((s) => s.statuses))}`);
+      out[name] = { rps: median(ss.map((s) => s.rps)), p50: median(ss.map((s) => s.p50)), p99: median(ss.map((s) => s.p99)), ratio: median(ss.map((s, i) => s.rps / floorSamples[i].rps)), bad };
+    }
+    return { paths: out, rssIdle, rssAfter: rssMb(proc.pid!), floorRps };
+  } finally {
+    if (proc) await stop(proc);
+    for (const c of cleanups.reverse()) await c().catch((err) => console.error(`cleanup: ${err}`));
+  }
+}
 
 async function main() {
-  const gh = await startTestGatehouse({
-    env: { LIVEKIT_URL: 'wss://livekit.bench', LIVEKIT_API_KEY: 'APIbench', LIVEKIT_API_SECRET: 'bench-secret-'.padEnd(40, 'x') },
-  });
+  const load = startLoad();
+  const floor = await startFloor();
+  const results: Partial<Record<'embedded' | 'postgres', ModeResult>> = {};
   try {
-    await gh.cli('resource', 'create', '--uri', MCP, '--scope', 'tools:read');
-    await gh.deps.db.query("UPDATE roles SET permissions = permissions || ARRAY['tools:read'] WHERE name = 'user'");
-    await gh.cli('user', 'create', '--email', USER.email, '--password', USER.password, '--role', 'user', '--verified');
-    const web = await createClient(gh, '--name', 'bench web', '--redirect-uri', CALLBACK, '--first-party',
-      '--grant', 'authorization_code', '--grant', 'refresh_token', '--grant', 'client_credentials', '--grant', TX);
-    await gh.cli('policy', 'client', 'set', web.client_id, '--livekit', '--resource', MCP);
-    const { tokens } = await codeFlow(gh, await rpConfig(gh, web.client_id, web.client_secret), { creds: USER, resource: MCP, scope: 'openid tools:read' });
-    const sub = tokens.claims()!.sub;
-
-    const auth = `Basic ${Buffer.from(`${web.client_id}:${web.client_secret}`).toString('base64')}`;
-    const form = (p: Record<string, string>) => new URLSearchParams(p).toString();
-    const scenarios = {
-      client_credentials: form({ grant_type: 'client_credentials', resource: MCP, scope: 'tools:read' }),
-      mcp_exchange: form({ grant_type: TX, subject_token: tokens.access_token, subject_token_type: AT, resource: MCP }),
-      livekit_exchange: form({ grant_type: TX, subject_token: tokens.access_token, subject_token_type: AT, requested_token_type: 'urn:gatehouse:token-type:livekit', room: `user_${sub}_bench` }),
-    };
-
-    const run = (body: string, duration: number) => autocannon({
-      url: `${gh.url}/token`,
-      method: 'POST',
-      headers: { authorization: auth, 'content-type': 'application/x-www-form-urlencoded' },
-      body,
-      connections: CONNECTIONS,
-      duration,
-    });
-    for (const [name, body] of Object.entries(scenarios)) {
-      // Fail loudly before measuring if the request itself is wrong.
-      const probe = await fetch(`${gh.url}/token`, { method: 'POST', headers: { authorization: auth, 'content-type': 'application/x-www-form-urlencoded' }, body });
-      if (probe.status !== 200) throw new Error(`${name}: ${probe.status} ${await probe.text()}`);
-      // Warm every path up first, so the scenario measured first is not the one paying for the JIT.
-      await run(body, 1);
-    }
-    const results: Record<string, { rps: number; p99: number; errors: number }> = {};
-    for (const [name, body] of Object.entries(scenarios)) {
-      const r = await run(body, DURATION);
-      results[name] = { rps: r.requests.average, p99: r.latency.p99, errors: r.non2xx + r.errors };
-    }
-
-    const base = results.client_credentials;
-    console.log(`\nGatehouse token endpoint, ${CONNECTIONS} connections, ${DURATION}s each (embedded mode, one process)\n`);
-    console.log(`${'scenario'.padEnd(20)} ${'req/s'.padStart(9)} ${'p99 ms'.padStart(8)} ${'errors'.padStart(7)} ${'req/s ratio'.padStart(12)} ${'p99 ratio'.padStart(10)}`);
-    for (const [name, r] of Object.entries(results)) {
-      console.log(`${name.padEnd(20)} ${r.rps.toFixed(0).padStart(9)} ${r.p99.toFixed(1).padStart(8)} ${String(r.errors).padStart(7)} ${(r.rps / base.rps).toFixed(2).padStart(12)} ${(r.p99 / base.p99).toFixed(2).padStart(10)}`);
-    }
-    console.log('\nratio = scenario / client_credentials');
+    for (const mode of MODES) results[mode] = await benchMode(mode, floor, load);
   } finally {
-    await gh.close();
+    await stop(floor.proc);
+    await load.close();
   }
+  const cpu = os.cpus()[0]?.model ?? 'unknown CPU';
+  console.log(`\nGatehouse bench — ${new Date().toISOString().slice(0, 16)}Z, ${os.availableParallelism()} × ${cpu}, Node ${process.version}, load average ${os.loadavg().map((l) => l.toFixed(1)).join(' ')}`);
+  console.log(`${HAS_TASKSET ? 'servers on core 0, autocannon on core 1' : 'no taskset: processes not pinned'}; ${CONNECTIONS} connections, ${DURATION} s × ${ROUNDS} round(s), medians; rate limits off\n`);
+  const modes = MODES.filter((m) => results[m]);
+  console.log(`| path | ${modes.map((m) => `${m} req/s | ×floor | p50/p99 ms`).join(' | ')} |`);
+  console.log(`|---|${modes.map(() => '---:|---:|---:').join('|')}|`);
+  console.log(`| floor: bare oidc-provider, client credentials | ${modes.map((m) => `${results[m]!.floorRps.toFixed(0)} | 1.00 | `).join(' | ')} |`);
+  for (const name of Object.keys(results[modes[0]]!.paths)) {
+    console.log(`| ${name} | ${modes.map((m) => { const r = results[m]!.paths[name]; return `${r.rps.toFixed(0)}${r.bad ? ` (${r.bad} bad)` : ''} | ${r.ratio.toFixed(2)} | ${r.p50.toFixed(0)}/${r.p99.toFixed(0)}`; }).join(' | ')} |`);
+  }
+  console.log(`| server RSS idle → after load (MB) | ${modes.map((m) => `${results[m]!.rssIdle} → ${results[m]!.rssAfter} | | `).join(' | ')} |`);
+  console.log('\nauthorize + code redemption: GET /auth (signed-in session) → 303 with a code, then POST /token; counted per code.');
+  if (modes.some((m) => Object.values(results[m]!.paths).some((p) => p.bad))) process.exitCode = 1;
 }
 
 main().catch((err) => {

@@ -1,0 +1,106 @@
+// The load generator: one autocannon run described by a JSON spec (argv[2]), in its own process so it
+// never shares an event loop (or, with taskset, a core) with the server it measures. Prints one JSON
+// line: req/s, latency p50/p99, count of answers with an unexpected status, and errors.
+//
+// Spec kinds:
+//   static  — the same request every time (client credentials, exchanges, introspection, ...)
+//   refresh — each connection walks its own refresh-token chain (rotation spends each token once)
+//   code    — GET /auth with a signed-in session → 303 with a code, then POST /token redeems it
+import autocannon from 'autocannon';
+
+export interface LoadSpec {
+  kind: 'static' | 'refresh' | 'code';
+  url: string;
+  connections: number;
+  duration: number;
+  method?: string;
+  headers?: Record<string, string>;
+  body?: string;
+  /** refresh: one token per connection, and the client's Basic header. */
+  refreshTokens?: string[];
+  /** code: the authorization URL (path + query), session cookie and the PKCE verifier. */
+  authPath?: string;
+  cookie?: string;
+  verifier?: string;
+  redirectUri?: string;
+}
+
+export interface LoadResult {
+  rps: number;
+  p50: number;
+  p99: number;
+  requests: number;
+  /** Answers whose status was not the expected one, plus socket errors and timeouts. */
+  bad: number;
+  statuses: Record<string, number>;
+}
+
+const form = 'application/x-www-form-urlencoded';
+let reported = 0;
+
+function requestsFor(spec: LoadSpec): autocannon.Request[] | undefined {
+  if (spec.kind === 'refresh') {
+    // autocannon clears a connection's context after each pass over `requests`, so the chains live
+    // here: a request takes a token, its answer puts the successor back. Each request in flight holds
+    // one token, so N connections and N tokens never present a token twice.
+    const pool = [...spec.refreshTokens!];
+    return [{
+      method: 'POST',
+      path: '/token',
+      headers: { ...spec.headers, 'content-type': form },
+      setupRequest: (req) => ({ ...req, body: new URLSearchParams({ grant_type: 'refresh_token', refresh_token: pool.shift() ?? 'none' }).toString() }),
+      onResponse: (status, body) => {
+        if (status === 200) pool.push(JSON.parse(body).refresh_token);
+        else if (!reported++) process.stderr.write(`refresh: ${status} ${body}\n`);
+      },
+    }];
+  }
+  if (spec.kind === 'code') {
+    return [
+      { method: 'GET', path: spec.authPath!, headers: { cookie: spec.cookie! },
+        onResponse: (_status, _body, ctx: any, headers: any) => {
+          const loc = headers?.location ?? headers?.Location;
+          ctx.code = loc ? new URL(loc, spec.url).searchParams.get('code') : undefined;
+        } },
+      { method: 'POST', path: '/token', headers: { ...spec.headers, 'content-type': form },
+        setupRequest: (req, ctx: any) => ({ ...req, body: new URLSearchParams({ grant_type: 'authorization_code', code: ctx.code ?? 'none', redirect_uri: spec.redirectUri!, code_verifier: spec.verifier! }).toString() }) },
+    ];
+  }
+  return undefined;
+}
+
+export async function runLoad(spec: LoadSpec): Promise<LoadResult> {
+  const r = await autocannon({
+    url: spec.url,
+    connections: spec.connections,
+    duration: spec.duration,
+    method: (spec.method ?? 'POST') as 'POST',
+    headers: spec.headers,
+    body: spec.body,
+    requests: requestsFor(spec),
+    timeout: 10,
+  });
+  const statuses: Record<string, number> = {};
+  for (const [code, s] of Object.entries(r.statusCodeStats ?? {})) statuses[code] = (s as { count: number }).count;
+  // The code flow's first request answers 303 by design; everything else must be 200.
+  const ok = new Set(spec.kind === 'code' ? ['200', '303'] : ['200']);
+  const bad = Object.entries(statuses).filter(([c]) => !ok.has(c)).reduce((n, [, v]) => n + v, 0) + r.errors + r.timeouts;
+  // A run in which nothing came back measured nothing: count it as one bad answer, not as 0 req/s.
+  const none = r.requests.total === 0 ? 1 : 0;
+  // A code-flow iteration is two requests; count iterations so the rate is "codes redeemed per second".
+  const per = spec.kind === 'code' ? 2 : 1;
+  return { rps: r.requests.average / per, p50: r.latency.p50, p99: r.latency.p99, requests: r.requests.total / per, bad: bad + none, statuses };
+}
+
+// `--serve`: one spec per stdin line, one result per stdout line, until stdin ends.
+if (process.argv[1]?.endsWith('load.ts') && process.argv[2] === '--serve') {
+  const { createInterface } = await import('node:readline');
+  for await (const line of createInterface({ input: process.stdin })) {
+    try {
+      process.stdout.write(`${JSON.stringify(await runLoad(JSON.parse(line) as LoadSpec))}\n`);
+    } catch (err) {
+      process.stderr.write(`${(err as Error)?.stack ?? err}\n`);
+      process.exit(1);
+    }
+  }
+}
