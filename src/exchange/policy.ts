@@ -86,17 +86,22 @@ export function createPolicyStore(db: Queryable): PolicyStore {
       return r.rows.map(toRole);
     },
     async user(id) {
-      const u = await db.query<{ id: string; email: string; name: string | null; active: boolean }>(
-        'SELECT id, email, name, active FROM users WHERE id = $1', [id],
+      // One statement (user and roles together): this runs on every exchange and connection-details
+      // call, and each round trip counts, most of all on PGlite's single connection.
+      const u = await db.query<{ id: string; email: string; name: string | null; active: boolean; roles: { role: string; permissions: string[] }[] }>(
+        `SELECT u.id, u.email, u.name, u.active,
+                COALESCE(json_agg(json_build_object('role', r.name, 'permissions', r.permissions) ORDER BY r.name)
+                         FILTER (WHERE r.name IS NOT NULL), '[]'::json) AS roles
+           FROM users u LEFT JOIN user_roles ur ON ur.user_id = u.id LEFT JOIN roles r ON r.name = ur.role
+          WHERE u.id = $1 GROUP BY u.id`, [id],
       );
-      if (!u.rows[0]) return undefined;
-      const r = await db.query<{ role: string; permissions: string[] }>(
-        'SELECT r.name AS role, r.permissions FROM user_roles ur JOIN roles r ON r.name = ur.role WHERE ur.user_id = $1 ORDER BY r.name', [id],
-      );
+      const row = u.rows[0];
+      if (!row) return undefined;
+      const { roles, ...user } = row;
       return {
-        ...u.rows[0],
-        roles: r.rows.map((x) => x.role),
-        permissions: [...new Set(r.rows.flatMap((x) => x.permissions))].sort(),
+        ...user,
+        roles: roles.map((x) => x.role),
+        permissions: [...new Set(roles.flatMap((x) => x.permissions))].sort(),
       };
     },
     async setClientPolicy(p) {
