@@ -206,6 +206,11 @@ export interface GatehouseApp {
   provider(): Provider;
   /** Re-read signing keys now; returns true when they changed. */
   refreshKeys(): Promise<boolean>;
+  /**
+   * Shutting down: /ready answers 503 (a load balancer stops sending new requests) and responses
+   * close their connection, so keep-alive clients reconnect elsewhere while in-flight requests finish.
+   */
+  drain(): void;
   close(): Promise<void>;
 }
 
@@ -238,6 +243,11 @@ export async function createApp(deps: Deps): Promise<GatehouseApp> {
   app.keys = deps.cookieKeys;
   const bodyLimit = parseLimit(config.BODY_LIMIT);
 
+  let draining = false;
+  app.use(async function closeConnectionsWhileDraining(ctx, next) {
+    if (draining) ctx.set('Connection', 'close');
+    await next();
+  });
   app.use(requestId());
   app.use(metrics.measure());
   app.use(accessLog(log));
@@ -250,6 +260,7 @@ export async function createApp(deps: Deps): Promise<GatehouseApp> {
     { name: 'database', check: () => deps.db.ping() },
     { name: deps.kv.kind === 'redis' ? 'redis' : 'store', check: () => deps.kv.ping() },
     { name: 'revocation', check: () => deps.revocations.ready() },
+    { name: 'accepting', check: async () => { if (draining) throw new Error('shutting down'); } },
   ]));
   app.use(metrics.serve());
   app.use(async function rejectLargeBodies(ctx, next) {
@@ -338,6 +349,9 @@ export async function createApp(deps: Deps): Promise<GatehouseApp> {
     app,
     provider: () => layer.provider,
     refreshKeys,
+    drain() {
+      draining = true;
+    },
     async close() {
       clearInterval(keyTimer);
       stopSweeper();

@@ -67,9 +67,15 @@ export async function startGatehouse(opts: StartOptions = {}): Promise<RunningGa
       generatedAdmin: generated && 'password' in generated && generated.password ? { email: generated.email, password: generated.password } : undefined,
       stop() {
         stopped ??= (async () => {
+          // Drain: no new connections; requests in flight finish and are answered (their
+          // transactions and audit rows written), then the pools close. A keep-alive connection
+          // is closed as soon as it is idle, not left to hold the process until its timeout.
+          gh.drain();
           await stopControl?.();
-          server.closeIdleConnections?.();
-          await new Promise<void>((r) => server.close(() => r()));
+          const closed = new Promise<void>((r) => server.close(() => r()));
+          server.closeIdleConnections();
+          const sweep = setInterval(() => server.closeIdleConnections(), 50);
+          await closed.finally(() => clearInterval(sweep));
           await gh.close();
           await deps.close();
         })();

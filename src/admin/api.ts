@@ -61,7 +61,8 @@ function flags(values: Record<string, string | string[] | boolean | number | nul
 }
 const onOff = (v: boolean | undefined) => (v === undefined ? undefined : v ? 'on' : 'off');
 
-const str = z.string().min(1).max(2048);
+// Every string the admin API takes is one line: names, emails, URIs, ids, scopes (issue 15).
+const str = z.string().min(1).max(2048).regex(/^[^\p{Cc}]*$/u, 'must not contain control characters');
 const strs = z.array(str).max(100);
 const userCreate = z.object({ email: str, password: str.optional(), name: str.optional(), roles: strs.optional(), email_verified: z.boolean().optional() }).strict();
 const userPatch = z.object({ active: z.boolean().optional(), roles: strs.min(1).optional() }).strict();

@@ -5,8 +5,9 @@
 // audit row). What is refused, and why:
 // - percent-escapes that are malformed or do not decode to UTF-8, and bodies that are not UTF-8
 //   (RFC 3986 §2.5 / RFC 3629; a lenient decoder would turn them into U+FFFD and carry on);
-// - NUL and other control characters (C0, DEL, C1) in names and values; in body values tab, CR and
-//   LF stay allowed (text areas, JSON metadata);
+// - NUL and other control characters (C0, DEL, C1) in names and values; tab, CR and LF stay allowed
+//   only in JSON strings and in the form fields that carry free text (MULTILINE), since every other
+//   field is one line (names, room names, emails, codes, URIs);
 // - unpaired UTF-16 surrogates (only reachable through JSON \u escapes), which no database stores;
 // - names and query values longer than the limits below;
 // - a parameter given twice (RFC 6749 §3.1: "Request and response parameters MUST NOT be included
@@ -23,6 +24,8 @@ import { readBodyBytes } from './body.ts';
 
 /** Parameters that may repeat: RFC 8707 resource, RFC 8693 audience, agent_name (DESIGN.md), role checkboxes. */
 export const REPEATABLE = new Set(['resource', 'audience', 'agent_name', 'role']);
+/** Form fields whose value is free text that may span lines (RFC 8693 exchange: LiveKit metadata). */
+export const MULTILINE = new Set(['participant_metadata']);
 export const MAX_NAME_CHARS = 128;
 /** A query value longer than this is refused: longer values belong in a POST body (or PAR, RFC 9126). */
 export const MAX_QUERY_VALUE_CHARS = 8 * 1024;
@@ -81,7 +84,7 @@ export function formProblem(text: string, where: 'query' | 'body'): InputProblem
     if (name.length > MAX_NAME_CHARS) return problem(where, name, `has a name longer than ${MAX_NAME_CHARS} characters`);
     const value = strictDecode(rawValue, true);
     if (value === undefined) return problem(where, name, 'is not valid percent-encoded UTF-8', rawValue);
-    const valueIssue = textProblem(value, where === 'body');
+    const valueIssue = textProblem(value, where === 'body' && MULTILINE.has(name));
     if (valueIssue) return problem(where, name, valueIssue, value);
     if (where === 'query' && value.length > MAX_QUERY_VALUE_CHARS) return problem(where, name, `is longer than ${MAX_QUERY_VALUE_CHARS} characters`);
     if (seen.has(name) && !REPEATABLE.has(name)) return problem(where, name, 'is given more than once');

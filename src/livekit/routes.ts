@@ -24,15 +24,17 @@ import { assertNotRevoked, mintAccessToken, verifyIssuedToken, type KeyRing, typ
 type LivekitDeps = Pick<Deps, 'config' | 'db' | 'audit' | 'resources' | 'revocations' | 'keys'> & { provider: () => Provider };
 
 /** livekit-client's TokenSource request body (snake_case, as the SDK sends it). */
+/** Names are one line of text: no control characters (tab and newline included). */
+const name = (max: number) => z.string().max(max).regex(/^[^\p{Cc}]*$/u, 'must not contain control characters');
 const connectionDetailsBody = z.object({
-  room_name: z.string().max(1024).optional(),
-  participant_name: z.string().max(128).optional(),
+  room_name: name(1024).optional(),
+  participant_name: name(128).optional(),
   // Identity comes from the user (or is generated for a guest), never from the request; accepted and ignored.
   participant_identity: z.string().max(1024).optional(),
   participant_metadata: z.string().max(16 * 1024).optional(),
   participant_attributes: z.record(z.string(), z.string()).optional(),
   room_config: z.object({
-    agents: z.array(z.object({ agent_name: z.string().min(1).max(256), metadata: z.string().max(16 * 1024).optional() })).max(8).optional(),
+    agents: z.array(z.object({ agent_name: name(256).min(1), metadata: z.string().max(16 * 1024).optional() })).max(8).optional(),
   }).optional(),
 });
 
