@@ -4,7 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import * as oidc from 'openid-client';
 import { generate } from 'otplib';
 import { decodeJwt } from 'jose';
-import { ADMIN, Browser, CALLBACK, formOf, rpConfig, startTestGatehouse, type TestGatehouse } from './helpers/gatehouse.ts';
+import { ADMIN, Browser, CALLBACK, describeEachMode, formOf, raceTally, rpConfig, startTestGatehouse, type TestGatehouse } from './helpers/gatehouse.ts';
 
 const ACR_PWD = 'urn:gatehouse:acr:pwd';
 const ACR_MFA = 'urn:gatehouse:acr:mfa';
@@ -17,6 +17,36 @@ const secretOf = (html: string) => /id="totp-secret"[^>]*>([^<]+)</.exec(html)![
 const codesOf = (html: string) => [...html.matchAll(/class="recovery-code"[^>]*>([^<]+)</g)].map((m) => m[1]);
 /** A code for the next time step: inside the ±1 window, and not the step enrolment just used. */
 const nextCode = (secret: string, steps = 1) => generate({ secret, epoch: Math.floor(Date.now() / 1000) + 30 * steps });
+
+/** The sign-in steps as a browser takes them, for the Gatehouse and RP configuration of a suite. */
+function signInSteps(getGh: () => TestGatehouse, getConfig: () => oidc.Configuration) {
+  /** Start an authorization request; returns the first page and what is needed to redeem the code. */
+  async function begin(browser: Browser, extra: Record<string, string> = {}) {
+    const verifier = oidc.randomPKCECodeVerifier();
+    const state = oidc.randomState();
+    const url = oidc.buildAuthorizationUrl(getConfig(), {
+      redirect_uri: CALLBACK, scope: 'openid email', state,
+      code_challenge: await oidc.calculatePKCECodeChallenge(verifier), code_challenge_method: 'S256', ...extra,
+    });
+    const step = await browser.follow(url.href, getGh().url);
+    return { step, verifier, state };
+  }
+  async function submit(browser: Browser, html: string, action: string, fields: Record<string, string>) {
+    const form = formOf(html, action);
+    return browser.follow(new URL(form.action, getGh().url).href, getGh().url, { form: { ...form.fields, ...fields } });
+  }
+  async function redeem(step: { url: string }, verifier: string, state: string) {
+    const tokens = await oidc.authorizationCodeGrant(getConfig(), new URL(step.url), { pkceCodeVerifier: verifier, expectedState: state });
+    return tokens.claims()!;
+  }
+  async function password(browser: Browser, creds: { email: string; password: string }, extra: Record<string, string> = {}) {
+    const { step, verifier, state } = await begin(browser, extra);
+    expect(step.html).toContain('name="password"');
+    const next = await submit(browser, step.html!, '/login', creds);
+    return { step: next, verifier, state };
+  }
+  return { begin, submit, redeem, password };
+}
 
 describe('TOTP MFA', () => {
   let gh: TestGatehouse;
@@ -37,31 +67,7 @@ describe('TOTP MFA', () => {
     await gh?.close();
   });
 
-  /** Start an authorization request; returns the first page and what is needed to redeem the code. */
-  async function begin(browser: Browser, extra: Record<string, string> = {}) {
-    const verifier = oidc.randomPKCECodeVerifier();
-    const state = oidc.randomState();
-    const url = oidc.buildAuthorizationUrl(config, {
-      redirect_uri: CALLBACK, scope: 'openid email', state,
-      code_challenge: await oidc.calculatePKCECodeChallenge(verifier), code_challenge_method: 'S256', ...extra,
-    });
-    const step = await browser.follow(url.href, gh.url);
-    return { step, verifier, state };
-  }
-  async function submit(browser: Browser, html: string, action: string, fields: Record<string, string>) {
-    const form = formOf(html, action);
-    return browser.follow(new URL(form.action, gh.url).href, gh.url, { form: { ...form.fields, ...fields } });
-  }
-  async function redeem(step: { url: string }, verifier: string, state: string) {
-    const tokens = await oidc.authorizationCodeGrant(config, new URL(step.url), { pkceCodeVerifier: verifier, expectedState: state });
-    return tokens.claims()!;
-  }
-  async function password(browser: Browser, creds: { email: string; password: string }, extra: Record<string, string> = {}) {
-    const { step, verifier, state } = await begin(browser, extra);
-    expect(step.html).toContain('name="password"');
-    const next = await submit(browser, step.html!, '/login', creds);
-    return { step: next, verifier, state };
-  }
+  const { begin, submit, redeem, password } = signInSteps(() => gh, () => config);
 
   it('an admin cannot sign in without a second factor: enrolment (QR + secret) comes first', async () => {
     const browser = new Browser();
@@ -248,3 +254,86 @@ describe('TOTP MFA', () => {
   });
 });
 
+
+// Issue 20: a second factor is spent once even when many sign-ins present it at the same moment
+// (a phished code raced against its owner). Each round: 20 browsers past the password, one code
+// sent by all of them at once.
+describeEachMode('one second-factor code, 20 sign-ins at once', (mode) => {
+  const PARALLEL = 20;
+  let gh: TestGatehouse;
+  let config: oidc.Configuration;
+  const { submit, password } = signInSteps(() => gh, () => config);
+
+  beforeAll(async () => {
+    // The limits would refuse some racers with 429 before their code is looked at; this suite is
+    // about single use, so every racer gets its code checked.
+    gh = await startTestGatehouse({ mode, env: { RATE_LIMITS: 'off', LOGIN_DELAY_MS: '0' } });
+    const client = await gh.cli('client', 'create', '--name', 'App', '--redirect-uri', CALLBACK, '--first-party');
+    config = await rpConfig(gh, client.client_id, client.client_secret);
+  }, 60_000);
+  afterAll(async () => gh?.close());
+
+  /** A user with an authenticator (enrolled with the current step) and recovery codes. */
+  async function enrolledUser(email: string) {
+    const user = await gh.cli('user', 'create', '--email', email, '--password', USER.password);
+    const secret = gh.deps.mfa.newSecret();
+    expect(await gh.deps.mfa.confirmFactor(user.id, { name: 'Phone', secret, code: await generate({ secret }) })).toBeTruthy();
+    const codes = await gh.deps.mfa.regenerateRecoveryCodes(user.id);
+    return { id: user.id as string, creds: { email, password: USER.password }, secret, codes };
+  }
+
+  /** PARALLEL browsers, each signed in with the password and shown the second-factor challenge. */
+  async function atChallenge(creds: { email: string; password: string }) {
+    return Promise.all(Array.from({ length: PARALLEL }, async () => {
+      const browser = new Browser();
+      const { step } = await password(browser, creds);
+      expect(step.html).toContain('Two-step verification');
+      return { browser, html: step.html! };
+    }));
+  }
+
+  /** Everyone submits `fields` at once; the one that reached the client, and the rest. */
+  async function race(contenders: { browser: Browser; html: string }[], fields: Record<string, string>) {
+    const results = await Promise.all(contenders.map((c) => submit(c.browser, c.html, '/mfa', fields)));
+    const winners = results.filter((r) => r.html === undefined && r.url.startsWith(`${CALLBACK}?`) && new URL(r.url).searchParams.has('code'));
+    const losers = results.filter((r) => !winners.includes(r));
+    return { winners, losers };
+  }
+
+  it('a TOTP code: exactly one sign-in goes through, every other is refused as not valid', async () => {
+    const tally = raceTally(`TOTP (${mode})`);
+    for (const email of ['race-1@example.com', 'race-2@example.com']) {
+      const user = await enrolledUser(email);
+      const contenders = await atChallenge(user.creds);
+      const code = await nextCode(user.secret);
+      const { winners, losers } = await race(contenders, { code });
+      expect(winners).toHaveLength(1);
+      for (const l of losers) {
+        expect(l.res.status).toBe(401);
+        expect(l.html).toContain('not valid');
+      }
+      tally.round(PARALLEL, winners.length);
+      const { rows } = await gh.deps.db.query<{ n: number }>(
+        "SELECT count(*)::int AS n FROM audit_events WHERE type = 'mfa' AND outcome = 'success' AND subject = $1", [user.id]);
+      expect(rows[0].n).toBe(1);
+    }
+    tally.print();
+  }, 120_000);
+
+  it('a recovery code: exactly one sign-in goes through, every other is refused as used; nine remain', async () => {
+    const tally = raceTally(`recovery code (${mode})`);
+    for (const email of ['recovery-race-1@example.com', 'recovery-race-2@example.com']) {
+      const user = await enrolledUser(email);
+      const contenders = await atChallenge(user.creds);
+      const { winners, losers } = await race(contenders, { recovery_code: user.codes[0] });
+      expect(winners).toHaveLength(1);
+      for (const l of losers) {
+        expect(l.res.status).toBe(401);
+        expect(l.html).toContain('already used');
+      }
+      tally.round(PARALLEL, winners.length);
+      expect(await gh.deps.mfa.remainingRecoveryCodes(user.id)).toBe(9);
+    }
+    tally.print();
+  }, 120_000);
+});

@@ -4,7 +4,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SMTPServer } from 'smtp-server';
 import type { AddressInfo } from 'node:net';
-import { Browser, CALLBACK, codeFlow, formOf, rpConfig, startTestGatehouse, type TestGatehouse } from './helpers/gatehouse.ts';
+import { Browser, CALLBACK, codeFlow, describeEachMode, formOf, raceTally, rpConfig, startTestGatehouse, type TestGatehouse } from './helpers/gatehouse.ts';
+import { createAccountTokens } from '../src/account/recovery.ts';
 
 const GWEN = { email: 'gwen@example.com', password: 'gwen has a long password' };
 const NEW_PASSWORD = 'a completely new passphrase';
@@ -17,29 +18,41 @@ function textOf(raw: string) {
 }
 const linkIn = (raw: string, path: string) => new RegExp(`(https?://[^\\s]+${path.replace(/\//g, '\\/')}\\?token=[A-Za-z0-9_-]+)`).exec(textOf(raw))?.[1];
 
-describe('password reset and email verification by mail', () => {
-  let smtp: SMTPServer;
+/** An SMTP server in this process that keeps every message it is given. */
+async function startInbox() {
   const inbox: Delivered[] = [];
+  const smtp = new SMTPServer({
+    authOptional: true,
+    disabledCommands: ['STARTTLS'],
+    onData(stream, session, callback) {
+      const chunks: Buffer[] = [];
+      stream.on('data', (c: Buffer) => chunks.push(c));
+      stream.on('end', () => {
+        inbox.push({ to: session.envelope.rcptTo.map((r) => r.address), raw: Buffer.concat(chunks).toString('utf8') });
+        callback();
+      });
+    },
+  });
+  await new Promise<void>((resolve) => smtp.listen(0, '127.0.0.1', resolve));
+  return {
+    inbox,
+    url: `smtp://127.0.0.1:${(smtp.server.address() as AddressInfo).port}`,
+    mailsTo: (email: string) => inbox.filter((m) => m.to.includes(email)),
+    close: () => new Promise<void>((resolve) => smtp.close(() => resolve())),
+  };
+}
+
+describe('password reset and email verification by mail', () => {
+  let mail: Awaited<ReturnType<typeof startInbox>>;
+  let inbox: Delivered[] = [];
   let gh: TestGatehouse;
 
   beforeAll(async () => {
-    smtp = new SMTPServer({
-      authOptional: true,
-      disabledCommands: ['STARTTLS'],
-      onData(stream, session, callback) {
-        const chunks: Buffer[] = [];
-        stream.on('data', (c: Buffer) => chunks.push(c));
-        stream.on('end', () => {
-          inbox.push({ to: session.envelope.rcptTo.map((r) => r.address), raw: Buffer.concat(chunks).toString('utf8') });
-          callback();
-        });
-      },
-    });
-    await new Promise<void>((resolve) => smtp.listen(0, '127.0.0.1', resolve));
-    const port = (smtp.server.address() as AddressInfo).port;
+    mail = await startInbox();
+    inbox = mail.inbox;
     gh = await startTestGatehouse({
       env: {
-        SMTP_URL: `smtp://127.0.0.1:${port}`, MAIL_FROM: 'Gatehouse <id@example.com>', ALLOW_REGISTRATION: 'true',
+        SMTP_URL: mail.url, MAIL_FROM: 'Gatehouse <id@example.com>', ALLOW_REGISTRATION: 'true',
         RATE_LIMITS: 'on', LOGIN_DELAY_MS: '0', RATE_LIMIT_LOGIN_ACCOUNT: '3/15m', LOCKOUT_DURATION: '900', RATE_LIMIT_RESET_ACCOUNT: '3/1h',
       },
     });
@@ -47,10 +60,10 @@ describe('password reset and email verification by mail', () => {
   });
   afterAll(async () => {
     await gh?.close();
-    await new Promise<void>((resolve) => smtp?.close(() => resolve()));
+    await mail?.close();
   });
 
-  const mailsTo = (email: string) => inbox.filter((m) => m.to.includes(email));
+  const mailsTo = (email: string) => mail.mailsTo(email);
   async function askForLink(browser: Browser, email: string) {
     const page = await browser.follow(`${gh.url}/password/forgot`, gh.url);
     const form = formOf(page.html!, '/password/forgot');
@@ -179,6 +192,81 @@ describe('password reset and email verification by mail', () => {
     expect(await verified()).toBe(true);
     expect((await new Browser().follow(link, gh.url)).res.status).toBe(400);
   });
+});
+
+// Issue 20: a link works once even when it is opened (or its form posted) many times at the same
+// moment — a mail scanner racing its reader, or an attacker racing the owner.
+describeEachMode('one link, 20 uses at once', (mode) => {
+  const PARALLEL = 20;
+  let mail: Awaited<ReturnType<typeof startInbox>>;
+  let gh: TestGatehouse;
+  beforeAll(async () => {
+    mail = await startInbox();
+    // Limits off: this suite is about single use; the limits have their own tests above.
+    gh = await startTestGatehouse({ mode, env: { SMTP_URL: mail.url, MAIL_FROM: 'Gatehouse <id@example.com>', RATE_LIMITS: 'off', LOGIN_DELAY_MS: '0' } });
+  }, 60_000);
+  afterAll(async () => {
+    await gh?.close();
+    await mail?.close();
+  });
+
+  it('a password-reset link: one new password is set, every other post is refused as used', async () => {
+    const tally = raceTally(`reset link (${mode})`);
+    for (const email of ['reset-race-1@example.com', 'reset-race-2@example.com']) {
+      await gh.cli('user', 'create', '--email', email, '--password', GWEN.password);
+      const ask = new Browser();
+      const page = await ask.follow(`${gh.url}/password/forgot`, gh.url);
+      const form = formOf(page.html!, '/password/forgot');
+      await ask.follow(new URL(form.action, gh.url).href, gh.url, { form: { ...form.fields, email } });
+      await expect.poll(() => mail.mailsTo(email).length).toBe(1);
+      const link = linkIn(mail.mailsTo(email)[0].raw, '/password/reset')!;
+      // Each racer has the form open (its own CSRF cookie) and posts its own new password at once.
+      const racers = await Promise.all(Array.from({ length: PARALLEL }, async (_, i) => {
+        const browser = new Browser();
+        const shown = await browser.follow(link, gh.url);
+        expect(shown.res.status).toBe(200);
+        return { browser, password: `racer ${i} has a long password`, form: formOf(shown.html!, '/password/reset') };
+      }));
+      const results = await Promise.all(racers.map((r) => r.browser.follow(new URL(r.form.action, gh.url).href, gh.url, {
+        form: { ...r.form.fields, new_password: r.password, confirm_password: r.password },
+      })));
+      const won = results.map((r, i) => ({ r, i })).filter(({ r }) => r.res.status === 200 && r.html!.includes('Password changed'));
+      expect(won).toHaveLength(1);
+      for (const r of results.filter((_, i) => i !== won[0].i)) {
+        expect(r.res.status).toBe(400);
+        expect(r.html).toContain('expired or was already used');
+      }
+      // Exactly the winner's password works; the old one and every loser's do not.
+      for (const [i, racer] of racers.entries()) {
+        expect('user' in (await gh.deps.accounts.authenticate(email, racer.password)), `racer ${i}`).toBe(i === won[0].i);
+      }
+      expect(await gh.deps.accounts.authenticate(email, GWEN.password)).toHaveProperty('error');
+      tally.round(PARALLEL, won.length);
+    }
+    tally.print();
+  }, 120_000);
+
+  it('an e-mail verification link: one opening confirms the address, every other is refused', async () => {
+    const tally = raceTally(`verification link (${mode})`);
+    for (const email of ['verify-race-1@example.com', 'verify-race-2@example.com']) {
+      const user = await gh.cli('user', 'create', '--email', email, '--password', GWEN.password);
+      const verified = async () => (await gh.deps.db.query<{ email_verified: boolean }>('SELECT email_verified FROM users WHERE id = $1', [user.id])).rows[0].email_verified;
+      expect(await verified()).toBe(false);
+      const token = await createAccountTokens(gh.deps.db).issue(user.id, 'verify_email', email, 3600);
+      const results = await Promise.all(Array.from({ length: PARALLEL }, () => new Browser().follow(`${gh.url}/account/verify-email?token=${token}`, gh.url)));
+      const won = results.filter((r) => r.res.status === 200 && r.html!.includes('Email address confirmed'));
+      expect(won).toHaveLength(1);
+      for (const r of results.filter((x) => !won.includes(x))) {
+        expect(r.res.status).toBe(400);
+        expect(r.html).toContain('was already used');
+      }
+      expect(await verified()).toBe(true);
+      const { rows } = await gh.deps.db.query<{ n: number }>("SELECT count(*)::int AS n FROM audit_events WHERE type = 'account.email_verified' AND subject = $1", [user.id]);
+      expect(rows[0].n).toBe(1);
+      tally.round(PARALLEL, won.length);
+    }
+    tally.print();
+  }, 120_000);
 });
 
 describe('without SMTP_URL', () => {

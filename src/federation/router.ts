@@ -212,8 +212,7 @@ export function createFederation(deps: FederationDeps) {
     if (!state || cookieState !== state) return fail(400, 'state_mismatch', 'This sign-in response does not belong to this browser. Start again from the application.');
     // One use only: the first request to count the state wins; a replayed response is refused.
     if ((await kv.incr(usedKey(state), PENDING_TTL)) !== 1) return fail(400, 'replayed_response', 'This sign-in response was already used. Start again from the application.');
-    const sealed = await kv.get(stateKey(state));
-    await kv.del(stateKey(state));
+    const sealed = await kv.take(stateKey(state));
     ctx.cookies.set(STATE_COOKIE, null, { path: '/' });
     if (!sealed) return fail(400, 'unknown_state', 'This sign-in response has expired. Start again from the application.');
     const pending = JSON.parse(box.open(sealed)) as Pending;
@@ -259,8 +258,7 @@ export function createFederation(deps: FederationDeps) {
     const form = await readForm(ctx);
     assertCsrf(ctx, form.get(CSRF_FIELD));
     const { interaction } = await load(ctx, ctx.params.uid);
-    const raw = await kv.get(errorKey(interaction.uid));
-    await kv.del(errorKey(interaction.uid));
+    const raw = await kv.take(errorKey(interaction.uid));
     const stored = raw ? (JSON.parse(raw) as { error: string; error_description: string }) : { error: 'access_denied', error_description: 'The sign-in was not completed.' };
     const to = await provider.interactionResult(ctx.req, ctx.res, stored, { mergeWithLastSubmission: false });
     ctx.redirect(to);
@@ -318,8 +316,7 @@ export function createFederation(deps: FederationDeps) {
 
   router.get(loggedOutPath, async function returnFromUpstreamLogout(ctx: Context) {
     const key = typeof ctx.query.state === 'string' ? ctx.query.state : '';
-    const location = key ? await kv.get(logoutKey(key)) : null;
-    if (key) await kv.del(logoutKey(key));
+    const location = key ? await kv.take(logoutKey(key)) : null;
     // Only where oidc-provider itself was sending the browser (a registered post-logout URI or our page).
     ctx.redirect(location ?? `${config.ISSUER}/session/end/success`);
   });

@@ -134,10 +134,16 @@ export function createMfaInteraction(router: Router, deps: MfaInteractionDeps, k
   }
 
   /** Remember this device for the user, clear the account's failure count, finish the interaction. */
-  async function completeLogin(ctx: Context, accountId: string, email: string, result: InteractionResults) {
+  async function completeLogin(ctx: Context, accountId: string, email: string, result: InteractionResults, opts: { secondFactor?: boolean } = {}) {
+    if (opts.secondFactor) {
+      // The pending step is spent in one step (Kv.take): of parallel requests finishing it (two
+      // different valid codes, a double-clicked "continue"), exactly one goes on.
+      assertThat(await kv.take(pendingKey(String(ctx.params.uid))), new InvalidRequest('This sign-in step has expired. Start again from the application.'));
+    } else {
+      await kv.del(pendingKey(String(ctx.params.uid)));
+    }
     await mfa.rememberDevice(accountId, deviceId(ctx, secure));
     await limits.clear('loginAccount', accountLockKey(email));
-    await kv.del(pendingKey(String(ctx.params.uid)));
     await kit.finish(ctx, result, false);
   }
 
@@ -220,7 +226,7 @@ export function createMfaInteraction(router: Router, deps: MfaInteractionDeps, k
       }
       await limits.clear('mfaAccount', pending.accountId);
       await auditMfa(ctx, interaction, 'mfa', 'success', pending.accountId, { method: 'otp', factor: factor.id, step_up: pending.reason === 'step_up' });
-      return completeLogin(ctx, pending.accountId, pending.email, mfaResult(pending));
+      return completeLogin(ctx, pending.accountId, pending.email, mfaResult(pending), { secondFactor: true });
     }
     if (recovery) {
       const used = await mfa.useRecoveryCode(pending.accountId, recovery);
@@ -235,7 +241,7 @@ export function createMfaInteraction(router: Router, deps: MfaInteractionDeps, k
         await savePending(interaction.uid, { ...pending, stage: 'done' });
         return kit.page(ctx, 'mfa-recovery-low', { title: 'Recovery codes running out', uid: interaction.uid, clientName, csrf: kit.csrf(ctx), remaining: used.remaining });
       }
-      return completeLogin(ctx, pending.accountId, pending.email, mfaResult(pending));
+      return completeLogin(ctx, pending.accountId, pending.email, mfaResult(pending), { secondFactor: true });
     }
     kit.page(ctx, 'mfa-challenge', challengeLocals(ctx, interaction.uid, clientName, { error: 'Enter the code from your authenticator app.' }), 400);
   });
@@ -272,7 +278,7 @@ export function createMfaInteraction(router: Router, deps: MfaInteractionDeps, k
     const form = await readForm(ctx);
     assertCsrf(ctx, form.get(CSRF_FIELD));
     const { pending } = await loadStep(ctx, ['done']);
-    await completeLogin(ctx, pending.accountId, pending.email, mfaResult(pending));
+    await completeLogin(ctx, pending.accountId, pending.email, mfaResult(pending), { secondFactor: true });
   });
 
   return { afterPassword, startStepUp, completeLogin };

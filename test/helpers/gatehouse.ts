@@ -8,7 +8,8 @@ import * as oidc from 'openid-client';
 import { startGatehouse, type RunningGatehouse } from '../../src/server.ts';
 import { createLogger, type Logger } from '../../src/http/log.ts';
 import { runCommand } from '../../src/admin/commands.ts';
-import { createTestPgDatabase, createTestRedisPrefix } from './databases.ts';
+import { describe, it } from 'vitest';
+import { createTestPgDatabase, createTestRedisPrefix, servicesFor } from './databases.ts';
 
 export type Mode = 'embedded' | 'postgres';
 
@@ -16,6 +17,19 @@ export interface TestGatehouse extends RunningGatehouse {
   cli(...argv: string[]): Promise<any>;
   /** Stops the server and drops what the test created (database, Redis keys, data dir). */
   close(): Promise<void>;
+}
+
+/**
+ * One suite per store mode: embedded, and PostgreSQL + Redis when available (required under
+ * REQUIRE_SERVICES=1; otherwise a visible skip says what was not tested).
+ */
+export function describeEachMode(name: string, fn: (mode: Mode) => void) {
+  const available = servicesFor('postgres+redis');
+  describe(`${name} (embedded)`, () => fn('embedded'));
+  describe(`${name} (postgres)`, async () => {
+    if (await available) fn('postgres');
+    else it.skip('needs PostgreSQL and Redis (set REQUIRE_SERVICES=1 to require them)', () => {});
+  });
 }
 
 export const ADMIN = { email: 'admin@example.com', password: 'correct horse battery staple' };
@@ -178,4 +192,18 @@ export async function codeFlow(gh: { url: string }, config: oidc.Configuration, 
   const { callbackUrl, browser } = await authorize(gh, authUrl, opts.creds ?? ADMIN, opts.browser);
   const tokens = await oidc.authorizationCodeGrant(config, callbackUrl, { pkceCodeVerifier: verifier, expectedState: state, expectedNonce: nonce });
   return { tokens, browser, callbackUrl };
+}
+
+/** Counts of parallel redemptions of one artefact (rounds × racers, winners, refused), printed by the test. */
+export function raceTally(label: string) {
+  const t = { rounds: 0, requests: 0, winners: 0, refused: 0 };
+  return {
+    round(racers: number, winners: number) {
+      t.rounds++;
+      t.requests += racers;
+      t.winners += winners;
+      t.refused += racers - winners;
+    },
+    print: () => console.log(`${label}: ${JSON.stringify(t)}`),
+  };
 }
