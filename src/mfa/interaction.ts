@@ -138,7 +138,7 @@ export function createMfaInteraction(router: Router, deps: MfaInteractionDeps, k
     if (opts.secondFactor) {
       // The pending step is spent in one step (Kv.take): of parallel requests finishing it (two
       // different valid codes, a double-clicked "continue"), exactly one goes on.
-      assertThat(await kv.take(pendingKey(String(ctx.params.uid))), new InvalidRequest('This sign-in step has expired. Start again from the application.'));
+      assertThat(await kv.take(pendingKey(String(ctx.params.uid))).catch(unavailable), new InvalidRequest('This sign-in step has expired. Start again from the application.'));
     } else {
       await kv.del(pendingKey(String(ctx.params.uid)));
     }
