@@ -154,8 +154,9 @@ async function benchMode(mode: 'embedded' | 'postgres', floor: Awaited<ReturnTyp
       await setup.stop();
     }
 
-    // BENCH_CPU_PROF=<dir>: the Gatehouse server writes a V8 CPU profile there when it stops.
-    const prof = process.env.BENCH_CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${path.resolve(process.env.BENCH_CPU_PROF)}`, `--cpu-prof-name=gatehouse-${mode}.cpuprofile`] : [];
+    // BENCH_CPU_PROF=<dir>: the Gatehouse server writes V8 CPU profiles there when it stops (one per
+    // thread: the main thread's is the big one; the other is the loader's).
+    const prof = process.env.BENCH_CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${path.resolve(process.env.BENCH_CPU_PROF)}`] : [];
     proc = await startProcess([process.execPath, ...prof, '--import', 'tsx', 'src/main.ts'], env, async () => (await fetch(`${url}/ready`)).ok);
     await new Promise((r) => setTimeout(r, 2000));
     const rssIdle = rssMb(proc.pid!);
