@@ -46,6 +46,7 @@ import { createWebhookRouter } from './livekit/webhook.ts';
 import { attachRegistrationAudit, registrationFeatures, registrationPolicy } from './oidc/registration.ts';
 import { configureCimd } from './oidc/cimd.ts';
 import { configureDeviceFlow, createDeviceAccountRouter, createDevices, devicePolling } from './oidc/device.ts';
+import { cibaDiscovery, configureCiba, createApprovalsRouter, type CibaDeps } from './ciba/index.ts';
 import { defaultScope } from './oidc/mcp.ts';
 // --- end MCP clients and voice devices ---
 import { registerTokenExchange } from './exchange/index.ts';
@@ -166,6 +167,8 @@ async function buildOidcLayer(deps: Deps): Promise<OidcLayer> {
       Object.assign((configuration.features ??= {}), registrationFeatures(deps.config));
       configureCimd(deps)(configuration);
       configureDeviceFlow({ ...deps, devices: createDevices(deps.db) })(configuration);
+      // Issue 19: in-call approvals (CIBA).
+      configureCiba(cibaDeps(deps))(configuration);
     },
     upstreamLogoutOffer: async (ctx) => federation?.upstreamLogoutOffer(ctx),
   });
@@ -188,6 +191,7 @@ async function buildOidcLayer(deps: Deps): Promise<OidcLayer> {
 }
 
 const STYLESHEET = fs.readFileSync(path.join(ROOT, 'public/style.css'));
+const APPROVALS_SCRIPT = fs.readFileSync(path.join(ROOT, 'public/approvals.js'));
 
 function parseLimit(s: string): number {
   const m = /^(\d+)(b|kb|mb)$/i.exec(s)!;
@@ -276,6 +280,12 @@ export async function createApp(deps: Deps): Promise<GatehouseApp> {
       ctx.set('Cache-Control', 'public, max-age=86400');
       return;
     }
+    if (ctx.path === '/assets/approvals.js') {
+      ctx.type = 'application/javascript';
+      ctx.set('Cache-Control', 'public, max-age=3600');
+      ctx.body = APPROVALS_SCRIPT;
+      return;
+    }
     if (ctx.path !== '/assets/style.css') return next();
     ctx.type = 'text/css';
     ctx.set('Cache-Control', 'public, max-age=3600');
@@ -338,11 +348,21 @@ export async function createApp(deps: Deps): Promise<GatehouseApp> {
       },
     }).routes());
   }
+  app.use(createApprovalsRouter({
+    ...cibaDeps(deps), provider: () => layer.provider, clients: deps.clients, secureCookies: config.ISSUER.startsWith('https://'),
+    async sessionUser(ctx) {
+      const session = await layer.provider.Session.get(ctx as never);
+      if (!session?.accountId) return undefined;
+      const s = session as unknown as { accountId: string; acr?: string; amr?: string[]; loginTs?: number };
+      return { id: s.accountId, acr: s.acr, amr: s.amr, authTime: s.loginTs };
+    },
+  }).routes());
   app.use(createAccountRouter({ ...deps, rooms, provider: () => layer.provider }).routes());
   app.use(createFrontDoor({ ...deps, provider: () => layer.provider }).routes());
   // The admin REST API: the CLI's commands behind bearer tokens for <ISSUER>/admin/api.
   app.use(createAdminApi({ ...deps, provider: () => layer.provider, afterKeysChange: refreshKeys }));
   app.use(createAdminConsole({ ...deps, provider: () => layer.provider }).routes());
+  app.use(cibaDiscovery());
   app.use((ctx, next) => layer.middleware(ctx, next));
 
   return {
@@ -357,5 +377,14 @@ export async function createApp(deps: Deps): Promise<GatehouseApp> {
       stopSweeper();
       stopParticipantRemoval();
     },
+  };
+}
+
+/** What the CIBA hooks and the approvals pages need from the app (src/ciba/index.ts). */
+function cibaDeps(deps: Deps): CibaDeps {
+  return {
+    config: deps.config, db: deps.db, kv: deps.kv, audit: deps.audit, log: deps.log, accounts: deps.accounts,
+    revocations: deps.revocations, keys: deps.keys, resources: deps.resources, mailer: deps.mailer,
+    permissionsOf: async (userId) => (await deps.accounts.rolesAndPermissions(userId)).permissions,
   };
 }

@@ -29,6 +29,7 @@ const AT = 'urn:ietf:params:oauth:token-type:access_token';
 const ACR_PWD = 'urn:gatehouse:acr:pwd';
 const ACR_MFA = 'urn:gatehouse:acr:mfa';
 const BACKCHANNEL_EVENT = 'http://schemas.openid.net/event/backchannel-logout';
+const CIBA = 'urn:openid:params:grant-type:ciba';
 const LIVEKIT = 'urn:gatehouse:token-type:livekit';
 const LK = { url: 'wss://livekit.test', key: 'APIdiscovery', secret: 'lk-discovery-secret-'.padEnd(40, 'x') };
 const MAYA = { email: 'maya@example.com', password: 'maya has a long passphrase' };
@@ -230,7 +231,38 @@ describe.each(modes)('discovery tells the truth ($mode)', ({ mode, run }) => {
     return oidc.dynamicClientRegistration(new URL(gh.url), { client_name: 'Registered', redirect_uris: [CALLBACK], ...metadata }, undefined, { execute: [oidc.allowInsecureRequests] });
   }
 
+  /** CIBA (issue 19): an agent asks, the person approves on /account/approvals, the agent's poll gets a token. */
+  async function cibaApproval() {
+    const agent = await gh.cli('client', 'create', '--name', 'Voice agent', '--grant', CIBA);
+    const auth: Auth = { method: 'client_secret_basic', clientId: agent.client_id, secret: agent.client_secret };
+    const started = await postForm(doc.backchannel_authentication_endpoint, auth, { scope: 'openid', login_hint: ADMIN.email, binding_message: 'Discovery check' });
+    expect(started.status, JSON.stringify(started.body)).toBe(200);
+    const browser = new Browser();
+    let step = await browser.follow(`${gh.url}/account/approvals`, gh.url);
+    const login = formOf(step.html!, '/login');
+    step = await browser.follow(new URL(login.action, gh.url).href, gh.url, { form: { ...login.fields, email: ADMIN.email, password: ADMIN.password } });
+    expect(step.html).toContain('Discovery check');
+    const approve = formOf(step.html!, '/approve');
+    expect((await browser.request(new URL(approve.action, gh.url).href, { form: approve.fields })).status).toBe(302);
+    const token = await postForm(doc.token_endpoint, auth, { grant_type: CIBA, auth_req_id: started.body.auth_req_id });
+    expect(token.status, JSON.stringify(token.body)).toBe(200);
+    return token.body;
+  }
+
   const table: Table = {
+    backchannel_authentication_endpoint: async () => {
+      expect(doc.backchannel_authentication_endpoint).toBe(`${gh.url}/backchannel`);
+      expect((await cibaApproval()).id_token).toEqual(expect.any(String));
+    },
+    backchannel_token_delivery_modes_supported: {
+      poll: async () => { expect((await cibaApproval()).access_token).toEqual(expect.any(String)); },
+    },
+    backchannel_user_code_parameter_supported: async () => {
+      expect(doc.backchannel_user_code_parameter_supported).toBe(false);
+      const agent = await gh.cli('client', 'create', '--name', 'Agent with a user code', '--grant', CIBA);
+      const r = await postForm(doc.backchannel_authentication_endpoint, { method: 'client_secret_basic', clientId: agent.client_id, secret: agent.client_secret }, { scope: 'openid', login_hint: ADMIN.email, user_code: '1234' });
+      expect(r.body.error).toBe('invalid_request');
+    },
     issuer: async () => {
       expect(doc.issuer).toBe(gh.url);
       expect((await signedIn()).tokens.claims()!.iss).toBe(doc.issuer);
@@ -351,6 +383,7 @@ describe.each(modes)('discovery tells the truth ($mode)', ({ mode, run }) => {
         expect(await introspect(access_token)).toMatchObject({ active: true, client_id: c.client_id });
       },
       [DEVICE]: deviceFlow,
+      [CIBA]: async () => { expect((await cibaApproval()).token_type).toBe('Bearer'); },
       [TX]: async () => {
         // A user's login token into a LiveKit room token (RFC 8693), as a web frontend does.
         const { tokens } = await signedIn();

@@ -93,6 +93,9 @@ export const envSchema = z.object({
   SMTP_URL: z.string().regex(/^smtps?:\/\//, 'must be an smtp:// or smtps:// URL').optional(),
   // The From of those messages. Unset → "Gatehouse <no-reply@<issuer host>>".
   MAIL_FROM: z.string().min(3).max(320).optional(),
+  // In-call approvals (CIBA): each pending request is also POSTed here as JSON (user, client, binding
+  // message, approval link; never the auth_req_id), for an app to turn into a push. Unset → none.
+  CIBA_WEBHOOK_URL: z.string().url().regex(/^https?:\/\//, 'must be an http(s) URL').optional(),
   // How long a reset link works (30 min) and a verification link (1 day), in seconds.
   PASSWORD_RESET_TTL: seconds(1800),
   EMAIL_VERIFICATION_TTL: seconds(86400),

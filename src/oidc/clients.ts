@@ -11,6 +11,8 @@ export const GRANT_TYPES = [
   'client_credentials',
   'urn:ietf:params:oauth:grant-type:device_code',
   'urn:ietf:params:oauth:grant-type:token-exchange',
+  // CIBA (in-call approvals, src/ciba): the agent polls for the user's answer.
+  'urn:openid:params:grant-type:ciba',
 ] as const;
 
 const isLoopback = (h: string) => h === 'localhost' || h === '127.0.0.1' || h === '[::1]';
@@ -159,6 +161,8 @@ export function createClients(db: Queryable, box: SecretBox) {
         ...(c.scope ? { scope: c.scope } : {}),
         // The logout token names the session (sid), so the RP can end exactly that one.
         ...(c.backchannelLogoutUri ? { backchannel_logout_uri: c.backchannelLogoutUri, backchannel_logout_session_required: true } : {}),
+        // CIBA Core §4: a client using the grant names its delivery mode; poll needs no endpoint of its own.
+        ...(c.grantTypes.includes('urn:openid:params:grant-type:ciba') ? { backchannel_token_delivery_mode: 'poll' } : {}),
       };
       const r = await db.query<Row>(
         `INSERT INTO clients (client_id, client_secret_enc, metadata, first_party, origin)

@@ -238,9 +238,10 @@ export function devicePolling(deps: { config: Config; kv: Kv }) {
 
   return async function deviceFlowDiscipline(ctx: Context, next: Next) {
     if (ctx.method !== 'POST') return next();
-    if (ctx.path === '/device/auth') {
+    // RFC 8628 §3.2 and CIBA Core §7.3: the answer names the interval the poll gate enforces.
+    if (ctx.path === '/device/auth' || ctx.path === '/backchannel') {
       await next();
-      if (ctx.status === 200 && ctx.body && typeof ctx.body === 'object' && 'device_code' in ctx.body) {
+      if (ctx.status === 200 && ctx.body && typeof ctx.body === 'object' && ('device_code' in ctx.body || 'auth_req_id' in ctx.body)) {
         (ctx.body as Record<string, unknown>).interval = deps.config.DEVICE_POLL_INTERVAL;
       }
       return;
@@ -260,6 +261,10 @@ export function devicePolling(deps: { config: Config; kv: Kv }) {
     handBodyToProvider(ctx, raw);
     if (isToken && form.get('grant_type') === DEVICE_CODE_GRANT && form.get('device_code')) {
       await checkPollRate(form.get('device_code')!);
+    }
+    // CIBA Core §11: the same polling discipline (interval, slow_down) for a backchannel request.
+    if (isToken && form.get('grant_type') === 'urn:openid:params:grant-type:ciba' && form.get('auth_req_id')) {
+      await checkPollRate(form.get('auth_req_id')!);
     }
     if (isConfirm && form.get('confirm') && form.get('user_code')) {
       const name = cleanName(form.get('device_name'));

@@ -230,9 +230,13 @@ export function buildProvider(deps: ProviderDeps): Provider {
     async extraTokenClaims(ctx, token) {
       const t = token as unknown as { grantId?: string; sessionUid?: string; kind: string };
       if (t.kind !== 'AccessToken') return undefined;
-      const entities = ctx.oidc.entities as { AuthorizationCode?: { acr?: string; amr?: string[] }; RefreshToken?: { acr?: string; amr?: string[] }; DeviceCode?: { acr?: string; amr?: string[] } };
-      const origin = entities.AuthorizationCode ?? entities.RefreshToken ?? entities.DeviceCode;
+      type Origin = { acr?: string; amr?: string[]; clientId?: string };
+      const entities = ctx.oidc.entities as Partial<Record<'AuthorizationCode' | 'RefreshToken' | 'DeviceCode' | 'BackchannelAuthenticationRequest', Origin>>;
+      const ciba = entities.BackchannelAuthenticationRequest;
+      const origin = entities.AuthorizationCode ?? entities.RefreshToken ?? entities.DeviceCode ?? ciba;
       return {
+        // Issue 19: a token from an in-call approval acts for the user on the agent's behalf (RFC 8693 §4.1).
+        ...(ciba?.clientId ? { act: { sub: ciba.clientId } } : {}),
         ...(t.grantId ? { gid: t.grantId } : {}),
         ...(t.sessionUid ? { sid: t.sessionUid } : {}),
         ...(origin?.acr ? { acr: origin.acr } : {}),

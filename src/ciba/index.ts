@@ -1,0 +1,305 @@
+// In-call approvals (issue 19): OpenID Connect Client-Initiated Backchannel Authentication (CIBA
+// Core 1.0), poll mode, through oidc-provider's `features.ciba`. A voice agent that needs a
+// stronger right mid-call starts a backchannel request for the user it serves (`login_hint` = the
+// user's id or e-mail, or `login_hint_token` = the delegation token from the room), with a
+// `binding_message` the user sees. Gatehouse tells the user (the account page's pending approvals,
+// live through server-sent events; e-mail when SMTP is set; a webhook an app can turn into a push),
+// the user approves or denies with the message in view, and the agent's poll then gets a token that
+// carries `act` for the agent and the approval's `acr`/`amr` (provider.ts extraTokenClaims).
+//
+// Steps, in the order oidc-provider calls them: resolveLoginHint / resolveLoginHintToken →
+// checkBindingMessage → notifyUser; then, from the user's side, the approvals router:
+// listPending → approve (decideScopes → recordGrant → backchannelResult) or deny.
+import crypto from 'node:crypto';
+import Router from '@koa/router';
+import type { Context, Next } from 'koa';
+import type Provider from 'oidc-provider';
+import { errors, type Configuration, type KoaContextWithOIDC } from 'oidc-provider';
+import { createLocalJWKSet, jwtVerify, type JWK } from 'jose';
+import type { Config } from '../config/index.ts';
+import type { Queryable } from '../store/db.ts';
+import type { Kv } from '../store/kv.ts';
+import type { Audit } from '../audit/index.ts';
+import type { Logger } from '../http/log.ts';
+import type { Accounts } from '../accounts/users.ts';
+import type { RevocationStore } from '../revocation/store.ts';
+import { readForm } from '../http/body.ts';
+import { InvalidRequest, NotFound } from '../http/errors.ts';
+import { assertCsrf, CSRF_FIELD, issueCsrf } from '../interaction/csrf.ts';
+import { renderView } from '../interaction/router.ts';
+
+export const CIBA_GRANT = 'urn:openid:params:grant-type:ciba';
+/** What a binding message may hold: printable text a person can compare with what the agent said. */
+const BINDING_MESSAGE = /^[^\p{C}]{1,120}$/u;
+const OIDC_SCOPES = new Set(['openid', 'profile', 'email', 'roles', 'offline_access']);
+
+const channelOf = (userId: string) => `ciba:${userId}`;
+/** The id an approval has in pages and URLs: a hash, so the auth_req_id itself never leaves the server. */
+export const approvalId = (authReqId: string) => crypto.createHash('sha256').update(authReqId).digest('base64url').slice(0, 32);
+
+export interface Mailer {
+  send(mail: { to: string; subject: string; text: string }): Promise<void>;
+}
+
+export interface CibaDeps {
+  config: Pick<Config, 'ISSUER' | 'CIBA_WEBHOOK_URL'>;
+  db: Queryable;
+  kv: Pick<Kv, 'publish' | 'subscribe'>;
+  audit: Audit;
+  log: Logger;
+  accounts: Pick<Accounts, 'findUserByEmail' | 'findUserById'>;
+  revocations: Pick<RevocationStore, 'check'>;
+  keys: { privateJwks(): Promise<{ keys: JWK[] }> };
+  resources: { findResource(uri: string): Promise<{ uri: string; scopes: string[]; requireMfa: boolean } | undefined> };
+  /** The user's permissions, for the resource scopes an approval can grant. */
+  permissionsOf(userId: string): Promise<string[]>;
+  mailer?: Mailer;
+}
+
+// --- the backchannel request (oidc-provider's features.ciba hooks) -------------------------------
+
+async function resolveLoginHint(deps: CibaDeps, hint: string): Promise<string | undefined> {
+  const user = hint.includes('@') ? await deps.accounts.findUserByEmail(hint) : await deps.accounts.findUserById(hint);
+  return user?.active ? user.id : undefined;
+}
+
+/** login_hint_token: a Gatehouse-issued token for the requesting agent (the room's delegation token). */
+async function resolveLoginHintToken(deps: CibaDeps, ctx: KoaContextWithOIDC, token: string): Promise<string | undefined> {
+  const publicKeys = (await deps.keys.privateJwks()).keys.map(({ d, p, q, dp, dq, qi, ...pub }) => pub);
+  let claims;
+  try {
+    ({ payload: claims } = await jwtVerify(token, createLocalJWKSet({ keys: publicKeys }), { issuer: deps.config.ISSUER, audience: ctx.oidc.client!.clientId }));
+  } catch {
+    throw new errors.InvalidRequest('login_hint_token is not a valid token for this client');
+  }
+  const facts = { jti: claims.jti, gid: claims.gid as string | undefined, sid: claims.sid as string | undefined, sub: claims.sub, iat: claims.iat };
+  if (await deps.revocations.check(facts)) throw new errors.InvalidRequest('login_hint_token has been revoked');
+  return claims.sub && (await resolveLoginHint(deps, claims.sub));
+}
+
+function checkBindingMessage(message: string | undefined) {
+  if (message !== undefined && !BINDING_MESSAGE.test(message)) {
+    throw new errors.InvalidBindingMessage('binding_message must be 1 to 120 printable characters');
+  }
+}
+
+interface PendingRequest {
+  jti: string;
+  accountId: string;
+  clientId: string;
+  scope?: string;
+  resource?: string | string[];
+  params?: Record<string, unknown>;
+  expiresAt?: number;
+}
+
+async function notifyUser(deps: CibaDeps, ctx: KoaContextWithOIDC, request: PendingRequest) {
+  const client = ctx.oidc.client!;
+  const clientName = client.clientName ?? client.clientId;
+  const bindingMessage = request.params?.binding_message as string | undefined;
+  const id = approvalId(request.jti);
+  await deps.audit.record({
+    type: 'ciba.request', subject: request.accountId, clientId: client.clientId, ip: ctx.ip,
+    requestId: (ctx.state as { requestId?: string }).requestId ?? null,
+    details: { approval: id, scope: request.scope, resource: request.resource, binding_message: bindingMessage },
+  });
+  await deps.kv.publish(channelOf(request.accountId), JSON.stringify({ type: 'pending', approval: id })).catch(() => 0);
+  const link = new URL('/account/approvals', deps.config.ISSUER).href;
+  // Mail and webhook are told after the answer, without holding it up; a failure is logged.
+  const user = await deps.accounts.findUserById(request.accountId);
+  void (async () => {
+    if (deps.mailer && user?.email) {
+      await deps.mailer.send({
+        to: user.email,
+        subject: `${clientName} asks for your approval`,
+        text: `${clientName} asks for your approval${bindingMessage ? `: "${bindingMessage}"` : ''}.\n\nApprove or deny it at ${link}\n\nIf you did not expect this, deny it.`,
+      });
+    }
+    if (deps.config.CIBA_WEBHOOK_URL) {
+      const res = await fetch(deps.config.CIBA_WEBHOOK_URL, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ type: 'ciba.pending', user_id: request.accountId, client_id: client.clientId, client_name: clientName, binding_message: bindingMessage ?? null, scope: request.scope ?? null, approval_id: id, approval_url: link }),
+        signal: AbortSignal.timeout(5000),
+      });
+      if (!res.ok) throw new Error(`webhook answered ${res.status}`);
+    }
+  })().catch((err) => deps.log.warn({ err: { message: (err as Error).message } }, 'approval notification failed'));
+}
+
+/** provider configuration `extend` hook: enables CIBA with Gatehouse's hooks. */
+export function configureCiba(deps: CibaDeps) {
+  return function configureCibaFeature(configuration: Configuration) {
+    const features = (configuration.features ??= {});
+    features.ciba = {
+      enabled: true,
+      // Poll only: ping needs a client notification endpoint, which clients cannot register here yet.
+      deliveryModes: ['poll'],
+      async processLoginHint(_ctx: unknown, hint: string) {
+        return resolveLoginHint(deps, hint);
+      },
+      async processLoginHintToken(ctx: KoaContextWithOIDC, token: string) {
+        return resolveLoginHintToken(deps, ctx, token);
+      },
+      async validateBindingMessage(_ctx: unknown, message?: string) {
+        checkBindingMessage(message);
+      },
+      // request_context is free-form context for the authorization server; Gatehouse does not use it.
+      async validateRequestContext() {},
+      async verifyUserCode(_ctx: unknown, _account: unknown, userCode?: string) {
+        if (userCode) throw new errors.InvalidRequest('user_code is not supported');
+      },
+      async triggerAuthenticationDevice(ctx: KoaContextWithOIDC, request: unknown) {
+        await notifyUser(deps, ctx, request as unknown as PendingRequest);
+      },
+    } as never;
+  };
+}
+
+/**
+ * oidc-provider always advertises backchannel_user_code_parameter_supported: true; Gatehouse has no
+ * user codes and refuses the parameter (verifyUserCode above), so discovery says so.
+ */
+export function cibaDiscovery() {
+  return async function cibaDiscoveryTruth(ctx: Context, next: Next) {
+    await next();
+    if (ctx.path === '/.well-known/openid-configuration' && ctx.body && typeof ctx.body === 'object') {
+      (ctx.body as Record<string, unknown>).backchannel_user_code_parameter_supported = false;
+    }
+  };
+}
+
+// --- the user's side: /account/approvals ---------------------------------------------------------
+
+interface Row {
+  id: string;
+  payload: PendingRequest & { clientId: string };
+  expires: number;
+}
+
+async function listPending(db: Queryable, userId: string): Promise<Row[]> {
+  const r = await db.query<Row>(
+    `SELECT id, payload, extract(epoch FROM expires_at)::float8 AS expires FROM oidc_payloads
+      WHERE model = 'BackchannelAuthenticationRequest' AND payload->>'accountId' = $1 AND expires_at > now()
+        AND NOT (payload ? 'grantId') AND NOT (payload ? 'error') AND consumed_at IS NULL
+      ORDER BY expires_at`,
+    [userId],
+  );
+  return r.rows;
+}
+
+const resourcesOf = (p: PendingRequest) => (Array.isArray(p.resource) ? p.resource : p.resource ? [p.resource] : []);
+
+export interface ApprovalsDeps extends CibaDeps {
+  provider: () => Provider;
+  clients: { findMetadata(id: string): Promise<Record<string, unknown> | undefined> };
+  /** The signed-in user of the browser session, if any. */
+  sessionUser(ctx: Context): Promise<{ id: string; acr?: string; amr?: string[]; authTime?: number } | undefined>;
+  secureCookies: boolean;
+}
+
+export function createApprovalsRouter(deps: ApprovalsDeps): Router {
+  const router = new Router({ prefix: '/account/approvals' });
+
+  async function signedIn(ctx: Context) {
+    const user = await deps.sessionUser(ctx);
+    if (!user) ctx.redirect(`/account/sign-in?return_to=${encodeURIComponent('/account/approvals')}`);
+    return user;
+  }
+
+  async function describe(row: Row) {
+    const client = await deps.clients.findMetadata(row.payload.clientId);
+    return {
+      id: approvalId(row.id),
+      clientName: String(client?.client_name ?? row.payload.clientId),
+      bindingMessage: row.payload.params?.binding_message as string | undefined,
+      scopes: (row.payload.scope ?? '').split(' ').filter(Boolean),
+      resources: resourcesOf(row.payload),
+      expiresIn: Math.max(0, Math.round(row.expires - Date.now() / 1000)),
+    };
+  }
+
+  async function findOwn(userId: string, id: string) {
+    const row = (await listPending(deps.db, userId)).find((r) => approvalId(r.id) === id);
+    if (!row) throw new NotFound('This request is no longer waiting for you: it was answered or it expired.');
+    return row;
+  }
+
+  router.use(async function approvalPages(ctx: Context, next: Next) {
+    ctx.set('Cache-Control', 'no-store');
+    ctx.state.html = true;
+    await next();
+  });
+
+  router.get('/', async function showApprovals(ctx: Context) {
+    const user = await signedIn(ctx);
+    if (!user) return;
+    const pending = await Promise.all((await listPending(deps.db, user.id)).map(describe));
+    ctx.type = 'html';
+    ctx.body = renderView('account-approvals', { title: 'Approvals', pending, csrf: issueCsrf(ctx, { secure: deps.secureCookies }), csrfField: CSRF_FIELD });
+  });
+
+  // Server-sent events: the page refreshes its list when a request arrives, without a reload.
+  router.get('/events', async function streamApprovals(ctx: Context) {
+    const user = await deps.sessionUser(ctx);
+    if (!user) throw new NotFound('Sign in to see your approvals.');
+    ctx.state.html = false;
+    ctx.req.socket.setTimeout(0);
+    ctx.type = 'text/event-stream';
+    ctx.status = 200;
+    ctx.respond = false;
+    ctx.res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-store', connection: 'keep-alive' });
+    ctx.res.write(': connected\n\n');
+    const unsubscribe = await deps.kv.subscribe(channelOf(user.id), () => ctx.res.write('event: pending\ndata: {}\n\n'));
+    const ping = setInterval(() => ctx.res.write(': ping\n\n'), 25_000);
+    ctx.req.on('close', () => {
+      clearInterval(ping);
+      void unsubscribe();
+    });
+  });
+
+  router.post('/:id/approve', async function approve(ctx: Context) {
+    const form = await readForm(ctx);
+    assertCsrf(ctx, form.get(CSRF_FIELD));
+    const user = await signedIn(ctx);
+    if (!user) return;
+    const row = await findOwn(user.id, String(ctx.params.id));
+    const provider = deps.provider();
+    const request = row.payload;
+    // decideScopes: OIDC scopes as asked; a resource's scopes bounded by the resource and by what the
+    // user holds (the approval is the user's consent for this client and resource).
+    const grant = new provider.Grant({ accountId: user.id, clientId: request.clientId });
+    const asked = (request.scope ?? '').split(' ').filter(Boolean);
+    grant.addOIDCScope(asked.filter((s) => OIDC_SCOPES.has(s)).join(' '));
+    const held = new Set(await deps.permissionsOf(user.id));
+    for (const uri of resourcesOf(request)) {
+      const rs = await deps.resources.findResource(uri);
+      if (!rs) throw new InvalidRequest('The requested resource is no longer registered.');
+      if (rs.requireMfa && !(user.amr ?? []).includes('mfa')) {
+        throw new InvalidRequest('This request needs your second factor. Sign in again with it, then approve.');
+      }
+      const scopes = asked.filter((s) => rs.scopes.includes(s) && held.has(s));
+      if (!scopes.length && asked.some((s) => rs.scopes.includes(s))) {
+        throw new InvalidRequest('You do not hold the rights this request asks for, so it cannot be approved. Deny it instead.');
+      }
+      grant.addResourceScope(rs.uri, scopes.join(' '));
+    }
+    await grant.save();
+    await provider.backchannelResult(row.id, grant, { acr: user.acr, amr: user.amr, authTime: user.authTime });
+    await deps.audit.record({ type: 'ciba.approve', subject: user.id, clientId: request.clientId, ip: ctx.ip, requestId: ctx.state.requestId ?? null, details: { approval: approvalId(row.id), grant_id: grant.jti } });
+    ctx.redirect('/account/approvals');
+  });
+
+  router.post('/:id/deny', async function deny(ctx: Context) {
+    const form = await readForm(ctx);
+    assertCsrf(ctx, form.get(CSRF_FIELD));
+    const user = await signedIn(ctx);
+    if (!user) return;
+    const row = await findOwn(user.id, String(ctx.params.id));
+    await deps.provider().backchannelResult(row.id, new errors.AccessDenied('the user denied the request'));
+    await deps.audit.record({ type: 'ciba.deny', subject: user.id, clientId: row.payload.clientId, ip: ctx.ip, requestId: ctx.state.requestId ?? null, details: { approval: approvalId(row.id) } });
+    ctx.redirect('/account/approvals');
+  });
+
+  return router;
+}
