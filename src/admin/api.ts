@@ -76,6 +76,11 @@ const clientCreate = z.object({
   // private_key_jwt (docs/clients.md): the client's public keys, by URL or inline (clients.ts checks them).
   jwks_uri: str.optional(), jwks: z.object({ keys: z.array(z.record(z.string(), z.unknown())).max(10) }).optional(),
 }).strict();
+// PATCH /clients/{id}: lists replace; null clears scope and the back-channel logout URI.
+const clientPatch = z.object({
+  name: str.optional(), redirect_uris: strs.optional(), post_logout_redirect_uris: strs.optional(), grant_types: strs.min(1).optional(),
+  first_party: z.boolean().optional(), scope: str.nullable().optional(), backchannel_logout_uri: str.nullable().optional(),
+}).strict();
 const toggle = z.object({ require_mfa: z.boolean() }).strict();
 const adminAccess = z.object({ access: z.enum(['read', 'full']).nullable() }).strict();
 const resourceCreate = z.object({
@@ -237,6 +242,15 @@ export function createAdminApi(deps: AdminApiDeps): Middleware {
       'backchannel-logout-uri': b.backchannel_logout_uri, 'jwks-uri': b.jwks_uri, jwks: b.jwks && JSON.stringify(b.jwks),
     })]);
   }, 201);
+  route('patch', '/clients/:id', async (ctx, run) => {
+    const b = await body(ctx, clientPatch);
+    return run(['client', 'update', `--id=${param(ctx, 'id')}`, ...flags({
+      name: b.name, 'redirect-uri': b.redirect_uris, 'clear-redirect-uris': b.redirect_uris?.length === 0,
+      'post-logout-redirect-uri': b.post_logout_redirect_uris, 'clear-post-logout-redirect-uris': b.post_logout_redirect_uris?.length === 0,
+      grant: b.grant_types, 'first-party': onOff(b.first_party), scope: b.scope, 'clear-scope': b.scope === null,
+      'backchannel-logout-uri': b.backchannel_logout_uri, 'clear-backchannel-logout-uri': b.backchannel_logout_uri === null,
+    })]);
+  });
   route('delete', '/clients/:id', async (ctx, run) => { await run(['client', 'delete', `--id=${param(ctx, 'id')}`]); });
   route('put', '/clients/:id/require-mfa', async (ctx, run) => run(['client', 'require-mfa', `--id=${param(ctx, 'id')}`, ...flags({ off: !(await body(ctx, toggle)).require_mfa })]));
   route('put', '/clients/:id/admin-api', async (ctx, run) => run(['client', 'admin-api', `--id=${param(ctx, 'id')}`, `--${(await body(ctx, adminAccess)).access ?? 'off'}`]));

@@ -11,6 +11,7 @@ import { isAdminApi } from './api-scopes.ts';
 import { createRoles } from '../accounts/roles.ts';
 import { HttpError } from '../http/errors.ts';
 import { migrate } from '../store/migrate.ts';
+import { ClientUpdateRefused } from '../oidc/clients.ts';
 import { adminAudit, CommandError, flag, many, one, parse, splitList, type CommandActor } from './args.ts';
 
 export { CommandError };
@@ -195,6 +196,50 @@ const commands: Record<string, Handler> = {
       ...(access && !grants.includes('client_credentials') ? { warning: 'this client lacks the client_credentials grant, so it cannot get an admin API token by itself' } : {}),
     };
   },
+  // Issue 18: change a client without deleting it. List options replace the list; --add-/--remove-
+  // redirect-uri edit it; the whole is checked as creation checks it.
+  async 'client update'(deps, args) {
+    const { values, positionals } = parse(args, {
+      id: one, name: one, 'redirect-uri': many, 'add-redirect-uri': many, 'remove-redirect-uri': many, 'clear-redirect-uris': flag,
+      'post-logout-redirect-uri': many, 'clear-post-logout-redirect-uris': flag, grant: many, 'add-grant': many, 'remove-grant': many,
+      scope: one, 'clear-scope': flag, 'first-party': one, 'backchannel-logout-uri': one, 'clear-backchannel-logout-uri': flag,
+    });
+    const id = values.id ?? positionals[0];
+    if (!id) throw new CommandError('client id is required: gatehouse client update CLIENT_ID [options] (gatehouse client list shows the ids)');
+    const current = await deps.clients.findClient(id);
+    if (!current) throw new CommandError(`no client ${id} (gatehouse client list shows the ids)`, 404);
+    const edit = (list: unknown, replace: string[] | undefined, clear: boolean | undefined, add: string[] | undefined, remove: string[] | undefined) => {
+      if (!replace && !clear && !add && !remove) return undefined;
+      const base = clear ? [] : replace ? splitList(replace) : (Array.isArray(list) ? list.map(String) : []);
+      const removed = new Set(splitList(remove));
+      return [...new Set([...base, ...splitList(add)])].filter((x) => !removed.has(x));
+    };
+    const m = current.metadata;
+    const firstParty = values['first-party'];
+    if (firstParty !== undefined && firstParty !== 'on' && firstParty !== 'off') throw new CommandError('--first-party takes on or off');
+    const changes = {
+      name: values.name,
+      redirectUris: edit(m.redirect_uris, values['redirect-uri'], values['clear-redirect-uris'], values['add-redirect-uri'], values['remove-redirect-uri']),
+      postLogoutRedirectUris: edit(m.post_logout_redirect_uris, values['post-logout-redirect-uri'], values['clear-post-logout-redirect-uris'], undefined, undefined),
+      grantTypes: edit(m.grant_types, values.grant, false, values['add-grant'], values['remove-grant']),
+      firstParty: firstParty === undefined ? undefined : firstParty === 'on',
+      scope: values['clear-scope'] ? null : values.scope,
+      backchannelLogoutUri: values['clear-backchannel-logout-uri'] ? null : values['backchannel-logout-uri'],
+    };
+    const changed = Object.entries(changes).filter(([, v]) => v !== undefined).map(([k]) => k);
+    if (changed.length === 0) throw new CommandError('nothing to change: give --name, --redirect-uri, --add-redirect-uri, --grant, --scope, ... (gatehouse help)');
+    let client;
+    try {
+      client = await deps.clients.updateClient(id, changes);
+    } catch (err) {
+      if (err instanceof ClientUpdateRefused) throw new CommandError(err.message, 409);
+      throw err;
+    }
+    if (!client) throw new CommandError(`no client ${id}`, 404);
+    await adminAudit(deps, 'admin.client.update', id, { changed });
+    const { clientId, ...rest } = client;
+    return { client_id: clientId, ...rest };
+  },
   async 'client list'(deps) {
     return (await deps.clients.listClients()).map(({ clientId, ...rest }) => ({ client_id: clientId, ...rest }));
   },
@@ -306,6 +351,9 @@ export function usage(): string {
     '                [--post-logout-redirect-uri U ...] [--auth-method client_secret_basic|client_secret_post|client_secret_jwt|private_key_jwt]',
     '                [--jwks-uri URL | --jwks JSON|@file] [--first-party]   (keys mean private_key_jwt; docs/clients.md)',
     '                [--backchannel-logout-uri U]   (OIDC back-channel logout: a logout token when a session ends)',
+    '  client update ID [--name N] [--redirect-uri U ... (replaces) | --add-redirect-uri U | --remove-redirect-uri U | --clear-redirect-uris]',
+    '                [--post-logout-redirect-uri U ... | --clear-post-logout-redirect-uris] [--grant G ... (replaces) | --add-grant G | --remove-grant G]',
+    '                [--scope S | --clear-scope] [--first-party on|off] [--backchannel-logout-uri U | --clear-backchannel-logout-uri]',
     '  client list | client delete ID | client require-mfa ID [--off] | client admin-api ID --read|--full|--off',
     '  resource create --uri U [--scope S ...] [--name N] [--ttl SECONDS] [--signing jwks|hs256] [--require-mfa]',
     '  resource list | resource delete --uri U | resource require-mfa --uri U [--off]',
