@@ -50,9 +50,10 @@ describe('user and role commands', () => {
     expect(set.roles).toEqual(['tool-reader', 'user']);
     expect(set.permissions).toEqual(['livekit:join', 'tools:read']);
 
-    const { tokens } = await codeFlow(gh, config, { creds: bob, scope: 'openid roles offline_access tools:read tools:write', resource: MCP });
+    // Bob's own (Gatehouse-bound) token: one for MCP itself would be refused as a subject_token (issue 14).
+    const { tokens } = await codeFlow(gh, config, { creds: bob, scope: 'openid roles offline_access tools:read tools:write', resource: MCP, gatehouseToken: true });
     expect(tokens.claims()!.permissions).toEqual(['livekit:join', 'tools:read']);
-    // tools:write is in the subject token but not among bob's permissions.
+    // tools:write is defined by MCP but not among bob's permissions.
     expect((await exchange(tokens.access_token, 'tools:read')).body.scope).toBe('tools:read');
     const refused = await exchange(tokens.access_token, 'tools:write');
     expect(refused.status).toBe(400);

@@ -42,6 +42,8 @@ beforeAll(async () => {
   web = await gh.cli('client', 'create', '--name', 'Web App', '--redirect-uri', CALLBACK, '--post-logout-redirect-uri', BYE);
   agent = await gh.cli('client', 'create', '--name', 'Agent', '--grant', 'client_credentials');
   await gh.cli('resource', 'create', '--uri', RESOURCE, '--scope', 'tools:read');
+  // The admin signs in below for resource tokens: its role holds tools:read (the one scope rule, issue 14).
+  await gh.cli('role', 'update', 'admin', '--add', 'tools:read');
 });
 afterAll(async () => gh?.close());
 

@@ -2,7 +2,8 @@
 // LiveKit token as a LiveKit server sees it (livekit-server-sdk TokenVerifier).
 import { describe, expect, it } from 'vitest';
 import { TokenVerifier } from 'livekit-server-sdk';
-import { grantForRoom, intersectScopes, patternToRegExp, roomNameProblem, type RolePolicy } from '../src/exchange/policy.ts';
+import { grantForRoom, patternToRegExp, roomNameProblem, type RolePolicy } from '../src/exchange/policy.ts';
+import { decideScope, ScopeRefused, type ScopeConsent } from '../src/authz/scope-rule.ts';
 import { decideRoom, generateRoomName, mintLivekitToken, userParticipant, type LivekitSettings } from '../src/exchange/livekit.ts';
 import type { PolicyStore } from '../src/exchange/policy.ts';
 
@@ -48,12 +49,35 @@ describe('video grant from role policies', () => {
   });
 });
 
-describe('scope intersection', () => {
-  const base = { subject: ['tools:read', 'tools:write', 'openid'], resource: ['tools:read', 'tools:write'], permissions: ['tools:read'], client: null };
-  it('is requested ∩ subject ∩ resource ∩ permissions', () => {
-    expect(intersectScopes({ ...base, requested: undefined })).toEqual({ granted: ['tools:read'], refused: ['tools:write'] });
-    expect(intersectScopes({ ...base, requested: ['tools:write'] })).toEqual({ granted: [], refused: ['tools:write'] });
-    expect(intersectScopes({ ...base, permissions: ['tools:read', 'tools:write'], client: ['tools:write'], requested: undefined }).granted).toEqual(['tools:write']);
+// The one scope rule (src/authz/scope-rule.ts); test/authorization-model.test.ts walks it on every issuing path.
+describe('the one scope rule', () => {
+  const resource = { uri: 'https://mcp.example.com/mcp', scopes: ['tools:read', 'tools:write'], defaultScopes: null };
+  const user = (permissions: string[], consent: ScopeConsent = 'pre-consented') => ({ principal: { kind: 'user' as const, permissions }, consent });
+  const refusal = (f: Parameters<typeof decideScope>[0]) => {
+    try {
+      return decideScope(f);
+    } catch (err) {
+      return err instanceof ScopeRefused ? [err.part, err.message] : err;
+    }
+  };
+  it('is requested (or the defaults) ∩ resource ∩ what the principal holds ∩ consent ∩ limits', () => {
+    expect(decideScope({ resource, requested: undefined, ...user(['tools:read']) })).toEqual(['tools:read']);
+    // OpenID scopes are not the resource's: a request naming only them gets the defaults.
+    expect(decideScope({ resource: { ...resource, defaultScopes: ['tools:write'] }, requested: ['openid', 'profile'], ...user(['tools:read', 'tools:write']) })).toEqual(['tools:write']);
+    expect(decideScope({ resource, requested: ['tools:read', 'tools:write'], ...user(['tools:read', 'tools:write'], { scopes: ['tools:write'] }) })).toEqual(['tools:write']);
+    expect(decideScope({ resource, requested: undefined, principal: { kind: 'client', allowed: null } })).toEqual(['tools:read', 'tools:write']);
+    expect(decideScope({ resource, requested: undefined, principal: { kind: 'client', allowed: ['tools:write'] } })).toEqual(['tools:write']);
+    expect(decideScope({ resource, requested: undefined, ...user(['tools:read', 'tools:write']), limits: [{ name: 'policy', scopes: null }, { name: 'x', scopes: ['tools:read'] }] })).toEqual(['tools:read']);
+  });
+  it('refuses an empty result naming the part that was missing', () => {
+    expect(refusal({ resource: { ...resource, defaultScopes: [] }, requested: ['openid'], ...user(['tools:read']) })).toEqual(['request', expect.stringMatching(/no default scopes/)]);
+    expect(refusal({ resource, requested: ['read'], ...user(['read']) })).toEqual(['resource', 'https://mcp.example.com/mcp does not define read']);
+    expect(refusal({ resource, requested: ['tools:write'], ...user(['tools:read']) })).toEqual(['principal', "the user's roles do not hold tools:write"]);
+    expect(refusal({ resource, requested: undefined, ...user(['tools:read'], { scopes: [] }) })).toEqual(['consent', expect.stringMatching(/not consented to tools:read/)]);
+    // A user principal without a consent fact has consented to nothing.
+    expect(refusal({ resource, requested: undefined, principal: { kind: 'user', permissions: ['tools:read'] } })).toEqual(['consent', expect.any(String)]);
+    expect(refusal({ resource, requested: undefined, principal: { kind: 'client', allowed: ['other'] } })).toEqual(['principal', 'this client is not allowed any of tools:read tools:write']);
+    expect(refusal({ resource, requested: undefined, ...user(['tools:read']), limits: [{ name: 'the subject_token', scopes: ['tools:write'] }] })).toEqual(['limit', 'the subject_token allows none of tools:read']);
   });
 });
 

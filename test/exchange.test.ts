@@ -46,7 +46,10 @@ describe('token exchange', () => {
   let gh: TestGatehouse;
   let web: Client, other: Client, agent: Client, actingAgent: Client, plainAgent: Client, noPolicy: Client;
   let legacySecret: string;
-  let alice: { opaque: string; jwt: string; refresh: string; idToken: string; sub: string };
+  // opaque: Alice's login token (bound to Gatehouse); consented: one from a grant that also holds her
+  // consent to MCP; jwt: a token for MCP itself (its audience is MCP, so Gatehouse refuses it).
+  let alice: { opaque: string; consented: string; jwt: string; refresh: string; idToken: string; sub: string };
+  const grantOf = async (opaque: string) => (await gh.gh.provider().AccessToken.find(opaque))!.grantId as string;
 
   let exchanges = 0;
   const exchange = (client: Client, params: Record<string, string | string[]>) => {
@@ -84,14 +87,16 @@ describe('token exchange', () => {
     const config = await rpConfig(gh, web.client_id, web.client_secret);
     const opaque = await codeFlow(gh, config, { creds: ALICE });
     const jwt = await codeFlow(gh, config, { creds: ALICE, resource: MCP, scope: 'openid tools:read tools:write' });
+    const consented = await codeFlow(gh, config, { creds: ALICE, resource: MCP, scope: 'openid tools:read tools:write', gatehouseToken: true });
     alice = {
       opaque: opaque.tokens.access_token,
+      consented: consented.tokens.access_token,
       refresh: opaque.tokens.refresh_token!,
       idToken: opaque.tokens.id_token!,
       jwt: jwt.tokens.access_token,
       sub: opaque.tokens.claims()!.sub,
     };
-    for (const t of [alice.opaque, alice.refresh, alice.idToken, alice.jwt]) seenTokens.add(t);
+    for (const t of [alice.opaque, alice.consented, alice.refresh, alice.idToken, alice.jwt]) seenTokens.add(t);
   }, 60_000);
   afterAll(async () => gh?.close());
 
@@ -101,7 +106,10 @@ describe('token exchange', () => {
       const { status, headers, body } = await exchange(web, { subject_token: alice.opaque, requested_token_type: LIVEKIT, room, agent_name: ['helper'], participant_metadata: 'm1' });
       expect(status, JSON.stringify(body)).toBe(200);
       expect(headers.get('cache-control')).toMatch(/no-store/);
-      expect(body).toMatchObject({ issued_token_type: LIVEKIT, token_type: 'N_A', expires_in: 900, server_url: LK.url, room_name: room, participant_identity: `user_${alice.sub}` });
+      expect(body).toMatchObject({ issued_token_type: LIVEKIT, token_type: 'N_A', server_url: LK.url, room_name: room, participant_identity: `user_${alice.sub}` });
+      // Never outlives the subject token (15 minutes, issued moments ago).
+      expect(body.expires_in).toBeLessThanOrEqual(900);
+      expect(body.expires_in).toBeGreaterThan(800);
       const claims = await new TokenVerifier(LK.key, LK.secret).verify(body.access_token);
       expect(claims.iss).toBe(LK.key);
       expect(claims.sub).toBe(`user_${alice.sub}`);
@@ -113,14 +121,14 @@ describe('token exchange', () => {
       });
       expect(claims.video).toEqual({ roomJoin: true, room, canPublish: true, canSubscribe: true, canPublishData: true });
       expect((claims.roomConfig as any).agents.map((a: any) => a.agentName)).toEqual(['helper']);
-      expect(claims.exp! - Math.floor(Date.now() / 1000)).toBeGreaterThan(890);
+      expect(claims.exp! - Math.floor(Date.now() / 1000)).toBeGreaterThan(800);
       expect(claims.exp! - Math.floor(Date.now() / 1000)).toBeLessThanOrEqual(900);
       const [row] = (await auditRows(0)).filter((r) => r.details.room === room);
       expect(row).toMatchObject({ outcome: 'success', subject: alice.sub, client_id: web.client_id, actor: null, details: { target_type: 'livekit', target: 'livekit' } });
     });
 
     it('generates a room inside the user\'s own rooms when none is named', async () => {
-      const { body } = await exchange(web, { subject_token: alice.jwt, requested_token_type: LIVEKIT });
+      const { body } = await exchange(web, { subject_token: alice.opaque, requested_token_type: LIVEKIT });
       expect(body.room_name).toMatch(new RegExp(`^user_${alice.sub}_\\d{10}_[0-9a-f]{12}$`));
       expect((await new TokenVerifier(LK.key, LK.secret).verify(body.access_token)).video?.room).toBe(body.room_name);
     });
@@ -150,7 +158,7 @@ describe('token exchange', () => {
 
   describe('resource (MCP) tokens', () => {
     it('mints an RFC 9068 token for the registered resource, verifiable against /jwks', async () => {
-      const { status, body } = await exchange(web, { subject_token: alice.jwt, resource: `${MCP}/` });
+      const { status, body } = await exchange(web, { subject_token: alice.opaque, resource: `${MCP}/` });
       expect(status, JSON.stringify(body)).toBe(200);
       expect(body).toMatchObject({ issued_token_type: AT, token_type: 'Bearer', scope: 'tools:read' });
       expect(body.expires_in).toBeLessThanOrEqual(900);
@@ -160,14 +168,13 @@ describe('token exchange', () => {
       expect(payload).toMatchObject({ sub: alice.sub, client_id: web.client_id, scope: 'tools:read', aud: MCP });
       expect(payload.jti).toBeTruthy();
       expect(payload.exp! - payload.iat!).toBeLessThanOrEqual(900);
-      const origin = decodeJwt(alice.jwt);
-      expect(payload.gid).toBe(origin.gid);
+      expect(payload.gid).toBe(await grantOf(alice.opaque));
       expect(payload.gid).toBeTruthy();
       expect(payload.act).toBeUndefined();
     });
 
     it('passes an independent RFC 9068 validator for the right audience only', async () => {
-      const { body } = await exchange(web, { subject_token: alice.jwt, audience: MCP, scope: 'tools:read' });
+      const { body } = await exchange(web, { subject_token: alice.opaque, audience: MCP, scope: 'tools:read' });
       const as = await oauth.processDiscoveryResponse(new URL(gh.url), await oauth.discoveryRequest(new URL(gh.url), { [oauth.allowInsecureRequests]: true }));
       const request = (token: string) => new Request(MCP, { headers: { authorization: `Bearer ${token}` } });
       const claims = await oauth.validateJwtAccessToken(as, request(body.access_token), MCP, { [oauth.allowInsecureRequests]: true } as never);
@@ -176,29 +183,40 @@ describe('token exchange', () => {
     });
 
     it('signs with the shared secret for HS256 resources', async () => {
-      const { status, body } = await exchange(web, { subject_token: alice.jwt, resource: LEGACY });
+      const { status, body } = await exchange(web, { subject_token: alice.opaque, resource: LEGACY });
       expect(status, JSON.stringify(body)).toBe(200);
       const { payload, protectedHeader } = await jwtVerify(body.access_token, Buffer.from(legacySecret), { issuer: gh.url, audience: LEGACY });
       expect(protectedHeader).toMatchObject({ alg: 'HS256', typ: 'at+jwt' });
       expect(payload.scope).toBe('tools:read');
     });
 
-    it('refuses scope beyond the subject token or the user\'s permissions', async () => {
-      // tools:write: in the subject token, not in Alice's permissions.
-      let r = await exchange(web, { subject_token: alice.jwt, resource: MCP, scope: 'tools:read tools:write' });
-      expect([r.status, r.body.error]).toEqual([400, 'invalid_scope']);
-      expect(r.body.error_description).toMatch(/tools:write/);
-      // The opaque token was granted OIDC scopes only: nothing of the resource's…
-      r = await exchange(web, { subject_token: alice.opaque, resource: MCP });
-      expect([r.status, r.body.error]).toEqual([400, 'invalid_scope']);
-      // …so even a scope Alice holds (tools:read) is beyond what this subject token carries.
+    // Issue 14: the one scope rule. A login token carries OpenID scopes only; what it may be exchanged
+    // for is decided by the user's permissions (and consent: web's exchange policy lists MCP, which is
+    // the operator's pre-consent), not by the subject token's own scopes. The old test required MCP
+    // scopes in the subject token, which made the README's example fail.
+    it("grants what the user's roles hold, narrows a wider request, and refuses naming the missing part", async () => {
+      let r = await exchange(web, { subject_token: alice.opaque, resource: MCP, scope: 'tools:read' });
+      expect([r.status, r.body.scope], JSON.stringify(r.body)).toEqual([200, 'tools:read']);
+      // tools:write: defined by MCP, not in Alice's permissions — narrowed, and the response says so.
+      r = await exchange(web, { subject_token: alice.opaque, resource: MCP, scope: 'tools:read tools:write' });
+      expect([r.status, r.body.scope]).toEqual([200, 'tools:read']);
       const since = await lastAuditId();
-      r = await exchange(web, { subject_token: alice.opaque, resource: MCP, scope: 'tools:read' });
+      r = await exchange(web, { subject_token: alice.opaque, resource: MCP, scope: 'tools:write' });
       expect([r.status, r.body.error]).toEqual([400, 'invalid_scope']);
-      expect(r.body.error_description).toMatch(/tools:read/);
-      expect(await auditRows(since)).toEqual([expect.objectContaining({
-        outcome: 'failure', subject: alice.sub, details: expect.objectContaining({ error: 'invalid_scope', target: MCP, scopes: ['tools:read'] }),
-      })]);
+      expect(r.body.error_description).toBe("the user's roles do not hold tools:write");
+      r = await exchange(web, { subject_token: alice.opaque, resource: MCP, scope: 'read' });
+      expect([r.status, r.body.error]).toEqual([400, 'invalid_scope']);
+      expect(r.body.error_description).toBe(`${MCP} does not define read`);
+      expect(await auditRows(since)).toEqual([
+        expect.objectContaining({ outcome: 'failure', subject: alice.sub, details: expect.objectContaining({ error: 'invalid_scope', target: MCP, scopes: ['tools:write'] }) }),
+        expect.objectContaining({ outcome: 'failure', details: expect.objectContaining({ error: 'invalid_scope', scopes: ['read'] }) }),
+      ]);
+    });
+
+    it('refuses a token issued for a resource server as subject_token (audience binding)', async () => {
+      const r = await exchange(web, { subject_token: alice.jwt, resource: MCP });
+      expect([r.status, r.body.error]).toEqual([400, 'invalid_request']);
+      expect(r.body.error_description).toMatch(/issued for another audience/);
     });
   });
 
@@ -259,8 +277,8 @@ describe('token exchange', () => {
 
     it('refuses a revoked subject token: by origin grant (revocation list) and at /token/revocation, and audits both', async () => {
       const config = await rpConfig(gh, web.client_id, web.client_secret);
-      const fresh = await codeFlow(gh, config, { creds: ALICE, resource: MCP, scope: 'openid tools:read' });
-      const gid = decodeJwt(fresh.tokens.access_token).gid as string;
+      const fresh = await codeFlow(gh, config, { creds: ALICE, resource: MCP, scope: 'openid tools:read', gatehouseToken: true });
+      const gid = await grantOf(fresh.tokens.access_token);
       expect((await exchange(web, { subject_token: fresh.tokens.access_token, resource: MCP })).status).toBe(200);
       const since = await lastAuditId();
       await gh.deps.revocations.revoke('grant', gid, 900);
@@ -298,7 +316,7 @@ describe('token exchange', () => {
         [other, { resource: MCP }, 400, 'invalid_request'],
       ];
       for (const [client, params, status, error] of cases) {
-        const r = await exchange(client, { subject_token: alice.jwt, ...params });
+        const r = await exchange(client, { subject_token: alice.opaque, ...params });
         expect([r.status, r.body.error], JSON.stringify(params)).toEqual([status, error]);
       }
       const rows = await auditRows(since);
@@ -328,7 +346,7 @@ describe('token exchange', () => {
     const check = gh.deps.revocations.check;
     gh.deps.revocations.check = async () => { throw new RevocationUnavailableError(new Error('down')); };
     try {
-      const r = await exchange(web, { subject_token: alice.jwt, resource: MCP });
+      const r = await exchange(web, { subject_token: alice.opaque, resource: MCP });
       expect([r.status, r.body.error]).toEqual([503, 'temporarily_unavailable']);
     } finally {
       gh.deps.revocations.check = check;
@@ -357,7 +375,7 @@ describe('token exchange', () => {
   describe('delegation (agents)', () => {
     it('lets an agent whose policy allows acting get a token for the user, with act', async () => {
       const actor = await clientCredentials(actingAgent);
-      const { status, body } = await exchange(actingAgent, { subject_token: alice.jwt, actor_token: actor, actor_token_type: AT, resource: MCP });
+      const { status, body } = await exchange(actingAgent, { subject_token: alice.consented, actor_token: actor, actor_token_type: AT, resource: MCP });
       expect(status, JSON.stringify(body)).toBe(200);
       const { payload } = await jwtVerify(body.access_token, createRemoteJWKSet(new URL(`${gh.url}/jwks`)), { issuer: gh.url, audience: MCP });
       expect(payload).toMatchObject({ sub: alice.sub, client_id: actingAgent.client_id, act: { sub: actingAgent.client_id }, scope: 'tools:read' });
@@ -367,31 +385,36 @@ describe('token exchange', () => {
 
     it('refuses an agent without may_act or acting policy, and another client\'s actor token', async () => {
       const since = await lastAuditId();
-      let r = await exchange(plainAgent, { subject_token: alice.jwt, actor_token: await clientCredentials(plainAgent), actor_token_type: AT, resource: MCP });
+      let r = await exchange(plainAgent, { subject_token: alice.consented, actor_token: await clientCredentials(plainAgent), actor_token_type: AT, resource: MCP });
       expect([r.status, r.body.error]).toEqual([400, 'invalid_request']);
       expect(r.body.error_description).toMatch(/may not act/);
-      r = await exchange(plainAgent, { subject_token: alice.jwt, actor_token: await clientCredentials(actingAgent), actor_token_type: AT, resource: MCP });
+      r = await exchange(plainAgent, { subject_token: alice.consented, actor_token: await clientCredentials(actingAgent), actor_token_type: AT, resource: MCP });
       expect([r.status, r.body.error]).toEqual([400, 'invalid_request']);
       expect(r.body.error_description).toMatch(/another client/);
       // A user token is not an actor token.
-      r = await exchange(actingAgent, { subject_token: alice.jwt, actor_token: alice.jwt, actor_token_type: AT, resource: MCP });
+      r = await exchange(actingAgent, { subject_token: alice.consented, actor_token: alice.consented, actor_token_type: AT, resource: MCP });
+      expect(r.body.error_description).toMatch(/own client-credentials token/);
       expect([r.status, r.body.error]).toEqual([400, 'invalid_request']);
       expect((await auditRows(since)).every((x) => x.outcome === 'failure')).toBe(true);
       expect(await auditRows(since)).toHaveLength(3);
     });
 
-    it('nests the earlier actor when a delegated token is exchanged again by another acting agent', async () => {
+    // Issue 14: this test used to show a delegated token exchanged again by a second agent (act nested),
+    // which let a chain go on without end and outlive its start. A delegated token's audience is the
+    // resource server, so Gatehouse refuses it as a subject_token.
+    it('refuses to exchange a delegated token again, and bounds it by the origin', async () => {
       const second = await createClient(gh, '--name', 'Second acting agent', '--grant', 'client_credentials', '--grant', TX);
       await gh.cli('policy', 'client', 'set', second.client_id, '--resource', MCP, '--act');
-      const first = await exchange(actingAgent, { subject_token: alice.jwt, actor_token: await clientCredentials(actingAgent), actor_token_type: AT, resource: MCP });
+      const first = await exchange(actingAgent, { subject_token: alice.consented, actor_token: await clientCredentials(actingAgent), actor_token_type: AT, resource: MCP });
       expect(first.status, JSON.stringify(first.body)).toBe(200);
-      const { status, body } = await exchange(second, { subject_token: first.body.access_token, actor_token: await clientCredentials(second), actor_token_type: AT, resource: MCP });
-      expect(status, JSON.stringify(body)).toBe(200);
-      const { payload } = await jwtVerify(body.access_token, createRemoteJWKSet(new URL(`${gh.url}/jwks`)), { issuer: gh.url, audience: MCP });
-      // RFC 8693 §4.1: the current actor on top, the earlier one nested under it.
-      expect(payload).toMatchObject({ sub: alice.sub, client_id: second.client_id, scope: 'tools:read', act: { sub: second.client_id, act: { sub: actingAgent.client_id } } });
-      expect((payload.act as any).act.act).toBeUndefined();
-      expect(payload.gid).toBe(decodeJwt(alice.jwt).gid);
+      const payload = decodeJwt(first.body.access_token);
+      expect(payload.gid).toBe(await grantOf(alice.consented));
+      const origin = await gh.gh.provider().AccessToken.find(alice.consented);
+      expect(payload.exp).toBeLessThanOrEqual(origin!.exp!);
+      expect(payload.acr).toBe('urn:gatehouse:acr:pwd');
+      const again = await exchange(second, { subject_token: first.body.access_token, actor_token: await clientCredentials(second), actor_token_type: AT, resource: MCP });
+      expect([again.status, again.body.error]).toEqual([400, 'invalid_request']);
+      expect(again.body.error_description).toMatch(/another audience/);
     });
 
     it("refuses an acting agent a resource the user's consent does not cover, even where scope names overlap", async () => {
@@ -400,10 +423,9 @@ describe('token exchange', () => {
       await gh.cli('resource', 'create', '--uri', NOTES, '--scope', 'data:read');
       const notesAgent = await createClient(gh, '--name', 'Notes agent', '--grant', 'client_credentials', '--grant', TX);
       await gh.cli('policy', 'client', 'set', notesAgent.client_id, '--resource', NOTES, '--resource', OTHER, '--act');
-      const { tokens } = await codeFlow(gh, await rpConfig(gh, web.client_id, web.client_secret), { creds: ALICE, resource: OTHER, scope: 'openid data:read' });
+      const { tokens } = await codeFlow(gh, await rpConfig(gh, web.client_id, web.client_secret), { creds: ALICE, resource: OTHER, scope: 'openid data:read', gatehouseToken: true });
       const forOther = tokens.access_token;
       seenTokens.add(forOther);
-      expect(decodeJwt(forOther)).toMatchObject({ aud: OTHER, scope: 'data:read' });
 
       const since = await lastAuditId();
       const actor = await clientCredentials(notesAgent);

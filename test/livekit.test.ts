@@ -131,8 +131,13 @@ describe('connection-details (bearer) and the agent flow', () => {
   });
 
   it("the example MCP server holds a valid token to the tool's scope", async () => {
-    // A token for the MCP server with tools:write only (the code flow, with resource=).
-    const { tokens } = await codeFlow(gh, await rpConfig(gh, web.client_id, web.client_secret), { creds: BOB, resource, scope: 'openid tools:write' });
+    // A token for the MCP server with tools:write only (the code flow, with resource=). Issue 14: this
+    // used to sign Bob in, who does not hold tools:write, and got it anyway (the bug); the one scope rule
+    // now needs a user whose roles hold it.
+    await gh.cli('role', 'create', 'writer', '--permission', 'tools:write');
+    const carol = { email: 'carol@example.com', password: 'carol has a long passphrase' };
+    await gh.cli('user', 'create', '--email', carol.email, '--password', carol.password, '--name', 'Carol', '--role', 'writer', '--verified');
+    const { tokens } = await codeFlow(gh, await rpConfig(gh, web.client_id, web.client_secret), { creds: carol, resource, scope: 'openid tools:write' });
     seenTokens.add(tokens.access_token);
     expect(decodeJwt(tokens.access_token)).toMatchObject({ aud: resource, scope: 'tools:write' });
     const rpc = (method: string, params: unknown = {}) => fetch(resource, {

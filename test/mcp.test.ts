@@ -96,6 +96,8 @@ describe.skipIf(!haveChromium)('MCP host (official SDK) → example MCP server p
     gh = await startTestGatehouse();
     mcp = await startMcpServer({ issuer: gh.url });
     await gh.cli('resource', 'create', '--uri', mcp.resource, '--name', 'Example tools', '--scope', 'tools:read');
+    // Dave's role holds tools:read: the one scope rule (issue 14) grants a user only what their roles hold.
+    await gh.cli('role', 'update', 'user', '--add', 'tools:read');
     dave = (await gh.cli('user', 'create', '--email', DAVE.email, '--password', DAVE.password, '--name', 'Dave', '--role', 'user', '--verified')).id;
     rp = http.createServer((req, res) => {
       if (req.url!.startsWith('/callback')) waiting?.(new URL(req.url!, callbackUrl));

@@ -209,8 +209,10 @@ describe('TOTP MFA', () => {
       const browser = new Browser();
       const { step, verifier, state } = await password(browser, USER, { resource: MCP, scope: 'openid tools:read' });
       const done = await submit(browser, step.html!, '/mfa', { code: await nextCode(samSecret) });
+      // Issue 14: the token request names no resource, so the access token is Gatehouse's own (opaque;
+      // an MCP token would be refused as a subject_token). Introspection shows its acr/amr.
       const tokens = await oidc.authorizationCodeGrant(config, new URL(done.url), { pkceCodeVerifier: verifier, expectedState: state });
-      expect(decodeJwt(tokens.access_token)).toMatchObject({ acr: ACR_MFA, amr: ['pwd', 'otp', 'mfa'] });
+      expect(await oidc.tokenIntrospection(config, tokens.access_token)).toMatchObject({ active: true, acr: ACR_MFA, amr: ['pwd', 'otp', 'mfa'] });
       const res = await fetch(`${gh.url}/token`, {
         method: 'POST',
         headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: `Basic ${Buffer.from(`${ex.client_id}:${ex.client_secret}`).toString('base64')}` },

@@ -7,7 +7,7 @@ import net from 'node:net';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { decodeJwt } from 'jose';
-import { CALLBACK, codeFlow, rpConfig, startTestGatehouse, type TestGatehouse } from './helpers/gatehouse.ts';
+import { Browser, CALLBACK, codeFlow, rpConfig, startTestGatehouse, type TestGatehouse } from './helpers/gatehouse.ts';
 import { createTestPgDatabase, servicesFor } from './helpers/databases.ts';
 import { flushWhileProbing, type Answer, type Probe } from './helpers/revocation-flush.ts';
 
@@ -81,8 +81,12 @@ describe.skipIf(!run || !haveRedisServer)('revocation with Redis going away (Pos
 
   async function tokens() {
     const config = await rpConfig(a, web.client_id, web.client_secret);
-    const { tokens: t } = await codeFlow(a, config, { creds: ALICE, resource: MCP, scope: 'openid offline_access tools:read' });
-    return { jwt: t.access_token, refresh: t.refresh_token!, opaque: '' };
+    // One session, one grant: `gate` is bound to Gatehouse (exchange, connection-details take it), `jwt`
+    // is the MCP server's (issue 14: Gatehouse refuses it as a subject or bearer token).
+    const browser = new Browser();
+    const { tokens: g } = await codeFlow(a, config, { creds: ALICE, scope: 'openid', browser });
+    const { tokens: t } = await codeFlow(a, config, { creds: ALICE, resource: MCP, scope: 'openid offline_access tools:read', browser });
+    return { jwt: t.access_token, refresh: t.refresh_token!, opaque: '', gate: g.access_token };
   }
 
   beforeAll(async () => {
@@ -182,8 +186,8 @@ describe.skipIf(!run || !haveRedisServer)('revocation with Redis going away (Pos
     expect(await introspect(a, revoked.jwt)).toMatchObject({ status: 200, body: { active: false } });
     expect(await introspect(b, revoked.jwt)).toMatchObject({ status: 200, body: { active: false } });
     expect((await exchange(b, revoked.jwt)).body.error).toBe('invalid_request');
-    expect((await exchange(b, live.jwt)).status).toBe(200);
-    expect((await connectionDetails(b, live.jwt)).status).toBe(200);
+    expect((await exchange(b, live.gate)).status).toBe(200);
+    expect((await connectionDetails(b, live.gate)).status).toBe(200);
     expect((await connectionDetails(b, revoked.jwt)).status).toBe(401);
     expect((await userinfo(a)).body.email).toBe(ALICE.email);
     expect((await fetch(`${a.url}/ready`)).status).toBe(200);

@@ -252,7 +252,9 @@ const commands: Record<string, Handler> = {
     return { deleted: id };
   },
   async 'resource create'(deps, args) {
-    const { values } = parse(args, { uri: one, name: one, scope: many, scopes: many, ttl: one, signing: one, 'require-mfa': flag });
+    const { values } = parse(args, {
+      uri: one, name: one, scope: many, scopes: many, ttl: one, signing: one, 'require-mfa': flag, 'default-scope': many, claims: many,
+    });
     if (!values.uri) throw new CommandError('--uri is required');
     // The admin API is Gatehouse's own resource (src/admin/api-scopes.ts); a registered twin could be an exchange target.
     if (isAdminApi(deps.config.ISSUER, values.uri)) throw new CommandError(`${values.uri} is reserved for Gatehouse's admin API`);
@@ -263,6 +265,8 @@ const commands: Record<string, Handler> = {
       accessTokenTtl: values.ttl ? Number(values.ttl) : undefined,
       signing: values.signing as never,
       requireMfa: Boolean(values['require-mfa']),
+      defaultScopes: values['default-scope'] ? splitList(values['default-scope']) : null,
+      claims: splitList(values.claims) as never,
     });
     await adminAudit(deps, 'admin.resource.create', resource.uri, { require_mfa: resource.requireMfa });
     return { ...resource, ...(hs256Secret ? { hs256_secret: hs256Secret } : {}) };
@@ -276,6 +280,20 @@ const commands: Record<string, Handler> = {
     if (!resource) throw new CommandError(`no resource ${uri}`);
     await adminAudit(deps, 'admin.resource.require_mfa', resource.uri, { require_mfa: resource.requireMfa });
     return { uri: resource.uri, require_mfa: resource.requireMfa };
+  },
+  // Issue 14: default scopes (for requests that name none of the resource's) and the user claims its tokens carry.
+  async 'resource update'(deps, args) {
+    const { values, positionals } = parse(args, { uri: one, 'default-scope': many, 'all-scopes-default': flag, claims: many });
+    const uri = values.uri ?? positionals[0];
+    if (!uri) throw new CommandError('--uri is required');
+    if (values['default-scope'] && values['all-scopes-default']) throw new CommandError('give --default-scope or --all-scopes-default, not both');
+    const resource = await deps.resources.updateResource(uri, {
+      defaultScopes: values['all-scopes-default'] ? null : values['default-scope'] ? splitList(values['default-scope']) : undefined,
+      claims: values.claims ? (splitList(values.claims).filter((c) => c !== 'none') as never) : undefined,
+    });
+    if (!resource) throw new CommandError(`no resource ${uri}`);
+    await adminAudit(deps, 'admin.resource.update', resource.uri, { default_scopes: resource.defaultScopes, claims: resource.claims });
+    return resource;
   },
   async 'resource list'(deps) {
     return deps.resources.listResources();
@@ -356,6 +374,8 @@ export function usage(): string {
     '                [--scope S | --clear-scope] [--first-party on|off] [--backchannel-logout-uri U | --clear-backchannel-logout-uri]',
     '  client list | client delete ID | client require-mfa ID [--off] | client admin-api ID --read|--full|--off',
     '  resource create --uri U [--scope S ...] [--name N] [--ttl SECONDS] [--signing jwks|hs256] [--require-mfa]',
+    '                  [--default-scope S ...] [--claims roles,permissions]',
+    '  resource update --uri U [--default-scope S ... | --all-scopes-default] [--claims roles,permissions|none]',
     '  resource list | resource delete --uri U | resource require-mfa --uri U [--off]',
     '  keys rotate | keys list',
     '  user reset-mfa --email E | --id ID   (removes authenticators and recovery codes, ends sessions)',

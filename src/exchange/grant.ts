@@ -10,8 +10,10 @@ import { uriVariants } from '../oidc/resources.ts';
 import type { RevocationStore } from '../revocation/store.ts';
 import { ACR_MFA } from '../mfa/policy.ts';
 import { assertThat, ExchangeError, insufficientUserAuthentication, invalidRequest, invalidScope, invalidTarget, unauthorizedClient } from './errors.ts';
-import { intersectScopes, splitScope, type ClientPolicy, type PolicyStore, type UserFacts } from './policy.ts';
-import { assertNotRevoked, mintAccessToken, verifyIssuedToken, type KeyRing, type VerifiedToken } from './tokens.ts';
+import { splitScope, type ClientPolicy, type PolicyStore, type UserFacts } from './policy.ts';
+import { claimsForResource, decideScope, ScopeRefused } from '../authz/scope-rule.ts';
+import { clientConsentFor, consentedInGrant } from './consent.ts';
+import { assertBoundToGatehouse, assertNotRevoked, mintAccessToken, originLifetimeLeft, verifyIssuedToken, type KeyRing, type VerifiedToken } from './tokens.ts';
 import { decideRoom, LIVEKIT_TOKEN_TYPE, mintLivekitToken, userParticipant, type LivekitSettings } from './livekit.ts';
 
 export const GRANT_TYPE = 'urn:ietf:params:oauth:grant-type:token-exchange';
@@ -116,6 +118,9 @@ export function buildExchangeHandler(provider: Provider, deps: ExchangeDeps) {
 
   async function verifySubjectToken(x: Exchange) {
     x.subject = await verifyIssuedToken(x.params!.subjectToken, 'subject_token', { provider, issuer, keys: await deps.keyRing() });
+    // Audience binding: a token issued for a resource server is that server's, not a key to more
+    // tokens (it could otherwise be replayed by the server that received it, and chains would never end).
+    assertBoundToGatehouse(x.subject, 'subject_token', issuer);
     assertThat(x.subject.user, invalidRequest('subject_token does not represent a user'));
   }
 
@@ -128,6 +133,7 @@ export function buildExchangeHandler(provider: Provider, deps: ExchangeDeps) {
   async function verifyActorToken(x: Exchange) {
     if (!x.params!.actorToken) return;
     const actor = await verifyIssuedToken(x.params!.actorToken, 'actor_token', { provider, issuer, keys: await deps.keyRing() });
+    assertBoundToGatehouse(actor, 'actor_token', issuer);
     assertThat(!actor.user, invalidRequest("actor_token must be the agent's own client-credentials token"));
     // A client may not present someone else's actor token.
     assertThat(actor.clientId === x.clientId, invalidRequest('actor_token was issued to another client'));
@@ -194,37 +200,34 @@ export function buildExchangeHandler(provider: Provider, deps: ExchangeDeps) {
     // Otherwise the agent's policy must let it act (for this resource: decideTarget checked it is
     // listed), and the user's consent must cover the resource.
     assertThat(x.policy!.mayAct, invalidRequest('this client may not act for the subject (no may_act naming it and no acting policy)'));
-    x.consented = await consentedScopes(x.subject!, x.resource!.uri);
+    x.consented = await consentedInGrant(provider, x.subject!, x.resource!.uri);
     assertThat(x.consented.length > 0, invalidRequest("the user's consent (the grant behind subject_token) does not cover this resource"));
-  }
-
-  /**
-   * What the user consented to for `resource` in the grant behind the subject token (oidc-provider's
-   * Grant, by gid). The subject token's scopes alone are not enough: scope names repeat across
-   * resources, and consent given to one resource server is not consent to another.
-   */
-  async function consentedScopes(s: VerifiedToken, resource: string): Promise<string[]> {
-    const grant = s.gid ? await provider.Grant.find(s.gid) : undefined;
-    if (!grant || grant.accountId !== s.user) return [];
-    return [...new Set(uriVariants(resource).flatMap((uri) => splitScope(grant.getResourceScope(uri))))];
   }
 
   async function mintResourceToken(x: Exchange) {
     const p = x.params!;
     const rs = x.resource!;
-    const { granted, refused } = intersectScopes({
-      requested: p.scope,
-      // Acting by policy: only what the user consented to for this resource (checkDelegation).
-      subject: x.consented ? x.subject!.scope.filter((s) => x.consented!.includes(s)) : x.subject!.scope,
-      resource: rs.scopes,
-      permissions: x.user!.permissions,
-      client: x.policy!.scopes,
-    });
-    if (p.scope && refused.length) throw invalidScope(`scope not grantable: ${refused.join(' ')}`);
-    if (granted.length === 0) throw invalidScope('no requested scope can be granted for this resource');
-    x.scopes = granted;
     const s = x.subject!;
-    const ttl = Math.min(rs.accessTokenTtl, deps.config.ACCESS_TOKEN_TTL, MAX_RESOURCE_TOKEN_TTL);
+    let granted: string[];
+    try {
+      granted = decideScope({
+        resource: rs,
+        requested: p.scope,
+        principal: { kind: 'user', permissions: x.user!.permissions },
+        // Acting by policy: only what the user consented to for this resource (checkDelegation).
+        consent: x.consented ? { scopes: x.consented } : await clientConsentFor({ provider, policy: deps.policy }, s, rs.uri),
+        limits: [
+          { name: "this client's exchange policy", scopes: x.policy!.scopes },
+          // A delegation token (may_act) or a delegated one only narrows (DESIGN.md § Audience binding).
+          ...(s.mayAct || s.act ? [{ name: 'the subject_token', scopes: s.scope }] : []),
+        ],
+      });
+    } catch (err) {
+      if (err instanceof ScopeRefused) throw invalidScope(err.message);
+      throw err;
+    }
+    x.scopes = granted;
+    const ttl = Math.min(rs.accessTokenTtl, deps.config.ACCESS_TOKEN_TTL, MAX_RESOURCE_TOKEN_TTL, await originLifetimeLeft(provider, s));
     const minted = await mintAccessToken(await deps.keyRing(), {
       issuer,
       audience: rs.uri,
@@ -239,6 +242,7 @@ export function buildExchangeHandler(provider: Provider, deps: ExchangeDeps) {
       // RFC 8693 §4.1: the current actor on top, earlier actors nested under it.
       act: x.actor ? { sub: x.clientId, ...(s.act ? { act: s.act } : {}) } : s.act,
       hs256Secret: rs.signing === 'hs256' ? rs.hs256Secret : undefined,
+      claims: claimsForResource(rs, x.user!),
     });
     return {
       access_token: minted.token,
@@ -258,7 +262,9 @@ export function buildExchangeHandler(provider: Provider, deps: ExchangeDeps) {
       agents: p.agentNames.map((agentName) => ({ agentName })),
     });
     x.room = decision.room;
-    const { token, expiresIn } = await mintLivekitToken(lk, participant, decision, { participantMetadata: p.participantMetadata });
+    const { token, expiresIn } = await mintLivekitToken(lk, participant, decision, {
+      participantMetadata: p.participantMetadata, ttl: await originLifetimeLeft(provider, x.subject!),
+    });
     return {
       access_token: token,
       issued_token_type: LIVEKIT_TOKEN_TYPE,

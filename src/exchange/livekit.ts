@@ -112,15 +112,17 @@ export async function mintLivekitToken(
   s: LivekitSettings,
   p: Participant,
   d: LivekitDecision,
-  extra: { participantMetadata?: string; attributes?: Record<string, string> } = {},
+  /** ttl: what is left of the token it was derived from, when shorter than LIVEKIT_TOKEN_TTL. */
+  extra: { participantMetadata?: string; attributes?: Record<string, string>; ttl?: number } = {},
 ): Promise<{ token: string; expiresIn: number }> {
+  const ttl = Math.min(s.ttl, extra.ttl ?? s.ttl);
   const metadata = p.kind === 'user'
     ? { user_id: p.user.id, email: p.user.email, roles: p.user.roles, permissions: p.user.permissions, session_type: 'user', ...(p.acr ? { acr: p.acr } : {}) }
     : { user_id: null, email: null, roles: ['guest'], permissions: [], session_type: 'guest' };
   const at = new AccessToken(s.apiKey, s.apiSecret, {
     identity: p.identity,
     name: p.name,
-    ttl: s.ttl,
+    ttl,
     // The application's own metadata rides along under `app`, never over Gatehouse's fields.
     metadata: JSON.stringify(extra.participantMetadata ? { ...metadata, app: extra.participantMetadata } : metadata),
     ...(extra.attributes && Object.keys(extra.attributes).length ? { attributes: extra.attributes } : {}),
@@ -138,5 +140,5 @@ export async function mintLivekitToken(
       agents: d.agents.map((a) => new RoomAgentDispatch({ agentName: a.agentName, metadata: a.metadata ?? '' })),
     });
   }
-  return { token: await at.toJwt(), expiresIn: s.ttl };
+  return { token: await at.toJwt(), expiresIn: ttl };
 }

@@ -1,7 +1,7 @@
 // Exchange policy lives in data (migrations/002_exchange_policy.sql), not in code. Deny by default:
 // a client without a policy row exchanges nothing; a user without a role that has a LiveKit policy
 // joins no room. This module is the storage the exchange declares (STYLE.md §5) plus the pure rules
-// over it: room-name validation, room patterns, video grants, scope intersection.
+// over it: room-name validation, room patterns, video grants.
 import type { Queryable } from '../store/db.ts';
 
 export interface ClientPolicy {
@@ -10,7 +10,7 @@ export interface ClientPolicy {
   livekit: boolean;
   /** Registered resource URIs it may exchange to. */
   resources: string[];
-  /** Scopes it may obtain; null = whatever the resource offers (still ∩ subject ∩ permissions). */
+  /** Scopes it may obtain by exchange; null = whatever the one scope rule allows (src/authz/scope-rule.ts). */
   scopes: string[] | null;
   /** May act for users (RFC 8693 delegation) for the resources above without the user's may_act, where the user's grant consented to the resource. */
   mayAct: boolean;
@@ -195,23 +195,5 @@ export function grantForRoom(policies: RolePolicy[], room: string, vars: { ident
 
 // ---- Scopes -----------------------------------------------------------------------------------
 
-export const splitScope = (s: string | undefined | null) => [...new Set(String(s ?? '').split(' ').filter(Boolean))];
-
-/**
- * DESIGN.md: scope = requested ∩ subject token's ∩ resource's ∩ user's permissions (∩ the client's
- * allowed scopes when its policy lists them). Returns the grantable set and what was asked for but
- * not grantable (a non-empty `refused` on an explicit request is scope escalation).
- */
-export function intersectScopes(input: {
-  requested: string[] | undefined;
-  subject: string[];
-  resource: string[];
-  permissions: string[] | undefined;
-  client: string[] | null;
-}): { granted: string[]; refused: string[] } {
-  const ceilings = [input.subject, input.resource, ...(input.permissions ? [input.permissions] : []), ...(input.client ? [input.client] : [])]
-    .map((l) => new Set(l));
-  const grantable = (s: string) => ceilings.every((c) => c.has(s));
-  const wanted = input.requested ?? input.resource;
-  return { granted: wanted.filter(grantable), refused: wanted.filter((s) => !grantable(s)) };
-}
+// Which scopes a token gets is the one scope rule's to decide (src/authz/scope-rule.ts).
+export { splitScope } from '../authz/scope-rule.ts';

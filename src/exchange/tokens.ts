@@ -115,21 +115,55 @@ async function verifyOpaqueToken(value: string, what: string, provider: Provider
   // Only the two access-token models: a refresh token, code or anything else is not found here.
   const at = await provider.AccessToken.find(value);
   if (at) {
-    const t = at as unknown as { accountId?: string; clientId: string; scope?: string; jti: string; grantId?: string; sessionUid?: string; iat?: number; exp?: number; extra?: Record<string, unknown> };
+    const t = at as unknown as { accountId?: string; clientId: string; scope?: string; jti: string; grantId?: string; sessionUid?: string; iat?: number; exp?: number; aud?: string | string[]; extra?: Record<string, unknown> };
     // extra holds what extraTokenClaims (src/oidc/provider.ts) gave the token: gid, sid, and the
     // acr/amr of the sign-in behind it, so an MFA requirement holds for opaque tokens too.
     return {
       format: 'opaque', user: t.accountId, clientId: t.clientId, scope: splitScope(t.scope), jti: t.jti, gid: t.grantId,
       sid: t.sessionUid, iat: t.iat, exp: t.exp, act: obj(t.extra?.act), mayAct: obj(t.extra?.may_act),
-      acr: str(t.extra?.acr), amr: strings(t.extra?.amr),
+      acr: str(t.extra?.acr), amr: strings(t.extra?.amr), aud: t.aud === undefined ? undefined : [t.aud].flat(),
     };
   }
   const cc = await provider.ClientCredentials.find(value);
   if (cc) {
-    const t = cc as unknown as { clientId: string; scope?: string; jti: string; iat?: number; exp?: number };
-    return { format: 'opaque', clientId: t.clientId, scope: splitScope(t.scope), jti: t.jti, iat: t.iat, exp: t.exp };
+    const t = cc as unknown as { clientId: string; scope?: string; jti: string; iat?: number; exp?: number; aud?: string | string[] };
+    return { format: 'opaque', clientId: t.clientId, scope: splitScope(t.scope), jti: t.jti, iat: t.iat, exp: t.exp, aud: t.aud === undefined ? undefined : [t.aud].flat() };
   }
   throw invalidRequest(`${what} is not an active access token from this server`);
+}
+
+/**
+ * Audience binding (docs/authorization.md): Gatehouse's own endpoints take only tokens bound to
+ * Gatehouse — no audience (oidc-provider's opaque tokens without a resource) or the issuer. A token
+ * issued for a registered resource server belongs to that server; refusing it here means the server
+ * cannot replay it to reach the user's rooms, more tokens or the user's data.
+ */
+export function boundToGatehouse(t: VerifiedToken, issuer: string): boolean {
+  return !t.aud?.length || t.aud.every((a) => a === issuer);
+}
+
+export function assertBoundToGatehouse(t: VerifiedToken, what: string, issuer: string): void {
+  if (!boundToGatehouse(t, issuer)) throw invalidRequest(`${what} was issued for another audience (${t.aud!.join(' ')}); present a token issued for this server`);
+}
+
+/** The oidc-provider Grant behind a user's token (its gid), when it still exists and is that user's. */
+export async function originGrant(provider: Provider, t: VerifiedToken) {
+  const grant = t.gid ? await provider.Grant.find(t.gid) : undefined;
+  return grant && grant.accountId === t.user ? grant : undefined;
+}
+
+/** Seconds left before the token, or the grant behind it, ends: a derived token never outlives either. */
+export async function originLifetimeLeft(provider: Provider, t: VerifiedToken): Promise<number> {
+  const now = Math.floor(Date.now() / 1000);
+  const ends = [t.exp];
+  if (t.gid) {
+    const grant = await originGrant(provider, t);
+    if (!grant) throw invalidRequest('the grant behind the token has ended');
+    ends.push(grant.exp);
+  }
+  const left = Math.min(...ends.filter((e): e is number => typeof e === 'number').map((e) => e - now));
+  if (!(left > 0)) throw invalidRequest('the token is expired');
+  return left;
 }
 
 /** Fails closed: a revoked token is refused, and an unreachable revocation store is a 503. */
@@ -166,6 +200,8 @@ export interface ResourceTokenInput {
   mayAct?: Record<string, unknown>;
   /** HS256 shared secret for resources that cannot fetch JWKS; otherwise our ES256 key signs. */
   hs256Secret?: string;
+  /** User claims the resource asked for (roles, permissions: src/authz/scope-rule.ts claimsForResource). */
+  claims?: Record<string, unknown>;
 }
 
 /** An RFC 9068 JWT access token. */
@@ -174,6 +210,7 @@ export async function mintAccessToken(keys: KeyRing, t: ResourceTokenInput): Pro
   const jti = crypto.randomBytes(16).toString('base64url');
   const exp = now + t.ttl;
   const jwt = new SignJWT({
+    ...t.claims,
     client_id: t.clientId,
     scope: t.scope.join(' '),
     ...(t.gid ? { gid: t.gid } : {}),

@@ -18,8 +18,10 @@ import {
   checkAttributes, decideRoom, DELEGATION_ATTRIBUTE_PREFIX, guestParticipant, livekitSettings, mintLivekitToken,
   userParticipant, type LivekitDecision, type Participant,
 } from '../exchange/livekit.ts';
-import { createPolicyStore, intersectScopes, type UserFacts } from '../exchange/policy.ts';
-import { assertNotRevoked, mintAccessToken, verifyIssuedToken, type KeyRing, type VerifiedToken } from '../exchange/tokens.ts';
+import { createPolicyStore, type UserFacts } from '../exchange/policy.ts';
+import { assertBoundToGatehouse, assertNotRevoked, mintAccessToken, originLifetimeLeft, verifyIssuedToken, type KeyRing, type VerifiedToken } from '../exchange/tokens.ts';
+import { clientConsentFor } from '../exchange/consent.ts';
+import { decideScope, ScopeRefused } from '../authz/scope-rule.ts';
 
 type LivekitDeps = Pick<Deps, 'config' | 'db' | 'audit' | 'resources' | 'revocations' | 'keys'> & { provider: () => Provider };
 
@@ -53,16 +55,21 @@ export function createLivekitRouter(deps: LivekitDeps, opts: { rateLimit?: Excha
     return keysFor.ring();
   };
 
-  async function authenticateBearer(ctx: Context): Promise<{ token: VerifiedToken; user: UserFacts } | undefined> {
+  async function authenticateBearer(ctx: Context): Promise<{ token: VerifiedToken; user: UserFacts; lifetimeLeft: number } | undefined> {
     const header = ctx.get('authorization');
     if (!header) return undefined;
     const m = /^Bearer ([A-Za-z0-9._~+/=-]+)$/i.exec(header);
     if (!m) throw new InvalidToken('Authorization must be "Bearer <access token>"', { 'WWW-Authenticate': 'Bearer error="invalid_token"' });
     const provider = deps.provider();
     let token: VerifiedToken;
+    let lifetimeLeft: number;
     try {
       token = await verifyIssuedToken(m[1], 'access token', { provider, issuer, keys: await keyRing(provider) });
+      // Audience binding: a token issued for an MCP server must not let that server join the user's rooms.
+      assertBoundToGatehouse(token, 'access token', issuer);
       await assertNotRevoked(token, 'access token', deps.revocations);
+      // What it mints never outlives the bearer token or the grant behind it.
+      lifetimeLeft = await originLifetimeLeft(provider, token);
     } catch (err) {
       if (err instanceof ExchangeError && err.code === 'invalid_request') {
         throw new InvalidToken(err.message, { 'WWW-Authenticate': `Bearer error="invalid_token", error_description="${err.message}"` });
@@ -75,26 +82,40 @@ export function createLivekitRouter(deps: LivekitDeps, opts: { rateLimit?: Excha
     if (!user?.active) throw new InvalidToken('the user is unknown or disabled', { 'WWW-Authenticate': 'Bearer error="invalid_token"' });
     const clientPolicy = await policy.clientPolicy(token.clientId);
     if (!clientPolicy?.livekit) throw new HttpError(403, 'unauthorized_client', 'the client this token was issued to may not obtain LiveKit tokens');
-    return { token, user };
+    return { token, user, lifetimeLeft };
   }
 
   /** One delegation token per dispatched agent client: may_act = that agent, audience = Gatehouse. */
-  async function delegationAttributes(decision: LivekitDecision, bearer: { token: VerifiedToken; user: UserFacts }) {
+  async function delegationAttributes(decision: LivekitDecision, bearer: { token: VerifiedToken; user: UserFacts; lifetimeLeft: number }) {
     const attrs: Record<string, string> = {};
     for (const agent of decision.agents) {
       const c = agent.client;
       if (!c) continue;
-      // The ceiling of what the agent could ever get for this user: its policy ∩ the user's permissions.
-      const offered = c.scopes ?? (await Promise.all(c.resources.map((r) => deps.resources.findResource(r)))).flatMap((r) => r?.scopes ?? []);
-      const { granted } = intersectScopes({ requested: undefined, subject: offered, resource: offered, permissions: bearer.user.permissions, client: null });
-      if (granted.length === 0) continue;
+      // The ceiling of what the agent could ever get for this user: the one scope rule for each of
+      // its resources, asking for all the agent's policy allows, with the consent of the user's client.
+      const granted = new Set<string>();
+      for (const uri of c.resources) {
+        const resource = await deps.resources.findResource(uri);
+        if (!resource) continue;
+        try {
+          for (const s of decideScope({
+            resource,
+            requested: c.scopes ?? resource.scopes,
+            principal: { kind: 'user', permissions: bearer.user.permissions },
+            consent: await clientConsentFor({ provider: deps.provider(), policy }, bearer.token, resource.uri),
+          })) granted.add(s);
+        } catch (err) {
+          if (!(err instanceof ScopeRefused)) throw err;
+        }
+      }
+      if (granted.size === 0) continue;
       const minted = await mintAccessToken(await keyRing(deps.provider()), {
         issuer,
         audience: issuer,
         sub: bearer.user.id,
         clientId: bearer.token.clientId,
-        scope: granted,
-        ttl: deps.config.LIVEKIT_DELEGATION_TTL,
+        scope: [...granted],
+        ttl: Math.min(deps.config.LIVEKIT_DELEGATION_TTL, bearer.lifetimeLeft),
         gid: bearer.token.gid,
         sid: bearer.token.sid,
         // Issue 7: the user's sign-in strength travels on, so an MFA-only resource takes the agent's exchange.
@@ -137,7 +158,10 @@ export function createLivekitRouter(deps: LivekitDeps, opts: { rateLimit?: Excha
         ...checkAttributes(body.participant_attributes),
         ...(bearer ? await delegationAttributes(decision, bearer) : {}),
       };
-      const { token } = await mintLivekitToken(settings, participant, decision, { participantMetadata: body.participant_metadata, attributes });
+      const { token } = await mintLivekitToken(settings, participant, decision, {
+        participantMetadata: body.participant_metadata, attributes,
+        ...(bearer ? { ttl: bearer.lifetimeLeft } : {}),
+      });
       void deps.audit.record({
         type: 'livekit.connection_details', subject: audit.subject ?? null, clientId: audit.clientId ?? null, ip: ctx.ip,
         requestId: ctx.state.requestId, details: { room: decision.room, guest: audit.guest, agents: audit.agents, identity: participant.identity },

@@ -19,6 +19,8 @@ import { accountClient } from '../account/client.ts';
 import { allowPrivateBackchannel } from './backchannel.ts';
 import { ADMIN_READ_SCOPE, ADMIN_SCOPE, ADMIN_TOKEN_TTL, adminApiUri, adminScopesForClient, adminScopesForPermissions, isAdminApi } from '../admin/api-scopes.ts';
 import { ACR_MFA, ACR_PASSWORD, mfaRequirement, STEP_UP_REASON, type MfaPolicyDeps } from '../mfa/policy.ts';
+import { createPolicyStore, type PolicyStore } from '../exchange/policy.ts';
+import { claimsForResource, decideScope, OIDC_SCOPES, ScopeRefused, splitScope, type ScopeFacts } from '../authz/scope-rule.ts';
 
 export interface ProviderDeps {
   config: Config;
@@ -95,9 +97,57 @@ function adminApiResource(config: Config, accounts: Accounts) {
   };
 }
 
+type TokenSource = { accountId?: string; scope?: string };
+type TokenEntities = { AuthorizationCode?: TokenSource; RefreshToken?: TokenSource; DeviceCode?: TokenSource; Grant?: { getResourceScope(r: string): string } };
+
+/**
+ * The one scope rule (src/authz/scope-rule.ts) at the token endpoint, for a registered resource:
+ * the scope oidc-provider may put in the token (it intersects further with the request and the
+ * grant, which the rule already holds). While authorizing, no principal is known yet: the resource's
+ * scopes are offered and consent asks for them.
+ */
+function resourceScopeAtTokenEndpoint(accounts: Accounts, policy: Pick<PolicyStore, 'clientPolicy'>) {
+  return async function decideResourceScope(ctx: KoaContextWithOIDC, rs: ScopeFacts['resource'], client: { metadata(): Record<string, unknown> }): Promise<string[]> {
+    if (ctx.oidc.route !== 'token') return rs.scopes;
+    const params = ctx.oidc.params as { grant_type?: string; scope?: string } | undefined;
+    let facts: ScopeFacts;
+    if (params?.grant_type === 'client_credentials') {
+      // A client's allowed scopes: its policy's `--scope` (policy client set), the same cap its exchanges have.
+      const allowed = (await policy.clientPolicy(String(client.metadata().client_id)))?.scopes ?? null;
+      facts = { resource: rs, requested: splitScope(params.scope), principal: { kind: 'client', allowed } };
+    } else {
+      const entities = ctx.oidc.entities as TokenEntities;
+      const source = entities.AuthorizationCode ?? entities.RefreshToken ?? entities.DeviceCode;
+      if (!source?.accountId) return rs.scopes;
+      const { permissions } = await accounts.rolesAndPermissions(source.accountId);
+      facts = {
+        resource: rs,
+        requested: splitScope(params?.scope ?? source.scope),
+        principal: { kind: 'user', permissions },
+        // oidc-provider's Grant holds what the user consented to (first-party clients: all that was asked).
+        consent: { scopes: splitScope(entities.Grant?.getResourceScope(rs.uri)) },
+      };
+    }
+    try {
+      const scopes = decideScope(facts);
+      // Client credentials: oidc-provider issues what the request names ∩ the returned scope, so a
+      // request naming none of the resource's scopes is given the defaults the rule chose.
+      const named = new Set(facts.requested);
+      if (params?.grant_type === 'client_credentials' && !rs.scopes.some((s) => named.has(s))) {
+        (ctx.oidc.params as { scope?: string }).scope = [...named, ...scopes].join(' ');
+      }
+      return scopes;
+    } catch (err) {
+      if (err instanceof ScopeRefused) throw new errors.InvalidScope(err.message, (facts.requested ?? []).join(' '));
+      throw err;
+    }
+  };
+}
+
 export function buildProvider(deps: ProviderDeps): Provider {
   const { config, accounts, resources, clients, audit } = deps;
   const adminApiServerInfo = adminApiResource(config, accounts);
+  const decideResourceScope = resourceScopeAtTokenEndpoint(accounts, createPolicyStore(deps.db));
   const secureCookies = config.ISSUER.startsWith('https://');
 
   const configuration: Configuration = {
@@ -122,7 +172,7 @@ export function buildProvider(deps: ProviderDeps): Provider {
     },
     // Standard ID token claims oidc-provider only emits when listed, plus the scope → claims map.
     claims: { acr: null, amr: null, auth_time: null, sid: null, iss: null, ...CLAIMS, openid: ['sub', 'acr', 'amr', 'auth_time', 'sid'] } as never,
-    scopes: ['openid', 'offline_access', 'email', 'profile', 'roles'],
+    scopes: [...OIDC_SCOPES],
     // Authorization code only (with PKCE): OAuth 2.1 and the Security BCP (RFC 9700 §2.1.2) drop the
     // implicit and hybrid flows, which put tokens in the front channel; `none` issues nothing a
     // Gatehouse client wants. Discovery then lists exactly `code` and no `implicit` grant, and
@@ -185,13 +235,17 @@ export function buildProvider(deps: ProviderDeps): Provider {
         enabled: true,
         // No implicit resource: without `resource=` the access token is opaque and only good for userinfo.
         defaultResource: (_ctx, _client, oneOf) => (oneOf ? oneOf : undefined) as never,
-        useGrantedResource: () => true,
+        // Audience binding (docs/authorization.md): a token request without `resource=` after an OpenID
+        // sign-in gets a token bound to Gatehouse (userinfo, token exchange, connection-details); the
+        // resource's token is asked for by naming it (RFC 8707 §2.2), as MCP clients do. A plain
+        // OAuth request (no openid) still gets the one resource it was granted (oidc-provider's rule).
+        useGrantedResource: () => false,
         async getResourceServerInfo(ctx, indicator, client) {
           if (isAdminApi(config.ISSUER, indicator)) return adminApiServerInfo(ctx, client);
           const rs = await resources.findResource(indicator);
           if (!rs) throw new errors.InvalidTarget('resource is not registered with this server');
           return {
-            scope: rs.scopes.join(' '),
+            scope: (await decideResourceScope(ctx, rs, client)).join(' '),
             audience: rs.uri,
             accessTokenTTL: Math.min(rs.accessTokenTtl, config.ACCESS_TOKEN_TTL),
             accessTokenFormat: 'jwt',
@@ -201,6 +255,13 @@ export function buildProvider(deps: ProviderDeps): Provider {
           };
         },
       },
+    },
+    // offline_access per client (docs/authorization.md): a first-party client with the refresh_token
+    // grant gets a refresh token on every login; a third-party client only where the user consented
+    // to offline_access (oidc-provider keeps that scope only with prompt=consent, OIDC Core §11).
+    async issueRefreshToken(_ctx, client, source) {
+      if (!client.grantTypeAllowed('refresh_token')) return false;
+      return client.metadata().first_party === true || source.scopes.has('offline_access');
     },
     // Refresh tokens: rotated on every use; oidc-provider revokes the whole grant when a rotated
     // (consumed) token is presented again — reuse detection.
@@ -228,12 +289,18 @@ export function buildProvider(deps: ProviderDeps): Provider {
     // RFC 9068 §2.2.1: acr and amr of the authentication behind the token (issue 7), taken from the
     // code / refresh token / device code it was issued for, so token exchange can carry them on.
     async extraTokenClaims(ctx, token) {
-      const t = token as unknown as { grantId?: string; sessionUid?: string; kind: string };
+      const t = token as unknown as { grantId?: string; sessionUid?: string; kind: string; clientId?: string; accountId?: string; resourceServer?: { audience?: string } };
+      // RFC 9068 §2.2 / RFC 7662 §2.2: a client's own token has sub = its client id (oidc-provider's
+      // JWT format sets it; this gives opaque client-credentials tokens the same at introspection).
+      if (t.kind === 'ClientCredentials') return t.clientId ? { sub: t.clientId } : undefined;
       if (t.kind !== 'AccessToken') return undefined;
       type Origin = { acr?: string; amr?: string[]; clientId?: string };
       const entities = ctx.oidc.entities as Partial<Record<'AuthorizationCode' | 'RefreshToken' | 'DeviceCode' | 'BackchannelAuthenticationRequest', Origin>>;
       const ciba = entities.BackchannelAuthenticationRequest;
       const origin = entities.AuthorizationCode ?? entities.RefreshToken ?? entities.DeviceCode ?? ciba;
+      // Issue 14: roles/permissions for resources that asked for them (resource create --claims).
+      const audience = t.resourceServer?.audience;
+      const rs = audience && t.accountId && !isAdminApi(config.ISSUER, audience) ? await resources.findResource(audience) : undefined;
       return {
         // Issue 19: a token from an in-call approval acts for the user on the agent's behalf (RFC 8693 §4.1).
         ...(ciba?.clientId ? { act: { sub: ciba.clientId } } : {}),
@@ -241,6 +308,7 @@ export function buildProvider(deps: ProviderDeps): Provider {
         ...(t.sessionUid ? { sid: t.sessionUid } : {}),
         ...(origin?.acr ? { acr: origin.acr } : {}),
         ...(origin?.amr?.length ? { amr: origin.amr } : {}),
+        ...(rs?.claims.length ? claimsForResource(rs, await accounts.rolesAndPermissions(t.accountId!)) : {}),
       };
     },
     clientBasedCORS(_ctx, origin, client) {

@@ -5,6 +5,10 @@ import { z } from 'zod';
 import type { Queryable } from '../store/db.ts';
 import type { SecretBox } from '../crypto/secretbox.ts';
 
+/** User claims a resource may ask for in its access tokens (docs/authorization.md). */
+export const TOKEN_CLAIMS = ['roles', 'permissions'] as const;
+export type TokenClaim = (typeof TOKEN_CLAIMS)[number];
+
 const scopeToken = z.string().regex(/^[\x21\x23-\x5B\x5D-\x7E]+$/, 'scope tokens are printable ASCII without spaces, quotes or backslashes');
 
 export const resourceInput = z.object({
@@ -19,7 +23,11 @@ export const resourceInput = z.object({
   signing: z.enum(['jwks', 'hs256']).default('jwks'),
   /** Issue 7: token exchange for this resource needs a subject signed in with MFA (acr urn:gatehouse:acr:mfa). */
   requireMfa: z.boolean().default(false),
-});
+  /** Issue 14: what a request naming none of its scopes gets (must be among `scopes`); unset = all of them. */
+  defaultScopes: z.array(scopeToken).nullable().default(null),
+  /** Issue 14: user claims its JWT access tokens carry, for servers that authorise without calling back. */
+  claims: z.array(z.enum(TOKEN_CLAIMS)).default([]),
+}).refine((r) => !r.defaultScopes || r.defaultScopes.every((s) => r.scopes.includes(s)), { message: 'default scopes must be among the resource\'s scopes', path: ['defaultScopes'] });
 export type ResourceInput = z.input<typeof resourceInput>;
 
 export interface ResourceServer {
@@ -29,6 +37,8 @@ export interface ResourceServer {
   accessTokenTtl: number;
   signing: 'jwks' | 'hs256';
   requireMfa: boolean;
+  defaultScopes: string[] | null;
+  claims: TokenClaim[];
   createdAt: Date;
 }
 
@@ -40,12 +50,14 @@ interface Row {
   signing: 'jwks' | 'hs256';
   hs256_secret_enc: string | null;
   require_mfa: boolean;
+  default_scopes: string[] | null;
+  token_claims: TokenClaim[];
   created_at: Date;
 }
 
 const toResource = (r: Row): ResourceServer => ({
   uri: r.uri, name: r.name, scopes: r.scopes, accessTokenTtl: r.access_token_ttl, signing: r.signing, requireMfa: r.require_mfa,
-  createdAt: r.created_at,
+  defaultScopes: r.default_scopes, claims: r.token_claims ?? [], createdAt: r.created_at,
 });
 
 /** Both spellings of a URI, with and without one trailing slash. */
@@ -62,9 +74,9 @@ export function createResources(db: Queryable, box: SecretBox) {
       const existing = await db.query('SELECT 1 FROM resource_servers WHERE uri = ANY($1)', [uriVariants(r.uri)]);
       if (existing.rowCount) throw new ResourceExistsError(r.uri);
       const row = await db.query<Row>(
-        `INSERT INTO resource_servers (uri, name, scopes, access_token_ttl, signing, hs256_secret_enc, require_mfa)
-         VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING *`,
-        [r.uri, r.name ?? new URL(r.uri).host, r.scopes, r.accessTokenTtl, r.signing, secret ? box.seal(secret) : null, r.requireMfa],
+        `INSERT INTO resource_servers (uri, name, scopes, access_token_ttl, signing, hs256_secret_enc, require_mfa, default_scopes, token_claims)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING *`,
+        [r.uri, r.name ?? new URL(r.uri).host, r.scopes, r.accessTokenTtl, r.signing, secret ? box.seal(secret) : null, r.requireMfa, r.defaultScopes, r.claims],
       );
       return { resource: toResource(row.rows[0]), hs256Secret: secret };
     },
@@ -75,6 +87,21 @@ export function createResources(db: Queryable, box: SecretBox) {
     async setRequireMfa(uri: string, requireMfa: boolean): Promise<ResourceServer | undefined> {
       const r = await db.query<Row>('UPDATE resource_servers SET require_mfa = $2 WHERE uri = ANY($1) RETURNING *', [uriVariants(uri), requireMfa]);
       return r.rows[0] && toResource(r.rows[0]);
+    },
+    /**
+     * Issue 14: change a resource's default scopes and the claims its tokens carry; undefined when no
+     * such resource. `defaultScopes: null` goes back to all of the resource's scopes.
+     */
+    async updateResource(uri: string, change: { defaultScopes?: string[] | null; claims?: TokenClaim[] }): Promise<ResourceServer | undefined> {
+      const current = (await db.query<Row>('SELECT * FROM resource_servers WHERE uri = ANY($1) LIMIT 1', [uriVariants(uri)])).rows[0];
+      if (!current) return undefined;
+      const next = resourceInput.parse({
+        uri: current.uri, scopes: current.scopes,
+        defaultScopes: change.defaultScopes === undefined ? current.default_scopes : change.defaultScopes,
+        claims: change.claims ?? current.token_claims,
+      });
+      const r = await db.query<Row>('UPDATE resource_servers SET default_scopes = $2, token_claims = $3 WHERE uri = $1 RETURNING *', [current.uri, next.defaultScopes, next.claims]);
+      return toResource(r.rows[0]);
     },
     async deleteResource(uri: string): Promise<boolean> {
       return (await db.query('DELETE FROM resource_servers WHERE uri = ANY($1)', [uriVariants(uri)])).rowCount > 0;

@@ -171,8 +171,12 @@ export async function authorize(gh: { url: string }, authUrl: URL, creds: { emai
 
 export const CALLBACK = 'http://127.0.0.1:8976/callback';
 
-/** Code + PKCE for a client: returns the token response. */
-export async function codeFlow(gh: { url: string }, config: oidc.Configuration, opts: { scope?: string; resource?: string; creds?: { email: string; password: string }; extra?: Record<string, string>; browser?: Browser } = {}) {
+/**
+ * Code + PKCE for a client: returns the token response. With `resource`, the token request names it
+ * too (RFC 8707 §2.2) and the access token is that resource's; `gatehouseToken` leaves it out, so the
+ * access token is bound to Gatehouse while the grant holds the consent for the resource.
+ */
+export async function codeFlow(gh: { url: string }, config: oidc.Configuration, opts: { scope?: string; resource?: string; gatehouseToken?: boolean; creds?: { email: string; password: string }; extra?: Record<string, string>; browser?: Browser } = {}) {
   const verifier = oidc.randomPKCECodeVerifier();
   const state = oidc.randomState();
   const nonce = oidc.randomNonce();
@@ -190,7 +194,8 @@ export async function codeFlow(gh: { url: string }, config: oidc.Configuration, 
   if (!params.scope.includes('offline_access')) delete params.prompt;
   const authUrl = oidc.buildAuthorizationUrl(config, params);
   const { callbackUrl, browser } = await authorize(gh, authUrl, opts.creds ?? ADMIN, opts.browser);
-  const tokens = await oidc.authorizationCodeGrant(config, callbackUrl, { pkceCodeVerifier: verifier, expectedState: state, expectedNonce: nonce });
+  const tokens = await oidc.authorizationCodeGrant(config, callbackUrl, { pkceCodeVerifier: verifier, expectedState: state, expectedNonce: nonce },
+    opts.resource && !opts.gatehouseToken ? { resource: opts.resource } : undefined);
   return { tokens, browser, callbackUrl };
 }
 
@@ -206,4 +211,23 @@ export function raceTally(label: string) {
     },
     print: () => console.log(`${label}: ${JSON.stringify(t)}`),
   };
+}
+
+/**
+ * RFC 8628 as a person does it in a browser: enter the user code, confirm the device, sign in and
+ * allow. Resolves once the "device connected" page shows.
+ */
+export async function approveDevice(gh: { url: string }, userCode: string, creds: { email: string; password: string }, browser = new Browser()) {
+  let step = await browser.follow(`${gh.url}/device`, gh.url);
+  let form = formOf(step.html!);
+  step = await browser.follow(new URL(form.action, gh.url).href, gh.url, { form: { ...form.fields, user_code: userCode } });
+  form = formOf(step.html!);
+  step = await browser.follow(new URL(form.action, gh.url).href, gh.url, { form: form.fields });
+  for (let i = 0; i < 4 && !/device connected/i.test(step.html ?? ''); i++) {
+    const html = step.html ?? '';
+    form = /name="password"/.test(html) ? formOf(html, '/login') : formOf(html, '/confirm');
+    const fields = /name="password"/.test(html) ? { ...form.fields, email: creds.email, password: creds.password } : form.fields;
+    step = await browser.follow(new URL(form.action, gh.url).href, gh.url, { form: fields });
+  }
+  if (!/device connected/i.test(step.html ?? '')) throw new Error(`device sign-in did not finish (${step.res.status}):\n${(step.html ?? '').slice(0, 1500)}`);
 }
