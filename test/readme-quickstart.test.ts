@@ -135,19 +135,24 @@ describe.skipIf(!haveChromium)('README quickstart', () => {
     }
 
     const three = jsonValues((await run(3)).stdout);
-    expect(three.at(-1)).toMatchObject({ token_type: 'Bearer', expires_in: 900, scope: 'tools:read tools:write' });
+    // Issue 14: without resource= at the token endpoint the device's access token is bound to Gatehouse
+    // (exchange and connection-details refuse tokens for a resource server).
+    expect(three.at(-1)).toMatchObject({ token_type: 'Bearer', expires_in: 900, scope: 'openid profile offline_access' });
 
     // 4. LiveKit room token (the README prints the answer without the token itself).
     const four = jsonValues((await run(4)).stdout);
     expect(four[0]).toMatchObject({ livekit: true, resources: ['https://mcp.example.com/mcp'] });
     const lk = four.at(-1);
-    expect(lk).toMatchObject({ issued_token_type: 'urn:gatehouse:token-type:livekit', token_type: 'N_A', expires_in: 900, server_url: LK.url });
+    expect(lk).toMatchObject({ issued_token_type: 'urn:gatehouse:token-type:livekit', token_type: 'N_A', server_url: LK.url });
+    // Never outlives the device's token it came from (issue 14).
+    expect(lk.expires_in).toBeLessThanOrEqual(900);
     expect(lk.participant_identity).toMatch(/^user_/);
     expect(lk.room_name.startsWith(`${lk.participant_identity}_`)).toBe(true);
 
     // 5. The user's MCP token.
     const five = jsonValues((await run(5)).stdout);
-    expect(five.at(-1)).toMatchObject({ issued_token_type: 'urn:ietf:params:oauth:token-type:access_token', token_type: 'Bearer', expires_in: 900, scope: 'tools:read tools:write' });
+    expect(five.at(-1)).toMatchObject({ issued_token_type: 'urn:ietf:params:oauth:token-type:access_token', token_type: 'Bearer', scope: 'tools:read tools:write' });
+    expect(five.at(-1).expires_in).toBeLessThanOrEqual(900);
 
     // 6. Delegation: the agent's token for the user names the agent as actor.
     const six = jsonValues((await run(6)).stdout);
