@@ -150,7 +150,9 @@ describe.each(modes)('private_key_jwt and client_secret_jwt ($mode)', ({ mode, r
 
   it('lets an agent authenticated by key act for a user: its own token as actor_token, then token exchange', async () => {
     const web = await gh.cli('client', 'create', '--name', 'Web', '--redirect-uri', CALLBACK, '--grant', 'authorization_code', '--grant', 'refresh_token');
-    const { tokens } = await codeFlow(gh, await rpConfig(gh, web.client_id, web.client_secret), { resource: MCP, scope: 'openid tools:read' });
+    // The user's own (Gatehouse-bound) token from a grant that consented to MCP (issue 14: a token
+    // for MCP itself is refused as a subject_token).
+    const { tokens } = await codeFlow(gh, await rpConfig(gh, web.client_id, web.client_secret), { resource: MCP, scope: 'openid tools:read', gatehouseToken: true });
     const actor = (await cc(agent.client_id, await assertion(agent.client_id, key, { aud: gh.url }))).body.access_token;
     const signed = await assertion(agent.client_id, key, { aud: gh.url });
     seen.add(signed);

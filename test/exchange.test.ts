@@ -97,7 +97,7 @@ describe('token exchange', () => {
       sub: opaque.tokens.claims()!.sub,
     };
     for (const t of [alice.opaque, alice.consented, alice.refresh, alice.idToken, alice.jwt]) seenTokens.add(t);
-  }, 60_000);
+  }, 180_000);
   afterAll(async () => gh?.close());
 
   describe('LiveKit room tokens', () => {

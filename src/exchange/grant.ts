@@ -214,8 +214,12 @@ export function buildExchangeHandler(provider: Provider, deps: ExchangeDeps) {
         resource: rs,
         requested: p.scope,
         principal: { kind: 'user', permissions: x.user!.permissions },
-        // Acting by policy: only what the user consented to for this resource (checkDelegation).
-        consent: x.consented ? { scopes: x.consented } : await clientConsentFor({ provider, policy: deps.policy }, s, rs.uri),
+        // Acting by policy: only what the user consented to for this resource (checkDelegation). The
+        // client the user signed in to: its exchange policy lists the resource (decideTarget), the
+        // operator's pre-consent. A may_act token's client: decided as connection-details did.
+        consent: x.consented ? { scopes: x.consented }
+          : s.clientId === x.clientId ? 'pre-consented'
+          : await clientConsentFor({ provider, policy: deps.policy }, s, rs.uri),
         limits: [
           { name: "this client's exchange policy", scopes: x.policy!.scopes },
           // A delegation token (may_act) or a delegated one only narrows (DESIGN.md § Audience binding).

@@ -98,7 +98,10 @@ function adminApiResource(config: Config, accounts: Accounts) {
 }
 
 type TokenSource = { accountId?: string; scope?: string };
-type TokenEntities = { AuthorizationCode?: TokenSource; RefreshToken?: TokenSource; DeviceCode?: TokenSource; Grant?: { getResourceScope(r: string): string } };
+type TokenEntities = {
+  AuthorizationCode?: TokenSource; RefreshToken?: TokenSource; DeviceCode?: TokenSource; BackchannelAuthenticationRequest?: TokenSource;
+  Grant?: { getResourceScope(r: string): string };
+};
 
 /**
  * The one scope rule (src/authz/scope-rule.ts) at the token endpoint, for a registered resource:
@@ -117,8 +120,10 @@ function resourceScopeAtTokenEndpoint(accounts: Accounts, policy: Pick<PolicySto
       facts = { resource: rs, requested: splitScope(params.scope), principal: { kind: 'client', allowed } };
     } else {
       const entities = ctx.oidc.entities as TokenEntities;
-      const source = entities.AuthorizationCode ?? entities.RefreshToken ?? entities.DeviceCode;
-      if (!source?.accountId) return rs.scopes;
+      // CIBA (BackchannelAuthenticationRequest) decides the same way once it is enabled.
+      const source = entities.AuthorizationCode ?? entities.RefreshToken ?? entities.DeviceCode ?? entities.BackchannelAuthenticationRequest;
+      // Fail closed: a grant this function does not know has no principal, so no resource scope.
+      if (!source?.accountId) throw new errors.InvalidScope(`no scope of ${rs.uri} can be granted for this grant type`, params?.scope ?? '');
       const { permissions } = await accounts.rolesAndPermissions(source.accountId);
       facts = {
         resource: rs,
