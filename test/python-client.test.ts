@@ -41,8 +41,9 @@ async function setUp(mode: Mode) {
   await gh.cli('policy', 'client', 'set', web.client_id, '--livekit', '--resource', mcp.resource);
   await gh.cli('policy', 'client', 'set', agent.client_id, '--resource', mcp.resource, '--agent-name', AGENT_NAME);
   const config = await rpConfig(gh, web.client_id, web.client_secret);
-  // Bob's token for the MCP server (the subject of resource exchanges: it carries tools:read)…
-  const forMcp = await codeFlow(gh, config, { creds: BOB, resource: mcp.resource, scope: 'openid tools:read' });
+  // The subject of resource exchanges: Bob's own token (audience Gatehouse) from a sign-in that also
+  // consented to the MCP server. Issue 14: a token for the MCP server itself is refused as a subject_token.
+  const forMcp = await codeFlow(gh, config, { creds: BOB, resource: mcp.resource, scope: 'openid tools:read', gatehouseToken: true });
   // …and his session token (audience Gatehouse), which LiveKit exchanges and connection-details take.
   const { tokens } = await codeFlow(gh, config, { creds: BOB, scope: 'openid email profile' });
   // Bob joins a room with the agent dispatched: his participant token carries the delegation token.
