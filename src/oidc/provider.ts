@@ -244,7 +244,8 @@ export function buildProvider(deps: ProviderDeps): Provider {
         // sign-in gets a token bound to Gatehouse (userinfo, token exchange, connection-details); the
         // resource's token is asked for by naming it (RFC 8707 §2.2), as MCP clients do. A plain
         // OAuth request (no openid) still gets the one resource it was granted (oidc-provider's rule).
-        useGrantedResource: () => false,
+        // CIBA: the agent that asked (for the user) at /backchannel wants the resource it named.
+        useGrantedResource: (ctx) => (ctx.oidc.params as { grant_type?: string } | undefined)?.grant_type === 'urn:openid:params:grant-type:ciba',
         async getResourceServerInfo(ctx, indicator, client) {
           if (isAdminApi(config.ISSUER, indicator)) return adminApiServerInfo(ctx, client);
           const rs = await resources.findResource(indicator);
