@@ -150,10 +150,12 @@ describe.skipIf(!run || !haveRedisServer)('revocation with Redis going away (Pos
         const i = await introspect(gh, token);
         expect(i.status, `${gh === a ? 'A' : 'B'} ${token === live.jwt ? 'live' : 'revoked'} ${JSON.stringify(i.body)}`).toBe(503);
         expect(i.body.error).toBe('temporarily_unavailable');
-        const x = await exchange(gh, token);
+        // Exchange and connection-details take the Gatehouse-bound token of the same grant.
+        const gate = token === live.jwt ? live.gate : revoked.gate;
+        const x = await exchange(gh, gate);
         expect(x.status, JSON.stringify(x.body)).toBe(503);
         expect(x.body.error).toBe('temporarily_unavailable');
-        expect(await connectionDetails(gh, token)).toMatchObject({ status: 503, body: { error: 'temporarily_unavailable' } });
+        expect(await connectionDetails(gh, gate)).toMatchObject({ status: 503, body: { error: 'temporarily_unavailable' } });
       }
       const r = await post(gh, '/token', { grant_type: 'refresh_token', refresh_token: live.refresh });
       expect(r.status).toBe(503);
