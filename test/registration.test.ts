@@ -26,6 +26,8 @@ describe('MCP-ready metadata and dynamic client registration (REGISTRATION=open,
   beforeAll(async () => {
     gh = await startTestGatehouse();
     await gh.cli('resource', 'create', '--uri', MCP, '--scope', 'tools:read', '--scope', 'tools:write');
+    // The one scope rule: the signed-in user (ADMIN) must hold the resource's scopes to be given them.
+    await gh.cli('role', 'update', 'admin', '--add', 'tools:read', '--add', 'tools:write');
   });
   afterAll(async () => {
     await gh?.close();

@@ -14,7 +14,7 @@ import type { Accounts } from '../accounts/users.ts';
 import { CLAIMS } from '../accounts/users.ts';
 import { createAdapterFactory, replayDetectionOnce } from './adapter.ts';
 import type { Clients } from './clients.ts';
-import type { Resources } from './resources.ts';
+import { uriVariants, type Resources } from './resources.ts';
 import { accountClient } from '../account/client.ts';
 import { allowPrivateBackchannel } from './backchannel.ts';
 import { ADMIN_READ_SCOPE, ADMIN_SCOPE, ADMIN_TOKEN_TTL, adminApiUri, adminScopesForClient, adminScopesForPermissions, isAdminApi } from '../admin/api-scopes.ts';
@@ -130,7 +130,8 @@ function resourceScopeAtTokenEndpoint(accounts: Accounts, policy: Pick<PolicySto
         requested: splitScope(params?.scope ?? source.scope),
         principal: { kind: 'user', permissions },
         // oidc-provider's Grant holds what the user consented to (first-party clients: all that was asked).
-        consent: { scopes: splitScope(entities.Grant?.getResourceScope(rs.uri)) },
+        // The grant keeps the indicator as the client sent it (a trailing slash or not): read every spelling.
+        consent: { scopes: [...new Set(uriVariants(rs.uri).flatMap((uri) => splitScope(entities.Grant?.getResourceScope(uri))))] },
       };
     }
     try {
