@@ -40,7 +40,8 @@ describe('account data pages', () => {
     'SELECT outcome, client_id FROM audit_events WHERE type = $1 AND subject = $2 ORDER BY id', [type, subject])).rows;
 
   beforeAll(async () => {
-    gh = await startTestGatehouse();
+    // Signs in as ADMIN to test the data pages, not the admin role's MFA requirement (mfa.test.ts has that).
+    gh = await startTestGatehouse({ env: { MFA_REQUIRED_ROLES: 'none' } });
     await gh.cli('user', 'create', '--email', ERIN.email, '--password', ERIN.password, '--name', 'Erin Example');
     await gh.cli('user', 'create', '--email', FRED.email, '--password', FRED.password);
     await gh.cli('resource', 'create', '--uri', RESOURCE, '--scope', 'notes:read');

@@ -34,7 +34,8 @@ describe('admin API', () => {
   }
 
   beforeAll(async () => {
-    gh = await startTestGatehouse();
+    // Signs in as ADMIN to test the API, not the admin role's MFA requirement (mfa.test.ts has that).
+    gh = await startTestGatehouse({ env: { MFA_REQUIRED_ROLES: 'none' } });
     api = `${gh.url}/admin/api`;
     robot = await gh.cli('client', 'create', '--name', 'provisioning robot', '--grant', 'client_credentials');
   });

@@ -32,7 +32,8 @@ describe('admin console', () => {
   let ivyId: string;
 
   beforeAll(async () => {
-    gh = await startTestGatehouse();
+    // Signs in as ADMIN to test the console, not the admin role's MFA requirement (mfa.test.ts has that).
+    gh = await startTestGatehouse({ env: { MFA_REQUIRED_ROLES: 'none' } });
     ivyId = (await gh.cli('user', 'create', '--email', IVY.email, '--password', IVY.password, '--name', 'Ivy')).id;
     await gh.cli('user', 'create', '--email', JO.email, '--password', JO.password);
     await gh.cli('role', 'create', 'auditor', '--permission', 'gatehouse:admin:read');

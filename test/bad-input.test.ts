@@ -8,7 +8,9 @@ let web: { client_id: string; client_secret: string };
 const count = async (table: string) => Number((await gh.deps.db.query<{ n: number }>(`SELECT count(*)::int AS n FROM ${table}`)).rows[0].n);
 
 beforeAll(async () => {
-  gh = await startTestGatehouse();
+  // Signs in as ADMIN and sends floods of malformed requests from one IP: the MFA policy and the
+  // limits would answer before the input checks this suite is about (their own suites test them).
+  gh = await startTestGatehouse({ env: { MFA_REQUIRED_ROLES: 'none', RATE_LIMITS: 'off' } });
   web = await gh.cli('client', 'create', '--name', 'Web', '--redirect-uri', CALLBACK);
 });
 afterAll(async () => gh?.close());

@@ -21,7 +21,8 @@ describe.skipIf(!haveChromium)('login in Chromium', () => {
   const received: URL[] = [];
 
   beforeAll(async () => {
-    gh = await startTestGatehouse();
+    // Signs in as ADMIN to test the browser sign-in, not the admin role's MFA requirement (mfa.test.ts has that).
+    gh = await startTestGatehouse({ env: { MFA_REQUIRED_ROLES: 'none' } });
     // A tiny relying-party callback that records what it receives.
     rp = http.createServer((req, res) => {
       if (req.url!.startsWith('/callback')) received.push(new URL(req.url!, rpUrl));

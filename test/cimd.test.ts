@@ -74,7 +74,8 @@ describe.skipIf(!haveOpenssl)('client ID metadata documents', () => {
     const port = (docs.address() as AddressInfo).port;
     host = `localhost:${port}`;
     origin = `https://${host}`;
-    const env = { CIMD_ALLOWED_HOSTS: `${host},127.0.0.1:${port}`, CIMD_CA_FILE: path.join(dir, 'cert.pem'), CIMD_TIMEOUT_MS: '1000' };
+    // Signs in as ADMIN to test metadata-document clients, not the admin role's MFA requirement.
+    const env = { MFA_REQUIRED_ROLES: 'none', CIMD_ALLOWED_HOSTS: `${host},127.0.0.1:${port}`, CIMD_CA_FILE: path.join(dir, 'cert.pem'), CIMD_TIMEOUT_MS: '1000' };
     gh = await startTestGatehouse({ env: { ...env, CIMD_ALLOW_PRIVATE_ADDRESSES: 'true' } });
     strict = await startTestGatehouse({ env });
   });

@@ -46,7 +46,8 @@ describe.each(modes)('private_key_jwt and client_secret_jwt ($mode)', ({ mode, r
   beforeAll(async () => {
     jwksServer = await startJwksServer();
     // localhost is a loopback address: the outbound guard lets it through only when told to.
-    gh = await startTestGatehouse({ mode, env: { CIMD_ALLOW_PRIVATE_ADDRESSES: 'true', CIMD_CA_FILE: jwksServer.ca, REGISTRATION: 'open' } });
+    // Signs in as ADMIN to test client authentication, not the admin role's MFA requirement (mfa.test.ts has that).
+    gh = await startTestGatehouse({ mode, env: { MFA_REQUIRED_ROLES: 'none', CIMD_ALLOW_PRIVATE_ADDRESSES: 'true', CIMD_CA_FILE: jwksServer.ca, REGISTRATION: 'open' } });
     await gh.cli('resource', 'create', '--uri', MCP, '--scope', 'tools:read', '--scope', 'tools:write');
     await gh.deps.db.query("UPDATE roles SET permissions = permissions || ARRAY['tools:read'] WHERE name = 'admin'");
     key = await clientKey('ES256');
@@ -129,7 +130,7 @@ describe.each(modes)('private_key_jwt and client_secret_jwt ($mode)', ({ mode, r
     // A second node of the same deployment: same issuer, database and Redis, its own port.
     const second = await startTestGatehouse({
       mode, databaseUrl: gh.config.DATABASE_URL, redis: { url: gh.config.REDIS_URL!, prefix: gh.config.REDIS_KEY_PREFIX },
-      env: { ISSUER: gh.url, CIMD_ALLOW_PRIVATE_ADDRESSES: 'true', CIMD_CA_FILE: jwksServer.ca },
+      env: { ISSUER: gh.url, MFA_REQUIRED_ROLES: 'none', CIMD_ALLOW_PRIVATE_ADDRESSES: 'true', CIMD_CA_FILE: jwksServer.ca },
     });
     const nodes = [gh.url, `http://127.0.0.1:${(second.server.address() as AddressInfo).port}`];
     try {

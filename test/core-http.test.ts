@@ -38,7 +38,8 @@ let agent: { client_id: string; client_secret: string };
 
 beforeAll(async () => {
   const log = createLogger('trace', new Writable({ write(chunk, _enc, done) { logged.push(String(chunk)); done(); } }));
-  gh = await startTestGatehouse({ env: { CORS_ORIGINS: APP_ORIGIN }, log });
+  // Signs in as ADMIN to test the HTTP core, not the admin role's MFA requirement (mfa.test.ts has that).
+  gh = await startTestGatehouse({ env: { MFA_REQUIRED_ROLES: 'none', CORS_ORIGINS: APP_ORIGIN }, log });
   web = await gh.cli('client', 'create', '--name', 'Web App', '--redirect-uri', CALLBACK, '--post-logout-redirect-uri', BYE);
   agent = await gh.cli('client', 'create', '--name', 'Agent', '--grant', 'client_credentials');
   await gh.cli('resource', 'create', '--uri', RESOURCE, '--scope', 'tools:read');
@@ -121,7 +122,7 @@ describe('an https issuer (issue 15)', () => {
   const authPath = (clientId: string) => `/auth?${new URLSearchParams({ client_id: clientId, response_type: 'code', scope: 'openid', redirect_uri: CALLBACK, code_challenge: 'x'.repeat(43), code_challenge_method: 'S256' })}`;
 
   it('served over plain HTTP without TRUST_PROXY: a warning with the fix at start, a clear 400 page at sign-in (not 500), HSTS', async () => {
-    const plain = await startTestGatehouse({ env: { ISSUER } });
+    const plain = await startTestGatehouse({ env: { MFA_REQUIRED_ROLES: 'none', ISSUER } });
     try {
       expect(plain.warnings.join('\n')).toMatch(/ISSUER is https:\/\/ but .*set TRUST_PROXY=true/);
       const c = await plain.cli('client', 'create', '--name', 'Web', '--redirect-uri', CALLBACK);
@@ -136,7 +137,7 @@ describe('an https issuer (issue 15)', () => {
   });
 
   it('behind a TLS proxy with TRUST_PROXY=true: no warning, sign-in starts, HSTS', async () => {
-    const proxied = await startTestGatehouse({ env: { ISSUER, TRUST_PROXY: 'true' } });
+    const proxied = await startTestGatehouse({ env: { MFA_REQUIRED_ROLES: 'none', ISSUER, TRUST_PROXY: 'true' } });
     try {
       expect(proxied.warnings.join('\n')).not.toContain('TRUST_PROXY');
       const c = await proxied.cli('client', 'create', '--name', 'Web', '--redirect-uri', CALLBACK);
@@ -419,7 +420,7 @@ describe('refresh tokens: 30 days absolute', () => {
   let capped: TestGatehouse;
   beforeAll(async () => {
     // A short absolute lifetime under a longer sliding one, so the cap shows without waiting.
-    capped = await startTestGatehouse({ env: { REFRESH_TOKEN_TTL: String(7 * 24 * 3600), REFRESH_TOKEN_ABSOLUTE_TTL: '86400' } });
+    capped = await startTestGatehouse({ env: { MFA_REQUIRED_ROLES: 'none', REFRESH_TOKEN_TTL: String(7 * 24 * 3600), REFRESH_TOKEN_ABSOLUTE_TTL: '86400' } });
   });
   afterAll(async () => capped?.close());
 

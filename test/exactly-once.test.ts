@@ -205,7 +205,8 @@ describe.each(modes)('exactly once, one process (%s)', (mode) => {
   let device: Client;
 
   beforeAll(async () => {
-    gh = await startTestGatehouse({ mode, env: { RATE_LIMITS: 'off', DEVICE_POLL_INTERVAL: '2' } });
+    // Signs in as ADMIN; the MFA policy is not what this suite races.
+    gh = await startTestGatehouse({ mode, env: { RATE_LIMITS: 'off', MFA_REQUIRED_ROLES: 'none', DEVICE_POLL_INTERVAL: '2' } });
     await gh.cli('user', 'create', '--email', ALICE.email, '--password', ALICE.password, '--role', 'user', '--verified');
     const web = await gh.cli('client', 'create', '--name', 'Web', '--redirect-uri', CALLBACK, '--grant', 'authorization_code', '--grant', 'refresh_token', '--first-party');
     device = await gh.cli('client', 'create', '--name', 'Speaker', '--grant', DEVICE_GRANT, '--grant', 'refresh_token', '--first-party');

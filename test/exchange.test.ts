@@ -62,7 +62,8 @@ describe('token exchange', () => {
   const lastAuditId = async () => Number((await gh.deps.db.query<{ id: number }>('SELECT coalesce(max(id), 0) AS id FROM audit_events')).rows[0].id);
 
   beforeAll(async () => {
-    gh = await startTestGatehouse({ env: { LIVEKIT_URL: LK.url, LIVEKIT_API_KEY: LK.key, LIVEKIT_API_SECRET: LK.secret } });
+    // More than 60 exchanges a minute for one user: the per-user limit (rate-limit.test.ts) would cut in.
+    gh = await startTestGatehouse({ env: { LIVEKIT_URL: LK.url, LIVEKIT_API_KEY: LK.key, LIVEKIT_API_SECRET: LK.secret, RATE_LIMITS: 'off' } });
     await gh.cli('resource', 'create', '--uri', MCP, '--scope', 'tools:read', '--scope', 'tools:write');
     await gh.cli('resource', 'create', '--uri', OTHER, '--scope', 'data:read');
     legacySecret = (await gh.cli('resource', 'create', '--uri', LEGACY, '--scope', 'tools:read', '--signing', 'hs256')).hs256_secret;

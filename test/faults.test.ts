@@ -45,7 +45,8 @@ describe.runIf(run)('PostgreSQL and Redis outages', () => {
       databaseUrl: pgProxy.url(pg.url),
       redis: { url: redisProxy.url(redis.url), prefix: redis.prefix },
       // Short bounds, so a hung dependency answers quickly here (defaults: 5 s and 2 s).
-      env: { DATABASE_TIMEOUT_MS: '1500', REDIS_TIMEOUT_MS: '500' },
+      // The admin's token comes from a browser sign-in as ADMIN: the admin role's MFA policy is not under test.
+      env: { DATABASE_TIMEOUT_MS: '1500', REDIS_TIMEOUT_MS: '500', MFA_REQUIRED_ROLES: 'none' },
       log: createLogger('warn', new Writable({ write(chunk, _enc, done) { logged.push(String(chunk)); done(); } })),
     });
     const basic = (c: { client_id: string; client_secret: string }) => `Basic ${Buffer.from(`${c.client_id}:${c.client_secret}`).toString('base64')}`;

@@ -23,7 +23,8 @@ describe.each(modes)('OIDC flows ($mode)', ({ mode, run }) => {
   const RESOURCE = 'https://mcp.example.com/mcp';
 
   beforeAll(async () => {
-    gh = await startTestGatehouse({ mode });
+    // Signs in as ADMIN to test the OIDC flows, not the admin role's MFA requirement (mfa.test.ts has that).
+    gh = await startTestGatehouse({ mode, env: { MFA_REQUIRED_ROLES: 'none' } });
     web = await gh.cli('client', 'create', '--name', 'Web App', '--redirect-uri', CALLBACK, '--post-logout-redirect-uri', 'http://127.0.0.1:8976/bye');
     spa = await gh.cli('client', 'create', '--name', 'SPA', '--type', 'public', '--redirect-uri', CALLBACK, '--first-party');
     agent = await gh.cli('client', 'create', '--name', 'Agent', '--grant', 'client_credentials');

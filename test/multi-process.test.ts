@@ -206,7 +206,8 @@ describe('embedded restart', () => {
   it('keeps users, clients, keys, refresh tokens and browser sessions', async () => {
     const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'gh-restart-'));
     try {
-      const first = await startTestGatehouse({ dataDir });
+      // Signs in as ADMIN to test a restart, not the admin role's MFA requirement.
+      const first = await startTestGatehouse({ dataDir, env: { MFA_REQUIRED_ROLES: 'none' } });
       const client = await first.cli('client', 'create', '--name', 'Web', '--redirect-uri', CALLBACK);
       await first.cli('user', 'create', '--email', 'bob@example.com', '--password', 'bob-has-a-long-password');
       const config = await rpConfig(first, client.client_id, client.client_secret);
@@ -217,7 +218,7 @@ describe('embedded restart', () => {
       await first.close();
 
       const port = new URL(url).port;
-      const second = await startTestGatehouse({ dataDir, env: { PORT: port, ISSUER: url } });
+      const second = await startTestGatehouse({ dataDir, env: { MFA_REQUIRED_ROLES: 'none', PORT: port, ISSUER: url } });
       try {
         expect(await (await fetch(`${second.url}/jwks`)).json()).toEqual(jwks1);
         const config2 = await rpConfig(second, client.client_id, client.client_secret);

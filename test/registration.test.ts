@@ -24,7 +24,9 @@ describe('MCP-ready metadata and dynamic client registration (REGISTRATION=open,
   let gh: TestGatehouse;
 
   beforeAll(async () => {
-    gh = await startTestGatehouse();
+    // Registers more clients from one IP than RATE_LIMIT_REGISTER_IP allows (that limit is tested
+    // below) and signs in as ADMIN (the admin role's MFA policy is mfa.test.ts's).
+    gh = await startTestGatehouse({ env: { MFA_REQUIRED_ROLES: 'none', RATE_LIMITS: 'off' } });
     await gh.cli('resource', 'create', '--uri', MCP, '--scope', 'tools:read', '--scope', 'tools:write');
     // The one scope rule: the signed-in user (ADMIN) must hold the resource's scopes to be given them.
     await gh.cli('role', 'update', 'admin', '--add', 'tools:read', '--add', 'tools:write');

@@ -43,9 +43,8 @@ export async function startTestGatehouse(opts: { mode?: Mode; env?: Record<strin
     ADMIN_EMAIL: ADMIN.email,
     ADMIN_PASSWORD: ADMIN.password,
     KEYS_REFRESH_SECONDS: '1',
-    // Issue 7: suites that sign in as ADMIN test other features; the MFA and limit suites turn these back on.
-    MFA_REQUIRED_ROLES: 'none',
-    RATE_LIMITS: 'off',
+    // Production defaults otherwise (issue 20): rate limits, lockouts and the MFA policy are on. A
+    // suite that needs one off passes it in `env`, with its reason beside it.
     ...opts.env,
   };
   if (mode === 'postgres') {
