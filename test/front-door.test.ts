@@ -19,7 +19,8 @@ async function signedIn(gh: TestGatehouse, creds: { email: string; password: str
 describe('front door at /', () => {
   let gh: TestGatehouse;
   beforeAll(async () => {
-    gh = await startTestGatehouse();
+    // Signs in as ADMIN to see the console link, not to test the second factor.
+    gh = await startTestGatehouse({ env: { MFA_REQUIRED_ROLES: 'none' } });
     await gh.cli('user', 'create', '--email', NED.email, '--password', NED.password, '--name', 'Ned', '--role', 'user');
   });
   afterAll(async () => {
