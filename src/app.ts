@@ -162,7 +162,7 @@ async function buildOidcLayer(deps: Deps): Promise<OidcLayer> {
   const provider = buildProvider({
     ...deps, jwks: await deps.keys.privateJwks(),
     extend: (configuration) => {
-      revocationChecks(deps.revocations)(configuration);
+      revocationChecks(deps.revocations, deps)(configuration);
       // Issue 5: dynamic registration, client ID metadata documents, the device flow's pages.
       Object.assign((configuration.features ??= {}), registrationFeatures(deps.config));
       configureCimd(deps)(configuration);

@@ -4,7 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createPgliteDb, type Db } from '../src/store/db.ts';
 import { migrate } from '../src/store/migrate.ts';
 import { createRedisKv, type Kv, type MaxEntry } from '../src/store/kv.ts';
-import { createRevocationStore, hotKey, RevocationUnavailableError, type RevocationEvent, type RevocationService } from '../src/revocation/store.ts';
+import { createRevocationStore, hotKey, jtiDigest, RevocationUnavailableError, type RevocationEvent, type RevocationService } from '../src/revocation/store.ts';
 import { createLogger } from '../src/http/log.ts';
 import { describeEachKv } from './helpers/databases.ts';
 
@@ -217,7 +217,8 @@ describe('revocation store on an unreachable Redis', () => {
     await expect(store.check({ jti: 'x' })).rejects.toBeInstanceOf(RevocationUnavailableError);
     const r = await store.revoke('jti', 'while-down', 60);
     expect(r.hot).toBe(false);
-    expect((await db.query("SELECT 1 FROM revocations WHERE id = 'while-down'")).rows).toHaveLength(1);
+    // A jti is stored as its digest (an opaque token's jti is the token).
+    expect((await db.query('SELECT 1 FROM revocations WHERE id = $1', [jtiDigest('while-down')])).rows).toHaveLength(1);
     await store.close();
     await kv.close();
   });

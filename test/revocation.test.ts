@@ -7,6 +7,7 @@ import { decodeJwt } from 'jose';
 import { Browser, CALLBACK, codeFlow, formOf, rpConfig, startTestGatehouse, type Mode, type TestGatehouse } from './helpers/gatehouse.ts';
 import { servicesFor } from './helpers/databases.ts';
 import { createTokenVerifier, TokenRejectedError } from '@gatehouse/verify';
+import { hashId, jtiDigest } from '../src/revocation/store.ts';
 
 const TX = 'urn:ietf:params:oauth:grant-type:token-exchange';
 const AT = 'urn:ietf:params:oauth:token-type:access_token';
@@ -120,7 +121,8 @@ describe.each(modes)('revocation end to end (%s)', (mode) => {
     // Only that token: the grant's Gatehouse token still exchanges.
     expect((await exchange(u.opaque)).status).toBe(200);
     const rows = (await gh.deps.db.query<{ id: string }>("SELECT id FROM revocations WHERE kind = 'jti'")).rows.map((r) => r.id);
-    expect(rows).toEqual(expect.arrayContaining([decodeJwt(mcp).jti, decodeJwt(u.jwt).jti]));
+    // Stored as digests (an opaque token's jti is its value, which no row may hold).
+    expect(rows).toEqual(expect.arrayContaining([jtiDigest(decodeJwt(mcp).jti!), jtiDigest(decodeJwt(u.jwt).jti!)]));
   });
 
   it('does not let another client revoke a JWT it was not issued', async () => {
@@ -205,29 +207,56 @@ describe.each(modes)('revocation end to end (%s)', (mode) => {
     expect(rows).toEqual([{ reason }]);
   });
 
-  it("token exchange refuses a revoked actor token; revoking the user's grant reaches the delegated token", async () => {
+  it("token exchange refuses a revoked actor token, and revoking it or the user's grant reaches the delegated tokens", async () => {
     const u = await login();
     // The agent's own client-credentials token, bound to Gatehouse (issue 14: one issued for MCP is
     // that server's, and refused as an actor_token).
-    const cc = await form('/token', agent, { grant_type: 'client_credentials' });
-    expect(cc.status, JSON.stringify(cc.body)).toBe(200);
-    const actor = cc.body.access_token as string;
-    const delegate = () => form('/token', agent, { grant_type: TX, subject_token_type: AT, subject_token: u.opaque, actor_token: actor, actor_token_type: AT, resource: MCP });
-    const ok = await delegate();
+    const actorToken = async () => {
+      const cc = await form('/token', agent, { grant_type: 'client_credentials' });
+      expect(cc.status, JSON.stringify(cc.body)).toBe(200);
+      return cc.body.access_token as string;
+    };
+    const delegate = (actor: string) => form('/token', agent, { grant_type: TX, subject_token_type: AT, subject_token: u.opaque, actor_token: actor, actor_token_type: AT, resource: MCP });
+    const actor = await actorToken();
+    const ok = await delegate(actor);
     expect(ok.status, JSON.stringify(ok.body)).toBe(200);
     const delegated = ok.body.access_token as string;
-    expect(decodeJwt(delegated)).toMatchObject({ sub: u.sub, act: { sub: agent.client_id }, gid: decodeJwt(u.jwt).gid });
+    const claims = decodeJwt(delegated);
+    expect(claims).toMatchObject({ sub: u.sub, act: { sub: agent.client_id }, gid: decodeJwt(u.jwt).gid });
+    // Its lineage names both tokens it came from, as digests: opaque token values never travel.
+    expect(claims.ojti).toEqual(expect.arrayContaining([jtiDigest(u.opaque), jtiDigest(actor)]));
+    expect(JSON.stringify(claims)).not.toContain(u.opaque);
+    expect(JSON.stringify(claims)).not.toContain(actor);
 
     expect((await revoke(actor, agent)).status).toBe(200);
     expect(await introspect(actor)).toEqual({ active: false });
-    const refused = await delegate();
+    const refused = await delegate(actor);
     expect(refused.status).toBe(400);
     expect(refused.body).toMatchObject({ error: 'invalid_request', error_description: expect.stringMatching(/^actor_token (has been revoked|is not an active access token)/) });
-    expect((await introspect(u.jwt)).active).toBe(true); // the subject is untouched
-
-    expect((await introspect(delegated)).active).toBe(true);
-    expect((await revoke(u.jwtRefresh)).status).toBe(200);
+    // Revoking the actor token reaches what was exchanged with it; the subject is untouched.
     expect(await introspect(delegated)).toEqual({ active: false });
+    expect((await introspect(u.jwt)).active).toBe(true);
+    // Durably, as a digest: the client-credentials token's value is in no row.
+    const { rows } = await gh.deps.db.query<{ id: string; reason: string }>("SELECT id, reason FROM revocations WHERE kind = 'jti' AND id = $1", [jtiDigest(actor)]);
+    expect(rows).toEqual([{ id: jtiDigest(actor), reason: 'token_revocation' }]);
+    expect((await gh.deps.db.query("SELECT 1 FROM revocations WHERE id = $1", [actor])).rowCount).toBe(0);
+
+    // A fresh actor token delegates again; revoking the user's grant reaches that one too.
+    const again = await delegate(await actorToken());
+    expect(again.status, JSON.stringify(again.body)).toBe(200);
+    expect((await introspect(again.body.access_token)).active).toBe(true);
+    expect((await revoke(u.jwtRefresh)).status).toBe(200);
+    expect(await introspect(again.body.access_token)).toEqual({ active: false });
+  });
+
+  it('a token that says it descends from a revoked one is refused wherever it is checked', async () => {
+    const u = await login();
+    const mcp = await mcpToken(u.opaque);
+    // The exchanged token's lineage holds its subject token; revoking the MCP token by jti does not
+    // touch the subject, and revoking a token by jti reaches every token whose ojti names it.
+    expect(decodeJwt(mcp).ojti).toEqual([jtiDigest(u.opaque)]);
+    expect((await gh.cli('revoke', '--jti', u.opaque))).toMatchObject({ revoked: 'jti' });
+    expect(await introspect(mcp)).toEqual({ active: false });
   });
 
   it('gatehouse revoke --jti | --grant | --session | --user', async () => {
@@ -247,7 +276,8 @@ describe.each(modes)('revocation end to end (%s)', (mode) => {
     // An opaque access token's value is its jti: refused afterwards, and the audit log names it by hash only.
     expect(await gh.cli('revoke', '--jti', w.opaque)).toMatchObject({ revoked: 'jti' });
     expect(await introspect(w.opaque)).toEqual({ active: false });
-    const { rows: audited } = await gh.deps.db.query<{ details: Record<string, unknown> }>("SELECT details FROM audit_events WHERE type = 'admin.revoke' AND details->>'kind' = 'jti' ORDER BY id");
+    const { rows: audited } = await gh.deps.db.query<{ details: Record<string, unknown> }>(
+      "SELECT details FROM audit_events WHERE type = 'admin.revoke' AND details->>'kind' = 'jti' AND details->>'jti_sha256' = ANY($1) ORDER BY id", [[hashId(jti), hashId(w.opaque)]]);
     expect(audited).toHaveLength(2);
     expect(audited.every((r) => typeof r.details.jti_sha256 === 'string' && !('id' in r.details))).toBe(true);
     expect(JSON.stringify(audited)).not.toContain(w.opaque);

@@ -13,7 +13,7 @@ import { assertThat, ExchangeError, insufficientUserAuthentication, invalidReque
 import { splitScope, type ClientPolicy, type PolicyStore, type UserFacts } from './policy.ts';
 import { claimsForResource, decideScope, ScopeRefused } from '../authz/scope-rule.ts';
 import { clientConsentFor, consentedInGrant } from './consent.ts';
-import { assertBoundToGatehouse, assertNotRevoked, mintAccessToken, originLifetimeLeft, verifyIssuedToken, type KeyRing, type VerifiedToken } from './tokens.ts';
+import { assertBoundToGatehouse, assertNotRevoked, lineageOf, mintAccessToken, originLifetimeLeft, verifyIssuedToken, type KeyRing, type VerifiedToken } from './tokens.ts';
 import { decideRoom, LIVEKIT_TOKEN_TYPE, mintLivekitToken, userParticipant, type LivekitSettings } from './livekit.ts';
 
 export const GRANT_TYPE = 'urn:ietf:params:oauth:grant-type:token-exchange';
@@ -247,6 +247,7 @@ export function buildExchangeHandler(provider: Provider, deps: ExchangeDeps) {
       act: x.actor ? { sub: x.clientId, ...(s.act ? { act: s.act } : {}) } : s.act,
       hs256Secret: rs.signing === 'hs256' ? rs.hs256Secret : undefined,
       claims: claimsForResource(rs, x.user!),
+      ojti: lineageOf(s, x.actor),
     });
     return {
       access_token: minted.token,

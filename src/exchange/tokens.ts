@@ -7,7 +7,7 @@ import {
 } from 'jose';
 import type Provider from 'oidc-provider';
 import type { RevocationStore } from '../revocation/store.ts';
-import { RevocationUnavailableError } from '../revocation/store.ts';
+import { jtiDigest, RevocationUnavailableError } from '../revocation/store.ts';
 import { invalidRequest, unavailable } from './errors.ts';
 import { splitScope } from './policy.ts';
 
@@ -29,6 +29,8 @@ export interface VerifiedToken {
   amr?: string[];
   /** JWT access tokens: the audience (the resource it was issued for). */
   aud?: string[];
+  /** Exchanged tokens: digests of the tokens they came from (the `ojti` claim). */
+  ojti?: string[];
 }
 
 /** Our keys, as oidc-provider was built with them: verify with the public halves, sign with ES256. */
@@ -105,6 +107,7 @@ async function verifyJwtAccessToken(value: string, what: string, ctx: { issuer: 
     exp: payload.exp,
     act: obj(payload.act),
     mayAct: obj(payload.may_act),
+    ojti: strings(payload.ojti),
     acr: str(payload.acr),
     amr: strings(payload.amr),
     aud: typeof payload.aud === 'string' ? [payload.aud] : strings(payload.aud),
@@ -170,7 +173,7 @@ export async function originLifetimeLeft(provider: Provider, t: VerifiedToken): 
 export async function assertNotRevoked(t: VerifiedToken, what: string, revocations: RevocationStore): Promise<void> {
   let kind;
   try {
-    kind = await revocations.check({ jti: t.jti, gid: t.gid, sid: t.sid, sub: t.user ?? t.clientId, iat: t.iat });
+    kind = await revocations.check({ jti: t.jti, gid: t.gid, sid: t.sid, sub: t.user ?? t.clientId, iat: t.iat, ojti: t.ojti });
   } catch (err) {
     if (err instanceof RevocationUnavailableError) throw unavailable('revocation status cannot be checked right now; try again');
     throw err;
@@ -202,6 +205,27 @@ export interface ResourceTokenInput {
   hs256Secret?: string;
   /** User claims the resource asked for (roles, permissions: src/authz/scope-rule.ts claimsForResource). */
   claims?: Record<string, unknown>;
+  /** lineageOf() the subject and actor tokens. */
+  ojti?: string[];
+}
+
+/** How many tokens an exchanged token may descend from (subject and actor tokens, through re-exchanges). */
+export const MAX_LINEAGE = 8;
+
+/**
+ * The `ojti` of a token exchanged from `from`: each one's own jti and lineage, as digests (an opaque
+ * token's jti is its value, which must never travel). Revoking any of them by jti reaches the new
+ * token (docs/revocation.md). Longer than MAX_LINEAGE is refused rather than cut, so no revocation
+ * is silently lost.
+ */
+export function lineageOf(...from: (VerifiedToken | undefined)[]): string[] {
+  const ids = new Set<string>();
+  for (const t of from) {
+    for (const o of t?.ojti ?? []) ids.add(jtiDigest(o));
+    if (t?.jti) ids.add(jtiDigest(t.jti));
+  }
+  if (ids.size > MAX_LINEAGE) throw invalidRequest(`the token descends from more than ${MAX_LINEAGE} exchanged tokens; start again from a token issued by sign-in or client credentials`);
+  return [...ids];
 }
 
 /** An RFC 9068 JWT access token. */
@@ -219,6 +243,7 @@ export async function mintAccessToken(keys: KeyRing, t: ResourceTokenInput): Pro
     ...(t.amr ? { amr: t.amr } : {}),
     ...(t.act ? { act: t.act } : {}),
     ...(t.mayAct ? { may_act: t.mayAct } : {}),
+    ...(t.ojti?.length ? { ojti: t.ojti } : {}),
   })
     .setIssuer(t.issuer)
     .setAudience(t.audience)

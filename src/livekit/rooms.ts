@@ -214,7 +214,7 @@ export function createRoomSessionsRouter(deps: { config: Config; rooms: RoomSess
     try {
       const t = await verifyIssuedToken(m[1], 'access token', { provider, issuer: deps.config.ISSUER, keys: await keyRing(provider) });
       if (!t.user || t.act || t.mayAct) throw new InvalidToken("a user's own access token is required", challenge);
-      if (await deps.revocations.check({ jti: t.jti, gid: t.gid, sid: t.sid, sub: t.user, iat: t.iat })) throw new InvalidToken('the access token has been revoked', challenge);
+      if (await deps.revocations.check({ jti: t.jti, gid: t.gid, sid: t.sid, sub: t.user, iat: t.iat, ojti: t.ojti })) throw new InvalidToken('the access token has been revoked', challenge);
       return t.user;
     } catch (err) {
       if (err instanceof RevocationUnavailableError) throw new TemporarilyUnavailable('revocation status cannot be checked right now; try again', { 'Retry-After': '1' });

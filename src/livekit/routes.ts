@@ -19,7 +19,7 @@ import {
   userParticipant, type LivekitDecision, type Participant,
 } from '../exchange/livekit.ts';
 import { createPolicyStore, type UserFacts } from '../exchange/policy.ts';
-import { assertBoundToGatehouse, assertNotRevoked, mintAccessToken, originLifetimeLeft, verifyIssuedToken, type KeyRing, type VerifiedToken } from '../exchange/tokens.ts';
+import { assertBoundToGatehouse, assertNotRevoked, lineageOf, mintAccessToken, originLifetimeLeft, verifyIssuedToken, type KeyRing, type VerifiedToken } from '../exchange/tokens.ts';
 import { clientConsentFor } from '../exchange/consent.ts';
 import { decideScope, ScopeRefused } from '../authz/scope-rule.ts';
 
@@ -122,6 +122,7 @@ export function createLivekitRouter(deps: LivekitDeps, opts: { rateLimit?: Excha
         acr: bearer.token.acr,
         amr: bearer.token.amr,
         mayAct: { sub: c.clientId },
+        ojti: lineageOf(bearer.token),
       });
       attrs[`${DELEGATION_ATTRIBUTE_PREFIX}${agent.agentName}`] = minted.token;
     }

@@ -71,7 +71,7 @@ export function structuredTokenEndpoints(deps: StructuredTokenDeps) {
 
   async function checkOrUnavailable(p: JWTPayload) {
     try {
-      return await deps.revocations.check({ jti: p.jti, gid: str(p.gid), sid: str(p.sid), sub: p.sub, iat: p.iat });
+      return await deps.revocations.check({ jti: p.jti, gid: str(p.gid), sid: str(p.sid), sub: p.sub, iat: p.iat, ojti: strs(p.ojti) });
     } catch (err) {
       if (err instanceof RevocationUnavailableError) throw new TemporarilyUnavailable('revocation status cannot be checked right now; try again', { 'Retry-After': '1' });
       throw err;
@@ -138,3 +138,4 @@ export function structuredTokenEndpoints(deps: StructuredTokenDeps) {
 }
 
 const str = (v: unknown) => (typeof v === 'string' ? v : undefined);
+const strs = (v: unknown) => (Array.isArray(v) ? v.filter((x): x is string => typeof x === 'string') : undefined);

@@ -11,7 +11,7 @@ import type Provider from 'oidc-provider';
 import type { Config } from '../config/index.ts';
 import type { Logger } from '../http/log.ts';
 import { RevocationUnavailableError, type RevocationStore, type RevocationService, type TokenFacts } from './store.ts';
-import { originTtl } from './ttl.ts';
+import { originTtl, remainingTtl } from './ttl.ts';
 
 /** oidc-provider's TemporarilyUnavailable is built as 400; a store we cannot reach is a 503. */
 export function unavailableOidcError(): Error {
@@ -29,6 +29,7 @@ interface ProviderToken {
   accountId?: string;
   clientId?: string;
   iat?: number;
+  exp?: number;
 }
 
 export function factsOfProviderToken(t: ProviderToken): TokenFacts {
@@ -52,8 +53,13 @@ async function isRevoked(revocations: RevocationStore, facts: TokenFacts): Promi
   }
 }
 
-/** provider configuration `extend` hook: the readers. */
-export function revocationChecks(revocations: RevocationStore) {
+/**
+ * provider configuration `extend` hook: the readers, and one writer oidc-provider has no event for
+ * in a request: a client's own (client-credentials) token revoked at /token/revocation goes on the
+ * jti list, so tokens exchanged with it as actor_token (their `ojti`) die with it. A user's access
+ * token needs nothing more: oidc-provider revokes its whole grant (grant.revoked below).
+ */
+export function revocationChecks(revocations: RevocationStore | RevocationService, writes?: { config: Config; log: Logger }) {
   return function configureRevocationChecks(configuration: Configuration) {
     const findAccount = configuration.findAccount!;
     // oidc-provider passes the token when it resolves the account for refresh, code and device-code
@@ -77,10 +83,17 @@ export function revocationChecks(revocations: RevocationStore) {
       ...features.revocation,
       enabled: true,
       // RFC 7009 §2.1: only the client the token was issued to may revoke it (oidc-provider's default, stated).
-      async allowedPolicy(_ctx, client, token) {
-        if ((token as unknown as ProviderToken).clientId === client.clientId) return true;
-        if (client.clientAuthMethod === 'none') return false;
-        throw new errors.InvalidRequest('client is not authorized to revoke the presented token');
+      async allowedPolicy(ctx, client, token) {
+        const t = token as unknown as ProviderToken;
+        if (t.clientId !== client.clientId) {
+          if (client.clientAuthMethod === 'none') return false;
+          throw new errors.InvalidRequest('client is not authorized to revoke the presented token');
+        }
+        if (t.kind === 'ClientCredentials' && t.jti && writes && 'revoke' in revocations) {
+          // Awaited before the response, like every writer (awaitRevocationWrites).
+          track(ctx, revocations.revoke('jti', t.jti, remainingTtl(t.exp, writes.config), { subject: t.clientId, reason: 'token_revocation' }), writes.log, 'jti');
+        }
+        return true;
       },
     };
   };

@@ -31,6 +31,11 @@ export interface TokenFacts {
   sub?: string;
   /** issued-at, seconds */
   iat?: number;
+  /**
+   * Digests (jtiDigest) of the tokens this one was exchanged from (its `ojti` claim): revoking any
+   * of them by jti reaches it (docs/revocation.md).
+   */
+  ojti?: string[];
 }
 
 export type RevocationKind = 'jti' | 'grant' | 'session' | 'user';
@@ -122,9 +127,13 @@ const RETRY_MAX_MS = 5000;
 /** The in-process store is never restarted under a running process. */
 const MEMORY_INCARNATION = 'in-process';
 
-// Opaque token values double as their jti: hash them, so no usable token ever appears in a key name.
+// Opaque token values double as their jti: hash them, so no usable token ever appears in a key name,
+// a durable row or a pub/sub message. A jti is stored and published as its digest, `sha256:<hashId>`.
 export const hashId = (id: string) => crypto.createHash('sha256').update(id).digest('base64url').slice(0, 32);
-export const hotKey = (kind: RevocationKind, id: string) => `revoked:${kind}:${kind === 'jti' ? hashId(id) : id}`;
+const DIGEST = 'sha256:';
+/** The form a jti is stored in (idempotent: a digest stays itself). */
+export const jtiDigest = (id: string) => (id.startsWith(DIGEST) ? id : DIGEST + hashId(id));
+export const hotKey = (kind: RevocationKind, id: string) => `revoked:${kind}:${kind === 'jti' ? jtiDigest(id).slice(DIGEST.length) : id}`;
 
 function withTimeout<T>(p: Promise<T>, ms = HOT_TIMEOUT_MS): Promise<T> {
   let timer: NodeJS.Timeout;
@@ -410,6 +419,7 @@ export function createRevocationStore(kv: Kv, opts: RevocationStoreOptions = {})
   const service: RevocationService = {
     async revoke(kind, id, ttlSeconds, o = {}) {
       if (!REVOCATION_KINDS.includes(kind) || !id) throw new TypeError(`invalid revocation ${kind}:${id}`);
+      if (kind === 'jti') id = jtiDigest(id);
       const at = Math.floor(Date.now() / 1000);
       const ttl = Math.max(1, Math.ceil(ttlSeconds));
       const reason = o.reason ?? 'unspecified';
@@ -459,6 +469,7 @@ export function createRevocationStore(kv: Kv, opts: RevocationStoreOptions = {})
         keys.push(hotKey(kind, id));
       };
       add('jti', f.jti);
+      for (const origin of f.ojti ?? []) add('jti', origin);
       add('grant', f.gid);
       add('session', f.sid);
       add('user', f.sub);
