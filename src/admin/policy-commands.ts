@@ -3,9 +3,12 @@
 //   policy client get|delete <client_id> | policy client list
 //   policy role set <role> [--room PATTERN ...] [--publish] [--subscribe] [--data] [--room-admin] [--require-mfa]
 //   policy role delete <role> | policy role list
+//   policy id-jag set <client_id> --audience ISSUER --target-client-id ID --resource U ... [--scope S ...]
+//   policy id-jag delete <client_id> --audience ISSUER | policy id-jag list [<client_id>]
 // `set` replaces the whole policy: what a flag does not grant is denied.
 import type { Deps } from '../app.ts';
 import { createPolicyStore, splitScope } from '../exchange/policy.ts';
+import { isLoopbackHttp } from '../federation/connections.ts';
 import { adminAudit, CommandError, flag, many, one, parse, splitList, type CommandActor } from './args.ts';
 
 type PolicyCommandDeps = Pick<Deps, 'audit' | 'resources'> & CommandActor;
@@ -91,7 +94,52 @@ const handlers: Record<string, PolicyHandler> = {
     await record(deps, 'admin.policy.role.set', role, { ...saved });
     return saved;
   },
+  /**
+   * ID-JAG (docs/id-jag.md): the other authorization servers this client may get an Identity
+   * Assertion JWT Authorization Grant for. `set` replaces the client's entry for that audience.
+   */
+  async 'policy id-jag'(deps, args) {
+    const [verb, ...rest] = args;
+    const store = policyStore(deps);
+    const { values, positionals } = parse(rest, { audience: one, 'target-client-id': one, resource: many, scope: many });
+    if (verb === 'list') return store.listIdJagTargets(positionals[0]);
+    const clientId = positional(positionals, 'client id');
+    const audience = values.audience;
+    if (!audience) throw new CommandError("--audience is required (the other authorization server's issuer)");
+    if (verb === 'delete') {
+      if (!(await store.deleteIdJagTarget(clientId, audience))) throw new CommandError(`no ID-JAG policy for client ${clientId} and ${audience}`);
+      await record(deps, 'admin.policy.id_jag.delete', clientId, { audience });
+      return { deleted: { client_id: clientId, audience } };
+    }
+    if (verb !== 'set') throw new CommandError('usage: policy id-jag set|delete|list');
+    httpsUrl(audience, '--audience');
+    const targetClientId = values['target-client-id'];
+    if (!targetClientId) throw new CommandError('--target-client-id is required (the client_id this client has at the other server)');
+    const resources = splitList(values.resource);
+    if (!resources.length) throw new CommandError('--resource is required (the resource identifier at the other server, e.g. its MCP server)');
+    for (const uri of resources) httpsUrl(uri, '--resource');
+    const scopes = values.scope ? splitScope(splitList(values.scope).join(' ')) : null;
+    let saved;
+    try {
+      saved = await store.setIdJagTarget({ clientId, audience, targetClientId, resources, scopes });
+    } catch (err) {
+      if (/foreign key/i.test((err as Error).message)) throw new CommandError(`no client ${clientId}`);
+      throw err;
+    }
+    await record(deps, 'admin.policy.id_jag.set', clientId, { audience, target_client_id: targetClientId, resources, scopes });
+    return saved;
+  },
 };
+
+/** Identifiers at another server: https (http only on this machine, for development). */
+function httpsUrl(value: string, option: string) {
+  let ok = false;
+  try {
+    const u = new URL(value);
+    ok = (u.protocol === 'https:' || isLoopbackHttp(value)) && !u.hash;
+  } catch { /* not a URL */ }
+  if (!ok) throw new CommandError(`${option} ${value}: an https:// URL without a fragment (http:// only on a loopback address)`);
+}
 
 export const policyCommands: Record<string, PolicyHandler> = handlers;
 
@@ -100,4 +148,6 @@ export const POLICY_USAGE = [
   '  policy client get|delete CLIENT_ID | policy client list',
   '  policy role set ROLE [--room PATTERN ...] [--publish] [--subscribe] [--data] [--room-admin] [--require-mfa]',
   '  policy role delete ROLE | policy role list',
+  '  policy id-jag set CLIENT_ID --audience ISSUER --target-client-id ID --resource U ... [--scope S ...]',
+  '  policy id-jag delete CLIENT_ID --audience ISSUER | policy id-jag list [CLIENT_ID]',
 ];

@@ -78,8 +78,9 @@ interface Exchange {
   consented?: string[];
 }
 
-const one = (v: unknown) => (typeof v === 'string' && v !== '' ? v : undefined);
-const many = (v: unknown) => (Array.isArray(v) ? v : v === undefined || v === '' ? [] : [v]).map(String).filter(Boolean);
+/** A form parameter given once, and one that may repeat (oidc-provider gives an array then). */
+export const one = (v: unknown) => (typeof v === 'string' && v !== '' ? v : undefined);
+export const many = (v: unknown) => (Array.isArray(v) ? v : v === undefined || v === '' ? [] : [v]).map(String).filter(Boolean);
 
 function readParams(ctx: KoaContextWithOIDC): Params {
   const p = ctx.oidc.params as Record<string, unknown>;
@@ -91,7 +92,7 @@ function readParams(ctx: KoaContextWithOIDC): Params {
   else assertThat(!one(p.actor_token_type), invalidRequest('actor_token_type given without actor_token'));
   const requestedTokenType = one(p.requested_token_type) ?? ACCESS_TOKEN_TYPE;
   assertThat(requestedTokenType === ACCESS_TOKEN_TYPE || requestedTokenType === LIVEKIT_TOKEN_TYPE,
-    invalidRequest(`unsupported requested_token_type; use ${ACCESS_TOKEN_TYPE} or ${LIVEKIT_TOKEN_TYPE}`));
+    invalidRequest(`unsupported requested_token_type; use ${ACCESS_TOKEN_TYPE}, ${LIVEKIT_TOKEN_TYPE} or urn:ietf:params:oauth:token-type:id-jag`));
   return {
     subjectToken,
     actorToken,
@@ -107,6 +108,14 @@ function readParams(ctx: KoaContextWithOIDC): Params {
 }
 
 const namesIn = (v: unknown) => (Array.isArray(v) ? v.map(String) : typeof v === 'string' ? [v] : []);
+
+/** The user behind a subject token, refused when the token is revoked or the user unknown or disabled. */
+export async function activeSubjectUser(deps: Pick<ExchangeDeps, 'revocations' | 'policy'>, subject: VerifiedToken): Promise<UserFacts> {
+  await assertNotRevoked(subject, 'subject_token', deps.revocations);
+  const user = await deps.policy.user(subject.user!);
+  assertThat(user?.active, invalidRequest('the subject_token user is unknown or disabled'));
+  return user;
+}
 
 export function buildExchangeHandler(provider: Provider, deps: ExchangeDeps) {
   const issuer = deps.config.ISSUER;
@@ -125,9 +134,7 @@ export function buildExchangeHandler(provider: Provider, deps: ExchangeDeps) {
   }
 
   async function checkSubjectNotRevoked(x: Exchange) {
-    await assertNotRevoked(x.subject!, 'subject_token', deps.revocations);
-    x.user = await deps.policy.user(x.subject!.user!);
-    assertThat(x.user?.active, invalidRequest('the subject_token user is unknown or disabled'));
+    x.user = await activeSubjectUser(deps, x.subject!);
   }
 
   async function verifyActorToken(x: Exchange) {
@@ -345,7 +352,11 @@ export function buildExchangeHandler(provider: Provider, deps: ExchangeDeps) {
 }
 
 type ExchangeState = { exchangeAudited?: boolean };
-interface Refusal {
+/** The request has its audit event (or its limiter's): auditProviderRefusal records nothing more. */
+export function markAudited(ctx: KoaContextWithOIDC) {
+  (ctx.state as ExchangeState).exchangeAudited = true;
+}
+export interface Refusal {
   code: string;
   message: string;
 }
@@ -355,7 +366,7 @@ interface Refusal {
  * error message echoes one). undefined for a rate-limit refusal (429), which the limiter audits once
  * per window rather than once per request, so a flood cannot fill the log.
  */
-function asRefusal(err: unknown): Refusal | undefined {
+export function asRefusal(err: unknown): Refusal | undefined {
   if (err instanceof ExchangeError) return { code: err.code, message: err.message };
   const e = err as { status?: number; statusCode?: number; error?: string; error_description?: string; message?: string } | undefined;
   const status = e?.statusCode ?? e?.status;

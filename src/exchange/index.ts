@@ -8,11 +8,13 @@ import { buildExchangeHandler, GRANT_TYPE, noRateLimit, PARAMETERS, REPEATABLE, 
 import { livekitSettings } from './livekit.ts';
 import { createPolicyStore } from './policy.ts';
 import { buildKeyRing, type KeyRing } from './tokens.ts';
+import { buildIdJagIssuer, isIdJagRequest } from './id-jag.ts';
 
 export { GRANT_TYPE, ACCESS_TOKEN_TYPE, type ExchangeRateLimit } from './grant.ts';
 export { LIVEKIT_TOKEN_TYPE } from './livekit.ts';
+export { ID_JAG_TOKEN_TYPE } from './id-jag.ts';
 
-type ExchangeAppDeps = Pick<Deps, 'config' | 'db' | 'audit' | 'resources' | 'revocations' | 'keys'>;
+type ExchangeAppDeps = Pick<Deps, 'config' | 'db' | 'audit' | 'resources' | 'revocations' | 'keys' | 'accounts'>;
 
 /** Key ring built once per provider instance, on first use; rebuilt after a failure. */
 export function lazyKeyRing(deps: Pick<Deps, 'keys'>): () => Promise<KeyRing> {
@@ -25,7 +27,7 @@ export function lazyKeyRing(deps: Pick<Deps, 'keys'>): () => Promise<KeyRing> {
 }
 
 export function registerTokenExchange(provider: Provider, deps: ExchangeAppDeps, opts: { rateLimit?: ExchangeRateLimit } = {}): void {
-  const { tokenExchangeGrant, auditProviderRefusal } = buildExchangeHandler(provider, {
+  const exchangeDeps = {
     config: deps.config,
     audit: deps.audit,
     resources: deps.resources,
@@ -34,10 +36,13 @@ export function registerTokenExchange(provider: Provider, deps: ExchangeAppDeps,
     keyRing: lazyKeyRing(deps),
     livekit: livekitSettings(deps.config),
     rateLimit: opts.rateLimit ?? noRateLimit,
-  });
+  };
+  const { tokenExchangeGrant, auditProviderRefusal } = buildExchangeHandler(provider, exchangeDeps);
+  // ID-JAG (docs/id-jag.md): the same grant, asked for requested_token_type=...:id-jag.
+  const idJagExchange = buildIdJagIssuer(provider, { ...exchangeDeps, accounts: deps.accounts });
   provider.registerGrantType(GRANT_TYPE, async function tokenExchange(ctx: KoaContextWithOIDC) {
     try {
-      await tokenExchangeGrant(ctx);
+      await (isIdJagRequest(ctx) ? idJagExchange(ctx) : tokenExchangeGrant(ctx));
     } catch (err) {
       // One place turns exchange refusals into oidc-provider's RFC 6749 §5.2 error responses.
       throw err instanceof ExchangeError ? toOidcError(err) : err;

@@ -18,6 +18,22 @@ export interface ClientPolicy {
   agentName: string | null;
 }
 
+/**
+ * ID-JAG (migrations/013_id_jag.sql): another authorization server this client may get an Identity
+ * Assertion JWT Authorization Grant for. Deny by default: no target, no ID-JAG.
+ */
+export interface IdJagTarget {
+  clientId: string;
+  /** The target authorization server's issuer identifier: the ID-JAG's `aud`. */
+  audience: string;
+  /** The client's identifier at that server: the ID-JAG's `client_id`. */
+  targetClientId: string;
+  /** Resource identifiers at that server the client may name. */
+  resources: string[];
+  /** Scopes it may ask for there; null = the requested scopes go through (the target server decides). */
+  scopes: string[] | null;
+}
+
 export interface RolePolicy {
   role: string;
   /** Globs over room names: `*` any run of characters, `{identity}` and `{sub}` placeholders. */
@@ -51,6 +67,10 @@ export interface PolicyStore {
   setRolePolicy(p: RolePolicy): Promise<RolePolicy>;
   deleteRolePolicy(role: string): Promise<boolean>;
   listRolePolicies(): Promise<RolePolicy[]>;
+  idJagTarget(clientId: string, audience: string): Promise<IdJagTarget | undefined>;
+  setIdJagTarget(t: IdJagTarget): Promise<IdJagTarget>;
+  deleteIdJagTarget(clientId: string, audience: string): Promise<boolean>;
+  listIdJagTargets(clientId?: string): Promise<IdJagTarget[]>;
 }
 
 interface ClientRow {
@@ -60,6 +80,13 @@ interface RoleRow {
   role: string; room_patterns: string[]; can_publish: boolean; can_subscribe: boolean; can_publish_data: boolean; room_admin: boolean;
   require_mfa: boolean;
 }
+
+interface IdJagRow {
+  client_id: string; audience: string; target_client_id: string; resources: string[]; scopes: string[] | null;
+}
+const toIdJag = (r: IdJagRow): IdJagTarget => ({
+  clientId: r.client_id, audience: r.audience, targetClientId: r.target_client_id, resources: r.resources, scopes: r.scopes,
+});
 
 const toClient = (r: ClientRow): ClientPolicy => ({
   clientId: r.client_id, livekit: r.livekit, resources: r.resources, scopes: r.scopes, mayAct: r.may_act, agentName: r.agent_name,
@@ -136,6 +163,29 @@ export function createPolicyStore(db: Queryable): PolicyStore {
     },
     async listRolePolicies() {
       return (await db.query<RoleRow>('SELECT * FROM livekit_role_policies ORDER BY role')).rows.map(toRole);
+    },
+    async idJagTarget(clientId, audience) {
+      const r = await db.query<IdJagRow>('SELECT * FROM exchange_id_jag_targets WHERE client_id = $1 AND audience = $2', [clientId, audience]);
+      return r.rows[0] && toIdJag(r.rows[0]);
+    },
+    async setIdJagTarget(t) {
+      const r = await db.query<IdJagRow>(
+        `INSERT INTO exchange_id_jag_targets (client_id, audience, target_client_id, resources, scopes)
+         VALUES ($1, $2, $3, $4, $5)
+         ON CONFLICT (client_id, audience) DO UPDATE SET target_client_id = $3, resources = $4, scopes = $5, updated_at = now()
+         RETURNING *`,
+        [t.clientId, t.audience, t.targetClientId, t.resources, t.scopes],
+      );
+      return toIdJag(r.rows[0]);
+    },
+    async deleteIdJagTarget(clientId, audience) {
+      return (await db.query('DELETE FROM exchange_id_jag_targets WHERE client_id = $1 AND audience = $2', [clientId, audience])).rowCount > 0;
+    },
+    async listIdJagTargets(clientId) {
+      const r = clientId
+        ? await db.query<IdJagRow>('SELECT * FROM exchange_id_jag_targets WHERE client_id = $1 ORDER BY audience', [clientId])
+        : await db.query<IdJagRow>('SELECT * FROM exchange_id_jag_targets ORDER BY client_id, audience');
+      return r.rows.map(toIdJag);
     },
   };
 }

@@ -114,6 +114,53 @@ async function verifyJwtAccessToken(value: string, what: string, ctx: { issuer: 
   };
 }
 
+/**
+ * An OpenID Connect ID token Gatehouse issued to `clientId` (OIDC Core §3.1.3.7: iss, aud naming the
+ * client, azp when there are several audiences, exp). ID-JAG's subject token (docs/id-jag.md).
+ */
+export async function verifyIdToken(value: string, what: string, ctx: { issuer: string; keys: KeyRing; clientId: string }): Promise<VerifiedToken & { authTime?: number }> {
+  if (!isJwt(value)) throw invalidRequest(`${what} is not an ID token`);
+  let typ: string | undefined;
+  try {
+    typ = decodeProtectedHeader(value).typ?.toLowerCase();
+  } catch {
+    throw invalidRequest(`${what} is malformed`);
+  }
+  // An access token or an ID-JAG (typed JWTs, RFC 8725 §3.11) is not an ID token.
+  if (typ && typ !== 'jwt') throw invalidRequest(`${what} is not an ID token`);
+  let payload: JWTPayload;
+  try {
+    ({ payload } = await jwtVerify(value, ctx.keys.verifyKeys, { issuer: ctx.issuer, algorithms: ['ES256', 'RS256'], requiredClaims: ['exp', 'iat', 'sub', 'aud'] }));
+  } catch (err) {
+    if (err instanceof joseErrors.JWTExpired) throw invalidRequest(`${what} is expired`);
+    if (err instanceof joseErrors.JWTClaimValidationFailed && err.claim === 'iss') throw invalidRequest(`${what} was not issued by this server`);
+    throw invalidRequest(`${what} is not a valid ID token from this server`);
+  }
+  const aud = typeof payload.aud === 'string' ? [payload.aud] : strings(payload.aud) ?? [];
+  // The ID-JAG draft (§ Token Exchange, processing rules): the assertion's audience is the client making the request.
+  if (!aud.includes(ctx.clientId) || (aud.length > 1 && payload.azp !== ctx.clientId)) throw invalidRequest(`${what} was issued to another client`);
+  return {
+    format: 'jwt', user: payload.sub, clientId: ctx.clientId, scope: [], sid: str(payload.sid), iat: payload.iat, exp: payload.exp,
+    acr: str(payload.acr), amr: strings(payload.amr), authTime: typeof payload.auth_time === 'number' ? payload.auth_time : undefined,
+  };
+}
+
+/**
+ * A refresh token Gatehouse issued to `clientId`, checked as the refresh_token grant would: its own,
+ * unexpired, not yet rotated, its grant still there. ID-JAG's other subject token (draft § Token Exchange).
+ */
+export async function verifyRefreshToken(value: string, what: string, ctx: { provider: Provider; clientId: string }): Promise<VerifiedToken & { authTime?: number }> {
+  const rt = await ctx.provider.RefreshToken.find(value);
+  const t = rt as unknown as { accountId?: string; clientId: string; scope?: string; jti: string; grantId?: string; sessionUid?: string; iat?: number; exp?: number; acr?: string; amr?: string[]; authTime?: number; consumed?: unknown; isValid?: boolean } | undefined;
+  if (!t || !t.isValid) throw invalidRequest(`${what} is not an active refresh token from this server`);
+  if (t.clientId !== ctx.clientId) throw invalidRequest(`${what} was issued to another client`);
+  if (!t.grantId || !(await ctx.provider.Grant.find(t.grantId))) throw invalidRequest('the grant behind the refresh token has ended');
+  return {
+    format: 'opaque', user: t.accountId, clientId: t.clientId, scope: splitScope(t.scope), jti: t.jti, gid: t.grantId, sid: t.sessionUid,
+    iat: t.iat, exp: t.exp, acr: t.acr, amr: t.amr, authTime: t.authTime,
+  };
+}
+
 async function verifyOpaqueToken(value: string, what: string, provider: Provider): Promise<VerifiedToken> {
   // Only the two access-token models: a refresh token, code or anything else is not found here.
   const at = await provider.AccessToken.find(value);
@@ -226,6 +273,49 @@ export function lineageOf(...from: (VerifiedToken | undefined)[]): string[] {
   }
   if (ids.size > MAX_LINEAGE) throw invalidRequest(`the token descends from more than ${MAX_LINEAGE} exchanged tokens; start again from a token issued by sign-in or client credentials`);
   return [...ids];
+}
+
+export interface IdJagInput {
+  issuer: string;
+  sub: string;
+  /** The target authorization server's issuer. */
+  audience: string;
+  /** The client's identifier at the target server. */
+  clientId: string;
+  resource: string;
+  scope: string[];
+  ttl: number;
+  authTime?: number;
+  acr?: string;
+  amr?: string[];
+  email?: string;
+  emailVerified?: boolean;
+}
+
+/** An Identity Assertion JWT Authorization Grant (docs/id-jag.md: claims of the ID-JAG draft § 3.1). */
+export async function mintIdJag(keys: KeyRing, t: IdJagInput): Promise<{ token: string; jti: string; exp: number }> {
+  const now = Math.floor(Date.now() / 1000);
+  const jti = crypto.randomBytes(16).toString('base64url');
+  const exp = now + t.ttl;
+  const token = await new SignJWT({
+    client_id: t.clientId,
+    resource: t.resource,
+    ...(t.scope.length ? { scope: t.scope.join(' ') } : {}),
+    ...(t.authTime ? { auth_time: t.authTime } : {}),
+    ...(t.acr ? { acr: t.acr } : {}),
+    ...(t.amr?.length ? { amr: t.amr } : {}),
+    // RECOMMENDED by the draft, for the target server's subject resolution (linking, JIT provisioning).
+    ...(t.email ? { email: t.email, email_verified: t.emailVerified === true } : {}),
+  })
+    .setProtectedHeader({ alg: 'ES256', typ: 'oauth-id-jag+jwt', kid: keys.es256.kid })
+    .setIssuer(t.issuer)
+    .setSubject(t.sub)
+    .setAudience(t.audience)
+    .setJti(jti)
+    .setIssuedAt(now)
+    .setExpirationTime(exp)
+    .sign(keys.es256.key);
+  return { token, jti, exp };
 }
 
 /** An RFC 9068 JWT access token. */

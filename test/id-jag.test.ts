@@ -1,0 +1,149 @@
+// Issue 19, part 2: the Identity Assertion JWT Authorization Grant (ID-JAG) between two Gatehouses,
+// as the MCP specification's enterprise-managed authorization uses it. `idp` is the enterprise's
+// IdP: the user signs in there and the MCP client exchanges the ID token for an ID-JAG (RFC 8693).
+// `as` is the MCP server's authorization server: it trusts idp through an enterprise connection
+// and redeems the ID-JAG (RFC 7523 jwt-bearer) for an access token to the MCP server.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createRemoteJWKSet, decodeJwt, decodeProtectedHeader, jwtVerify } from 'jose';
+import { CALLBACK, codeFlow, rpConfig, startTestGatehouse, type TestGatehouse } from './helpers/gatehouse.ts';
+import { expectNoTokensInAudit } from './helpers/audit.ts';
+import { postForm } from './helpers/client-auth.ts';
+
+const TX = 'urn:ietf:params:oauth:grant-type:token-exchange';
+const ID_JAG = 'urn:ietf:params:oauth:token-type:id-jag';
+const ID_TOKEN = 'urn:ietf:params:oauth:token-type:id_token';
+const REFRESH = 'urn:ietf:params:oauth:token-type:refresh_token';
+const AT = 'urn:ietf:params:oauth:token-type:access_token';
+// The MCP server's authorization server is a second Gatehouse; its issuer is known once it listens.
+const MCP = 'https://mcp.chat.example/mcp';
+const FRANK = { email: 'frank@initech.test', password: 'frank has a long password' };
+
+type Client = { client_id: string; client_secret: string };
+const seenTokens = new Set<string>();
+
+/** POST /token as `client` (client_secret_basic); a parameter given as [] is left out. */
+async function tokenRequest(gh: { url: string }, client: Client, params: Record<string, string | never[]>) {
+  const form = Object.fromEntries(Object.entries(params).filter((e): e is [string, string] => typeof e[1] === 'string'));
+  const res = await postForm(`${gh.url}/token`, { method: 'client_secret_basic', clientId: client.client_id, secret: client.client_secret }, form);
+  for (const t of [form.subject_token, form.assertion, res.body.access_token, res.body.refresh_token]) if (typeof t === 'string') seenTokens.add(t);
+  return res;
+}
+
+let idp: TestGatehouse;
+/** The MCP client as registered at the IdP (signs users in, exchanges for ID-JAGs). */
+let app: Client;
+/** Another client at the IdP, with no ID-JAG policy. */
+let plain: Client;
+/** The issuer of the MCP server's authorization server (a second Gatehouse, per suite below). */
+const AS_ISSUER = 'http://127.0.0.1:1/';
+let frank: { idToken: string; refresh: string; accessToken: string; sub: string };
+
+beforeAll(async () => {
+  idp = await startTestGatehouse();
+  await idp.cli('user', 'create', '--email', FRANK.email, '--password', FRANK.password, '--name', 'Frank', '--verified');
+  const grants = ['--grant', 'authorization_code', '--grant', 'refresh_token', '--grant', TX];
+  app = await idp.cli('client', 'create', '--name', 'Chat MCP client', '--redirect-uri', CALLBACK, '--first-party', ...grants);
+  plain = await idp.cli('client', 'create', '--name', 'Plain app', '--redirect-uri', CALLBACK, '--first-party', ...grants);
+  const signedIn = await codeFlow(idp, await rpConfig(idp, app.client_id, app.client_secret), { creds: FRANK });
+  frank = { idToken: signedIn.tokens.id_token!, refresh: signedIn.tokens.refresh_token!, accessToken: signedIn.tokens.access_token, sub: signedIn.tokens.claims()!.sub };
+  seenTokens.add(frank.idToken).add(frank.refresh).add(frank.accessToken);
+}, 60_000);
+afterAll(async () => idp?.close());
+
+const idJagRequest = (client: Client, params: Record<string, string | never[]> = {}) => tokenRequest(idp, client, {
+  grant_type: TX, requested_token_type: ID_JAG, subject_token: frank.idToken, subject_token_type: ID_TOKEN,
+  audience: AS_ISSUER, resource: MCP, scope: 'chat.read chat.history', ...params,
+});
+
+describe('ID-JAG: Gatehouse as the enterprise IdP', () => {
+  beforeAll(async () => {
+    await idp.cli('policy', 'id-jag', 'set', app.client_id, '--audience', AS_ISSUER, '--target-client-id', 'chat-client-at-as',
+      '--resource', MCP, '--scope', 'chat.read', '--scope', 'chat.history');
+  });
+
+  it("exchanges the user's ID token for a signed ID-JAG addressed to the other authorization server", async () => {
+    const { status, body } = await idJagRequest(app);
+    expect(status, JSON.stringify(body)).toBe(200);
+    expect(body).toMatchObject({ issued_token_type: ID_JAG, token_type: 'N_A', scope: 'chat.read chat.history' });
+    expect(body.expires_in).toBeGreaterThan(0);
+    expect(body.expires_in).toBeLessThanOrEqual(300);
+    expect(body.refresh_token).toBeUndefined();
+    expect(decodeProtectedHeader(body.access_token)).toMatchObject({ typ: 'oauth-id-jag+jwt', alg: 'ES256' });
+    // Signed with the IdP's published keys.
+    const { payload } = await jwtVerify(body.access_token, createRemoteJWKSet(new URL(`${idp.url}/jwks`)), { typ: 'oauth-id-jag+jwt' });
+    expect(payload).toMatchObject({
+      iss: idp.url, sub: frank.sub, aud: AS_ISSUER, client_id: 'chat-client-at-as', resource: MCP, scope: 'chat.read chat.history',
+      email: FRANK.email, email_verified: true, amr: ['pwd'],
+    });
+    expect(payload.jti).toEqual(expect.any(String));
+    expect(payload.exp! - payload.iat!).toBe(body.expires_in);
+    expect(typeof payload.auth_time).toBe('number');
+    const [row] = (await idp.deps.db.query<{ outcome: string; subject: string; client_id: string; details: any }>(
+      "SELECT outcome, subject, client_id, details FROM audit_events WHERE type = 'token.exchange' ORDER BY id DESC LIMIT 1")).rows;
+    expect(row).toMatchObject({ outcome: 'success', subject: frank.sub, client_id: app.client_id,
+      details: { target_type: 'id-jag', target: AS_ISSUER, resource: MCP, target_client_id: 'chat-client-at-as', scopes: ['chat.read', 'chat.history'] } });
+  });
+
+  it('narrows the scope to the policy, and gives all of it when none is asked', async () => {
+    expect((await idJagRequest(app, { scope: 'chat.read chat.delete' })).body.scope).toBe('chat.read');
+    const all = await idJagRequest(app, { scope: [] });
+    expect(all.body.scope).toBe('chat.read chat.history');
+    expect(decodeJwt(all.body.access_token).scope).toBe('chat.read chat.history');
+  });
+
+  it('takes a refresh token of the same client as the subject token', async () => {
+    const { status, body } = await idJagRequest(app, { subject_token: frank.refresh, subject_token_type: REFRESH });
+    expect(status, JSON.stringify(body)).toBe(200);
+    expect(decodeJwt(body.access_token)).toMatchObject({ sub: frank.sub, aud: AS_ISSUER });
+  });
+
+  it('refuses what the policy or the subject token does not allow, each with its own error, and audits it', async () => {
+    const since = Number((await idp.deps.db.query<{ id: number }>('SELECT coalesce(max(id), 0) AS id FROM audit_events')).rows[0].id);
+    const cases: [Client, Record<string, string | never[]>, string, RegExp][] = [
+      [plain, {}, 'unauthorized_client', /no ID-JAG policy/],
+      [app, { audience: 'https://elsewhere.example/' }, 'invalid_target', /for this audience/],
+      [app, { resource: 'https://mcp.chat.example/other' }, 'invalid_target', /for this resource/],
+      [app, { audience: [] }, 'invalid_target', /audience is required/],
+      [app, { resource: [] }, 'invalid_target', /resource is required/],
+      [app, { scope: 'chat.delete' }, 'invalid_scope', /ID-JAG policy allows none of chat.delete/],
+      // The ID token must be this client's (the draft: the assertion's audience is the requesting client).
+      [app, { subject_token: await otherClientsIdToken() }, 'invalid_request', /issued to another client/],
+      // An access token is not an identity assertion.
+      [app, { subject_token: frank.accessToken }, 'invalid_request', /not an ID token/],
+      [app, { subject_token_type: AT }, 'invalid_request', /subject_token_type must be/],
+      [app, { subject_token: `${frank.idToken.slice(0, -4)}AAAA` }, 'invalid_request', /not a valid ID token/],
+      [app, { subject_token: 'not-a-refresh-token', subject_token_type: REFRESH }, 'invalid_request', /not an active refresh token/],
+    ];
+    for (const [client, params, error, description] of cases) {
+      const { status, body } = await idJagRequest(client, params);
+      expect(status, JSON.stringify(params)).toBe(400);
+      expect(body.error, JSON.stringify(params)).toBe(error);
+      expect(body.error_description).toMatch(description);
+    }
+    const rows = (await idp.deps.db.query<{ outcome: string; details: any }>(
+      "SELECT outcome, details FROM audit_events WHERE type = 'token.exchange' AND id > $1 ORDER BY id", [since])).rows;
+    expect(rows.map((r) => [r.outcome, r.details.target_type, r.details.error])).toEqual(cases.map(([, , error]) => ['failure', 'id-jag', error]));
+  });
+
+  it('refuses the ID token of a user who has since been disabled', async () => {
+    const other = { email: 'gina@initech.test', password: 'gina has a long password' };
+    await idp.cli('user', 'create', '--email', other.email, '--password', other.password, '--verified');
+    const { tokens } = await codeFlow(idp, await rpConfig(idp, app.client_id, app.client_secret), { creds: other });
+    seenTokens.add(tokens.id_token!);
+    await idp.cli('user', 'disable', '--email', other.email);
+    const { status, body } = await idJagRequest(app, { subject_token: tokens.id_token! });
+    expect(status).toBe(400);
+    expect(body).toMatchObject({ error: 'invalid_request', error_description: expect.stringMatching(/revoked|disabled/) });
+  });
+
+  it('never writes a token to the audit log', async () => {
+    await expectNoTokensInAudit(idp, seenTokens);
+  });
+});
+
+/** Frank's ID token from another client of the IdP. */
+async function otherClientsIdToken() {
+  const { tokens } = await codeFlow(idp, await rpConfig(idp, plain.client_id, plain.client_secret), { creds: FRANK });
+  seenTokens.add(tokens.id_token!);
+  return tokens.id_token!;
+}
