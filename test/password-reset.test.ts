@@ -246,6 +246,24 @@ describeEachMode('one link, 20 uses at once', (mode) => {
     tally.print();
   }, 120_000);
 
+  it('"forgot password" sent 10 times at once leaves exactly one live link', async () => {
+    const email = 'forgot-race@example.com';
+    const user = await gh.cli('user', 'create', '--email', email, '--password', GWEN.password);
+    const askers = await Promise.all(Array.from({ length: 10 }, async () => {
+      const browser = new Browser();
+      const page = await browser.follow(`${gh.url}/password/forgot`, gh.url);
+      return { browser, form: formOf(page.html!, '/password/forgot') };
+    }));
+    await Promise.all(askers.map((a) => a.browser.follow(new URL(a.form.action, gh.url).href, gh.url, { form: { ...a.form.fields, email } })));
+    await expect.poll(() => mail.mailsTo(email).length).toBe(10);
+    const { rows } = await gh.deps.db.query<{ n: number }>(
+      "SELECT count(*)::int AS n FROM account_tokens WHERE user_id = $1 AND purpose = 'password_reset' AND used_at IS NULL AND expires_at > now()", [user.id]);
+    expect(rows[0].n).toBe(1);
+    // Of the ten links mailed, exactly one opens the form.
+    const shown = await Promise.all(mail.mailsTo(email).map((m) => new Browser().follow(linkIn(m.raw, '/password/reset')!, gh.url)));
+    expect(shown.filter((r) => r.res.status === 200)).toHaveLength(1);
+  });
+
   it('an e-mail verification link: one opening confirms the address, every other is refused', async () => {
     const tally = raceTally(`verification link (${mode})`);
     for (const email of ['verify-race-1@example.com', 'verify-race-2@example.com']) {

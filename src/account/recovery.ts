@@ -21,7 +21,7 @@ import { hashKey, type RateLimits } from '../http/rate-limit.ts';
 import { emailKey, sameAddress } from '../accounts/email.ts';
 import { assertCsrf, CSRF_FIELD, issueCsrf } from '../interaction/csrf.ts';
 import { renderView } from '../interaction/router.ts';
-import type { Queryable } from '../store/db.ts';
+import type { Db } from '../store/db.ts';
 import type { Mailer } from './mail.ts';
 
 export type AccountTokenPurpose = 'password_reset' | 'verify_email';
@@ -30,16 +30,24 @@ const hashToken = (raw: string) => crypto.createHash('sha256').update(raw).diges
 const TOKEN_SHAPE = /^[A-Za-z0-9_-]{43}$/;
 
 /** Single-use, expiring tokens for links sent by mail (migrations/009_account_tokens.sql). */
-export function createAccountTokens(db: Queryable) {
+export function createAccountTokens(db: Pick<Db, 'query' | 'transaction'>) {
   return {
-    /** A new link token for the user; earlier unused ones for the same purpose stop working. */
+    /**
+     * A new link token for the user; earlier unused ones for the same purpose stop working. Issues
+     * for one user are serialised on the user's row, so of any number of parallel requests ("forgot
+     * password" twice at once) exactly the last link stays live.
+     */
     async issue(userId: string, purpose: AccountTokenPurpose, email: string, ttlSeconds: number): Promise<string> {
       const raw = crypto.randomBytes(32).toString('base64url');
-      await db.query(`DELETE FROM account_tokens WHERE (user_id = $1 AND purpose = $2) OR expires_at < now() - interval '1 day'`, [userId, purpose]);
-      await db.query(
-        `INSERT INTO account_tokens (token_hash, user_id, purpose, email, expires_at) VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5::int))`,
-        [hashToken(raw), userId, purpose, email, ttlSeconds],
-      );
+      await db.transaction(async (tx) => {
+        await tx.query('SELECT 1 FROM users WHERE id = $1 FOR UPDATE', [userId]);
+        // A new statement, so it sees a link a racer committed while this one waited for the lock.
+        await tx.query(`DELETE FROM account_tokens WHERE (user_id = $1 AND purpose = $2) OR expires_at < now() - interval '1 day'`, [userId, purpose]);
+        await tx.query(
+          `INSERT INTO account_tokens (token_hash, user_id, purpose, email, expires_at) VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5::int))`,
+          [hashToken(raw), userId, purpose, email, ttlSeconds],
+        );
+      });
       return raw;
     },
     /** Whether the token is live (for showing a form), without using it. */
@@ -67,7 +75,7 @@ export type AccountTokens = ReturnType<typeof createAccountTokens>;
 
 export interface RecoveryDeps {
   config: Config;
-  db: Queryable;
+  db: Db;
   accounts: Accounts;
   audit: Audit;
   limits: RateLimits;
