@@ -124,35 +124,16 @@ describe('login timing', () => {
       const attempt = await loginPage(gh, await rpConfig(gh, client.client_id, client.client_secret));
       const times = [];
       for (let i = 0; i < 4; i++) times.push((await attempt('someone@example.com', 'wrong password guess')).ms);
-      // 150, 300, 600, 1200 ms of delay on top of the password check.
-      expect(times[3]).toBeGreaterThan(1200);
-      expect(times[3] - times[0]).toBeGreaterThan(900);
+      // 150, 300, 600, 1200 ms of delay on top of the password check: a lower bound only (a sleep is
+      // never shorter; a loaded machine only makes it longer), so this checks the delay, not speed.
+      expect(times[0]).toBeGreaterThanOrEqual(150);
+      expect(times[3]).toBeGreaterThanOrEqual(1200);
     } finally {
       await gh.close();
     }
   });
-
-  it('unknown emails take as long as wrong passwords for real accounts (median of many attempts)', async () => {
-    const gh = await startTestGatehouse({ env: { RATE_LIMITS: 'on', RATE_LIMIT_LOGIN_ACCOUNT: '1000/15m', LOGIN_DELAY_MS: '0' } });
-    try {
-      await gh.cli('user', 'create', '--email', PAT.email, '--password', 'pat-has-a-long-password');
-      const client = await gh.cli('client', 'create', '--name', 'App', '--redirect-uri', CALLBACK);
-      const attempt = await loginPage(gh, await rpConfig(gh, client.client_id, client.client_secret));
-      const known: number[] = [];
-      const unknown: number[] = [];
-      await attempt(PAT.email, 'warm up the argon2 path');
-      for (let i = 0; i < 15; i++) {
-        known.push((await attempt(PAT.email, `wrong password ${i}`)).ms);
-        unknown.push((await attempt(`nobody${i}@example.com`, `wrong password ${i}`)).ms);
-      }
-      const median = (xs: number[]) => [...xs].sort((x, y) => x - y)[Math.floor(xs.length / 2)];
-      const ratio = median(unknown) / median(known);
-      expect(ratio).toBeGreaterThan(0.7);
-      expect(ratio).toBeLessThan(1.4);
-    } finally {
-      await gh.close();
-    }
-  });
+  // Unknown emails cost one argon2 verification against DUMMY_HASH, made with the parameters real
+  // hashes use (test/accounts.test.ts checks they match): a property of the code, not a timing.
 });
 
 // --- Issue 20: parallel guesses ---

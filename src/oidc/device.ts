@@ -168,12 +168,12 @@ export function configureDeviceFlow(deps: DeviceFlowDeps) {
       async successSource(ctx) {
         const code = ctx.oidc.entities.DeviceCode as unknown as { accountId: string; grantId: string; clientId: string; userCode: string; deviceInfo?: { name?: string; ip?: string; ua?: string } };
         const client = ctx.oidc.client!;
-        const chosen = await deps.kv.get(pendingNameKey(code.userCode)).catch(() => null);
+        // Read and removed at once (GETDEL): the name the user typed belongs to this one confirmation.
+        const chosen = await deps.kv.take(pendingNameKey(code.userCode)).catch(() => null);
         const name = cleanName(chosen) || code.deviceInfo?.name || client.clientName || 'Device';
         const device = await deps.devices.record({
           userId: code.accountId, clientId: code.clientId, grantId: code.grantId, name, ip: code.deviceInfo?.ip, userAgent: code.deviceInfo?.ua,
         });
-        await deps.kv.del(pendingNameKey(code.userCode)).catch(() => {});
         await deps.audit.record({ type: 'device.authorize', subject: code.accountId, clientId: code.clientId, ip: ctx.ip, requestId: (ctx.state as { requestId?: string }).requestId ?? null, details: { device_id: device.id, name, grant_id: code.grantId } });
         page(ctx, 'device-success', { title: 'Device connected', clientName: client.clientName ?? client.clientId, deviceName: name });
       },
