@@ -4,8 +4,10 @@ ENV NODE_ENV=production HOST=0.0.0.0 PORT=3000
 COPY package.json package-lock.json ./
 # The client packages (packages/*) are npm workspaces named in the lock; the server does not load them.
 COPY packages ./packages
-RUN npm ci --omit=dev --no-audit --no-fund
+# npm ci runs the `prepare` script, which compiles src/ to dist/ (scripts/build.mjs, esbuild).
+COPY scripts/build.mjs ./scripts/build.mjs
 COPY src ./src
+RUN npm ci --omit=dev --no-audit --no-fund
 COPY migrations ./migrations
 COPY views ./views
 COPY public ./public

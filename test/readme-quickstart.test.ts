@@ -96,7 +96,7 @@ describe.skipIf(!haveChromium)('README quickstart', () => {
 
   it('starts with the two commands, and every block runs as written', async () => {
     expect(blocks.length).toBe(7);
-    // Block 0 is what the reader types to start the server; the test started the same src/main.ts.
+    // Block 0 is what the reader types to start the server; the test started the same `gatehouse serve`.
     expect(blocks[0].split('\n')[0]).toBe('npm install && npm start');
 
     // 1. MCP resource, agent, client-credentials token for the resource.

@@ -5,7 +5,7 @@
 // never printed back.
 import type { Deps } from '../app.ts';
 import { ConnectionError, type Connection, type ConnectionInput, type Connections } from '../federation/connections.ts';
-import { callbackPath, loggedOutPath } from '../federation/router.ts';
+import { callbackPath, loggedOutPath } from '../federation/paths.ts';
 import { adminAudit, CommandError, flag, many, one, parse, splitList, type CommandActor } from './args.ts';
 
 type ConnectionCommandDeps = Pick<Deps, 'audit' | 'config'> & CommandActor;

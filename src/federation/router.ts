@@ -26,6 +26,7 @@ import { renderView } from '../interaction/router.ts';
 import type { Connection, Connections } from './connections.ts';
 import { createRelyingParty, UpstreamError, type RelyingParty } from './rp.ts';
 import { federatedAuthentication, resolveAccount } from './accounts.ts';
+import { callbackPath, loggedOutPath } from './paths.ts';
 
 type Interaction = Awaited<ReturnType<Provider['interactionDetails']>>;
 
@@ -51,10 +52,7 @@ interface Pending {
   maxAge?: number;
 }
 
-/** The redirect URI to register at every upstream IdP. */
-export const callbackPath = '/federation/callback';
-/** The post-logout redirect URI to register at upstreams that support RP-initiated logout. */
-export const loggedOutPath = '/federation/logged-out';
+export { callbackPath, loggedOutPath };
 
 export const STATE_COOKIE = 'gh_fed_state';
 export const SESSION_COOKIE = 'gh_fed';

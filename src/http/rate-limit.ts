@@ -25,7 +25,6 @@ import type { Kv } from '../store/kv.ts';
 import type { Audit } from '../audit/index.ts';
 import type { Logger } from './log.ts';
 import { SignInUnavailable, TooManyRequests } from './errors.ts';
-import { errors as oidcErrors } from 'oidc-provider';
 
 /** Every named limit, and the variable that configures it. */
 export const LIMITS = {
@@ -218,7 +217,9 @@ interface ConsumeKey {
  * oidc-provider answers only its own errors: a refusal inside the token endpoint must be one.
  * `slow_down` with HTTP 429; the provider's grant.error listener (attachRateLimitHeaders) adds Retry-After.
  */
-export function toOauthError(err: RateLimited): Error {
+export async function toOauthError(err: RateLimited): Promise<Error> {
+  // Loaded here, not at the top: the CLI loads this module (lockouts) and never starts the provider.
+  const { errors: oidcErrors } = await import('oidc-provider');
   const e = new oidcErrors.SlowDown('too many requests; retry later') as unknown as Error & { status: number; statusCode: number; retryAfter: number };
   e.status = 429;
   e.statusCode = 429;
@@ -234,7 +235,7 @@ export function exchangeRateLimit(limits: RateLimits) {
         await limits.consume('exchangeClient', k.clientId, { ip: k.ip, clientId: k.clientId, subject: k.subject });
         if (k.subject) await limits.consume('exchangeUser', k.subject, { ip: k.ip, clientId: k.clientId, subject: k.subject });
       } catch (err) {
-        throw err instanceof RateLimited ? toOauthError(err) : err;
+        throw err instanceof RateLimited ? await toOauthError(err) : err;
       }
     },
   };

@@ -1,21 +1,23 @@
-// Gatehouse as its own OS process (`src/main.ts` under tsx), for the tests that need more than one
-// process or a real restart.
+// Gatehouse as its own OS process, started as `npm start` starts it (`node bin/gatehouse.js serve`),
+// for the tests that need more than one process or a real restart; and the `gatehouse` CLI the same
+// way. bin/gatehouse.js rebuilds dist/ first when src/ is newer than it (scripts/build.mjs), so these
+// processes run the code under test, never an old build.
 import path from 'node:path';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 
 export const ROOT = path.resolve(import.meta.dirname, '../..');
 export const TSX = path.join(ROOT, 'node_modules/.bin/tsx');
+/** The `gatehouse` command; runs in this node process (no wrapper), so a signal reaches the server itself. */
+const GATEHOUSE = path.join(ROOT, 'bin/gatehouse.js');
 
 /**
- * Start `src/main.ts` on a random port with `env` added, and wait until /ready answers 200. The
+ * Start `gatehouse serve` on a random port with `env` added, and wait until /ready answers 200. The
  * issuer is the process's own URL unless `env.ISSUER` names another (nodes behind one load balancer).
  */
 export async function spawnGatehouse(env: Record<string, string>): Promise<{ url: string; proc: ChildProcess }> {
   const port = env.PORT ? Number(env.PORT) : 20000 + Math.floor(Math.random() * 20000);
   const url = `http://127.0.0.1:${port}`;
-  // node with tsx's loader, not the tsx wrapper: the wrapper runs the server as a child of its own,
-  // so a signal (SIGKILL above all) would reach the wrapper and leave the server running.
-  const proc = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
+  const proc = spawn(process.execPath, [GATEHOUSE, 'serve'], {
     cwd: ROOT,
     env: { ...process.env, ...env, PORT: String(port), HOST: '127.0.0.1', ISSUER: env.ISSUER ?? url, LOG_LEVEL: 'warn' },
     stdio: ['ignore', 'ignore', 'pipe'],
@@ -46,7 +48,7 @@ export const stopProcess = (p: ChildProcess) =>
 
 /** The `gatehouse` CLI as its own process with `env`; returns its JSON output. */
 export function runCli(env: Record<string, string>, ...argv: string[]) {
-  const r = spawnSync(TSX, ['src/cli/main.ts', ...argv], { cwd: ROOT, env: { ...process.env, ...env, LOG_LEVEL: 'warn' }, encoding: 'utf8' });
+  const r = spawnSync(process.execPath, [GATEHOUSE, ...argv], { cwd: ROOT, env: { ...process.env, ...env, LOG_LEVEL: 'warn' }, encoding: 'utf8' });
   if (r.status !== 0) throw new Error(`gatehouse ${argv.join(' ')} failed: ${r.stderr}`);
   return JSON.parse(r.stdout);
 }
