@@ -39,7 +39,8 @@ import { createMailer, type Mailer } from './account/mail.ts';
 import { createAccountTokens, createRecoveryRouter, sendVerificationMail } from './account/recovery.ts';
 import { createAdminApi } from './admin/api.ts';
 import { createAdminConsole } from './admin/console.ts';
-import { createRoomSessions, createRoomSessionsRouter, startParticipantRemoval } from './livekit/rooms.ts';
+import { createParticipantRemover, createRoomSessions, createRoomSessionsRouter, startParticipantRemoval } from './livekit/rooms.ts';
+import { createRejoinGuard } from './livekit/rejoin.ts';
 import { createWebhookRouter } from './livekit/webhook.ts';
 // --- end revocation ---
 // --- MCP clients and voice devices (issue 5) ---
@@ -325,9 +326,12 @@ export async function createApp(deps: Deps): Promise<GatehouseApp> {
   app.use(livekit.routes());
   // --- revocation (issue 6): webhooks, room sessions, JWT revocation/introspection, write barrier ---
   const rooms = createRoomSessions(deps.db);
-  app.use(createWebhookRouter({ config, rooms, audit: deps.audit, log }).routes());
+  const remover = createParticipantRemover({ ...deps, rooms });
+  // Issue 19.4: every join and published track is checked against revocation and Gatehouse-only rooms.
+  const rejoin = remover && createRejoinGuard({ ...deps, remover });
+  app.use(createWebhookRouter({ config, rooms, audit: deps.audit, log, rejoin }).routes());
   app.use(createRoomSessionsRouter({ ...deps, rooms, provider: () => layer.provider }).routes());
-  const stopParticipantRemoval = startParticipantRemoval({ ...deps, rooms });
+  const stopParticipantRemoval = startParticipantRemoval({ ...deps, rooms }, remover);
   app.use(awaitRevocationWrites());
   app.use(structuredTokenEndpoints(deps));
   // --- end revocation ---

@@ -4,7 +4,7 @@ import { describe, expect, it } from 'vitest';
 import { TokenVerifier } from 'livekit-server-sdk';
 import { grantForRoom, patternToRegExp, roomNameProblem, type RolePolicy } from '../src/exchange/policy.ts';
 import { decideScope, ScopeRefused, type ScopeConsent } from '../src/authz/scope-rule.ts';
-import { decideRoom, generateRoomName, mintLivekitToken, userParticipant, type LivekitSettings } from '../src/exchange/livekit.ts';
+import { decideRoom, generateRoomName, mintLivekitToken, userParticipant, type IssuedRoomToken, type LivekitSettings } from '../src/exchange/livekit.ts';
 import type { PolicyStore } from '../src/exchange/policy.ts';
 
 const vars = { identity: 'user_u1', sub: 'u1' };
@@ -96,7 +96,8 @@ describe('LiveKit tokens', () => {
   it('verify with TokenVerifier and carry identity, name, metadata, grant, agents and exp', async () => {
     const p = userParticipant(settings, user);
     const d = await decideRoom(store, settings, p, { room: 'user_u1_call', agents: [{ agentName: 'helper', metadata: '{"lang":"en"}' }] });
-    const { token } = await mintLivekitToken(settings, p, d);
+    const recorded: IssuedRoomToken[] = [];
+    const { token } = await mintLivekitToken(settings, p, d, {}, { store: { async record(t) { recorded.push(t); } }, clientId: 'gh_web', gid: 'g1' });
     const claims = await new TokenVerifier(settings.apiKey, settings.apiSecret).verify(token);
     expect(claims.sub).toBe('user_u1');
     expect(claims.iss).toBe('APIkey');
@@ -106,6 +107,9 @@ describe('LiveKit tokens', () => {
     expect((claims.roomConfig as any).agents).toMatchObject([{ agentName: 'helper', metadata: '{"lang":"en"}' }]);
     expect((claims.roomConfig as any).agents).toHaveLength(1);
     expect(claims.exp! - claims.nbf!).toBe(600);
+    // Issue 19.4: recorded with its origin, under the id the participant attributes carry.
+    expect(recorded).toEqual([{ tokenId: claims.attributes!['gatehouse.room_token'], identity: 'user_u1', room: 'user_u1_call', userId: 'u1', clientId: 'gh_web', gid: 'g1', sid: undefined }]);
+    expect(claims.attributes!['gatehouse.room_token']).toMatch(/^[A-Za-z0-9_-]{22}$/);
     await expect(new TokenVerifier(settings.apiKey, 'x'.repeat(40)).verify(token)).rejects.toThrow();
   });
 

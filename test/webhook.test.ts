@@ -3,65 +3,19 @@
 // or a session (logout) removes that user's live participants through RoomServiceClient, against a
 // stand-in Twirp endpoint that verifies the SDK's JWT; a LiveKit that hangs or fails never holds up
 // the revocation, is retried, and every outcome is audited. A user lists their own room sessions.
-import crypto from 'node:crypto';
-import http from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { AccessToken, TokenVerifier } from 'livekit-server-sdk';
+import { fakeRoomService, signWebhook, webhookEvent as event, type FakeRoomService } from './helpers/livekit.ts';
 import { Browser, CALLBACK, codeFlow, formOf, rpConfig, startTestGatehouse, type TestGatehouse } from './helpers/gatehouse.ts';
 
 const KEY = 'APIwebhooktest';
 const SECRET = 'webhook-secret-'.padEnd(40, 'y');
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-/** LiveKit's signing: a JWT (iss = API key) whose sha256 claim is base64(SHA-256(body)). */
-async function sign(body: string, secret = SECRET, key = KEY) {
-  const at = new AccessToken(key, secret);
-  at.sha256 = crypto.createHash('sha256').update(body).digest('base64');
-  return at.toJwt();
-}
-
-/** Stand-in for LiveKit's RoomService: records verified RemoveParticipant calls; can be made to fail or to hang. */
-async function fakeRoomService() {
-  const calls: { room: string; identity: string }[] = [];
-  let failing = false;
-  let attempts = 0;
-  let held: Promise<void> | undefined;
-  let release = () => {};
-  const verifier = new TokenVerifier(KEY, SECRET);
-  const server = http.createServer(async (req, res) => {
-    let body = '';
-    for await (const chunk of req) body += chunk;
-    if (req.url !== '/twirp/livekit.RoomService/RemoveParticipant') return res.writeHead(404).end();
-    attempts++;
-    try {
-      const claims = await verifier.verify((req.headers.authorization ?? '').replace(/^Bearer /, ''));
-      if (!claims.video?.roomAdmin) throw new Error('not room admin');
-    } catch {
-      return res.writeHead(401, { 'content-type': 'application/json' }).end('{"code":"unauthenticated","msg":"bad token"}');
-    }
-    if (held) await held;
-    if (failing) return res.writeHead(503, { 'content-type': 'application/json' }).end('{"code":"unavailable","msg":"down"}');
-    const { room, identity } = JSON.parse(body);
-    calls.push({ room, identity });
-    res.writeHead(200, { 'content-type': 'application/json' }).end('{}');
-  });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  return {
-    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
-    calls,
-    get attempts() { return attempts; },
-    fail(v: boolean) { failing = v; },
-    /** Every request is held unanswered until release(). */
-    hold() { held = new Promise((r) => { release = () => { held = undefined; r(); }; }); },
-    release: () => release(),
-    close: () => new Promise<void>((r) => server.close(() => r())),
-  };
-}
+const sign = (body: string, secret = SECRET, key = KEY) => signWebhook(body, key, secret);
 
 describe('LiveKit webhooks and participant removal', () => {
   let gh: TestGatehouse;
-  let lk: Awaited<ReturnType<typeof fakeRoomService>>;
+  let lk: FakeRoomService;
   let user: { id: string; email: string };
   let web: { client_id: string; client_secret: string };
   let n = 0;
@@ -100,14 +54,11 @@ describe('LiveKit webhooks and participant removal', () => {
     });
     return res.status;
   };
-  const event = (name: string, extra: Record<string, unknown>) => JSON.stringify({
-    event: name, id: crypto.randomUUID(), createdAt: String(Math.floor(Date.now() / 1000)), ...extra,
-  });
   const joined = (room: string, sid: string, identity: string, joinedAt = Math.floor(Date.now() / 1000) - 60) =>
     event('participant_joined', { room: { name: room, sid: `RM_${room}` }, participant: { sid, identity, joinedAt: String(joinedAt) } });
 
   beforeAll(async () => {
-    lk = await fakeRoomService();
+    lk = await fakeRoomService(KEY, SECRET);
     gh = await startTestGatehouse({ env: { LIVEKIT_URL: lk.url, LIVEKIT_API_KEY: KEY, LIVEKIT_API_SECRET: SECRET } });
     const u = await gh.cli('user', 'create', '--email', 'lk@example.com', '--password', 'a long enough passphrase');
     user = { id: u.id, email: u.email };

@@ -121,6 +121,23 @@ export const envSchema = z.object({
   LIVEKIT_GUESTS: bool.default(false),
   // Lifetime of the delegation token connection-details hands to dispatched agents: short, it sits in participant attributes.
   LIVEKIT_DELEGATION_TTL: z.coerce.number().int().min(30).max(900).default(300),
+  // Rooms only Gatehouse's participants may stay in: one whose token Gatehouse did not mint is removed
+  // when LiveKit reports it (webhooks). `false` by default, so a LiveKit shared with another token
+  // minter keeps working; `true` = every room; or room-name globs (`support_*,*_locked`).
+  LIVEKIT_GATEHOUSE_ONLY: z.string().default('false').transform((v, ctx): string[] => {
+    const t = v.trim();
+    if (['false', '0', 'no', ''].includes(t)) return [];
+    if (['true', '1', 'yes'].includes(t)) return ['*'];
+    const globs = t.split(',').map((x) => x.trim()).filter(Boolean);
+    if (globs.some((g) => !/^[A-Za-z0-9_.:=@*-]{1,256}$/.test(g))) {
+      ctx.addIssue({ code: 'custom', message: 'must be true, false or comma-separated room-name globs (letters, digits, _ . : = @ - and *)' });
+      return z.NEVER;
+    }
+    return globs;
+  }),
+  // Participants LiveKit itself starts, with tokens it mints, stay in Gatehouse-only rooms: agents
+  // (dispatched through the token's roomConfig) and egress (recording). Add sip, ingress as needed.
+  LIVEKIT_GATEHOUSE_ONLY_EXEMPT: list.default(['agent', 'egress']).pipe(z.array(z.enum(['standard', 'ingress', 'egress', 'sip', 'agent', 'connector']))),
   // --- login security (issue 7) ---
   // Everyone must use a second factor (else only the roles below and clients with require_mfa).
   MFA_REQUIRED: bool.default(false),

@@ -14,7 +14,7 @@ import { splitScope, type ClientPolicy, type PolicyStore, type UserFacts } from 
 import { claimsForResource, decideScope, ScopeRefused } from '../authz/scope-rule.ts';
 import { clientConsentFor, consentedInGrant } from './consent.ts';
 import { assertBoundToGatehouse, assertNotRevoked, lineageOf, mintAccessToken, originLifetimeLeft, verifyIssuedToken, type KeyRing, type VerifiedToken } from './tokens.ts';
-import { decideRoom, LIVEKIT_TOKEN_TYPE, mintLivekitToken, userParticipant, type LivekitSettings } from './livekit.ts';
+import { decideRoom, LIVEKIT_TOKEN_TYPE, mintLivekitToken, userParticipant, type IssuedRoomTokens, type LivekitSettings } from './livekit.ts';
 
 export const GRANT_TYPE = 'urn:ietf:params:oauth:grant-type:token-exchange';
 export const ACCESS_TOKEN_TYPE = 'urn:ietf:params:oauth:token-type:access_token';
@@ -46,6 +46,8 @@ export interface ExchangeDeps {
   policy: PolicyStore;
   keyRing(): Promise<KeyRing>;
   livekit: LivekitSettings | undefined;
+  /** Every minted room token is recorded, so LiveKit webhooks can be checked against it (issue 19.4). */
+  roomTokens: IssuedRoomTokens;
   rateLimit: ExchangeRateLimit;
 }
 
@@ -276,7 +278,7 @@ export function buildExchangeHandler(provider: Provider, deps: ExchangeDeps) {
     x.room = decision.room;
     const { token, expiresIn } = await mintLivekitToken(lk, participant, decision, {
       participantMetadata: p.participantMetadata, ttl: await originLifetimeLeft(provider, x.subject!),
-    });
+    }, { store: deps.roomTokens, clientId: x.clientId, gid: x.subject!.gid, sid: x.subject!.sid });
     return {
       access_token: token,
       issued_token_type: LIVEKIT_TOKEN_TYPE,

@@ -9,6 +9,8 @@ import { livekitSettings } from './livekit.ts';
 import { createPolicyStore } from './policy.ts';
 import { buildKeyRing, type KeyRing } from './tokens.ts';
 import { buildIdJagIssuer, isIdJagRequest } from './id-jag.ts';
+import { createRoomTokens } from '../livekit/room-tokens.ts';
+import { originTtl } from '../revocation/ttl.ts';
 
 export { GRANT_TYPE, ACCESS_TOKEN_TYPE, type ExchangeRateLimit } from './grant.ts';
 export { LIVEKIT_TOKEN_TYPE } from './livekit.ts';
@@ -35,6 +37,7 @@ export function registerTokenExchange(provider: Provider, deps: ExchangeAppDeps,
     policy: createPolicyStore(deps.db),
     keyRing: lazyKeyRing(deps),
     livekit: livekitSettings(deps.config),
+    roomTokens: createRoomTokens(deps.db, { keepSeconds: originTtl(deps.config) }),
     rateLimit: opts.rateLimit ?? noRateLimit,
   };
   const { tokenExchangeGrant, auditProviderRefusal } = buildExchangeHandler(provider, exchangeDeps);

@@ -10,6 +10,12 @@ import { grantForRoom, roomNameProblem, type ClientPolicy, type LivekitGrant, ty
 export const LIVEKIT_TOKEN_TYPE = 'urn:gatehouse:token-type:livekit';
 /** Participant attribute prefix for per-agent delegation tokens: `gatehouse.delegation.<agent_name>`. */
 export const DELEGATION_ATTRIBUTE_PREFIX = 'gatehouse.delegation.';
+/**
+ * Participant attribute naming the record of the room token (issue 19.4): webhooks carry the
+ * participant's attributes, so Gatehouse can tell its own participants, and whose they are, when
+ * LiveKit reports a join. Opaque and random: everyone in the room sees it, and it grants nothing.
+ */
+export const ROOM_TOKEN_ATTRIBUTE = 'gatehouse.room_token';
 const RESERVED_ATTRIBUTE_PREFIX = 'gatehouse.';
 
 export interface LivekitSettings {
@@ -107,15 +113,33 @@ export function checkAttributes(attrs: Record<string, string> | undefined): Reco
   return out;
 }
 
+/** What a minted room token was derived from; the webhook check looks it up by id (src/livekit/rejoin.ts). */
+export interface IssuedRoomToken {
+  tokenId: string;
+  identity: string;
+  room: string;
+  userId?: string;
+  clientId?: string;
+  gid?: string;
+  sid?: string;
+}
+/** The storage the minting declares (STYLE.md §5); src/livekit/room-tokens.ts satisfies it. */
+export interface IssuedRoomTokens {
+  record(t: IssuedRoomToken): Promise<void>;
+}
+
 /** The LiveKit JWT (HS256, iss = API key, sub = identity), via livekit-server-sdk. */
 export async function mintLivekitToken(
   s: LivekitSettings,
   p: Participant,
   d: LivekitDecision,
   /** ttl: what is left of the token it was derived from, when shorter than LIVEKIT_TOKEN_TTL. */
-  extra: { participantMetadata?: string; attributes?: Record<string, string>; ttl?: number } = {},
+  extra: { participantMetadata?: string; attributes?: Record<string, string>; ttl?: number },
+  /** Where the token is recorded, and the origin it came from (client, grant, session). */
+  issued: { store: IssuedRoomTokens; clientId?: string; gid?: string; sid?: string },
 ): Promise<{ token: string; expiresIn: number }> {
   const ttl = Math.min(s.ttl, extra.ttl ?? s.ttl);
+  const tokenId = crypto.randomBytes(16).toString('base64url');
   const metadata = p.kind === 'user'
     ? { user_id: p.user.id, email: p.user.email, roles: p.user.roles, permissions: p.user.permissions, session_type: 'user', ...(p.acr ? { acr: p.acr } : {}) }
     : { user_id: null, email: null, roles: ['guest'], permissions: [], session_type: 'guest' };
@@ -125,7 +149,7 @@ export async function mintLivekitToken(
     ttl,
     // The application's own metadata rides along under `app`, never over Gatehouse's fields.
     metadata: JSON.stringify(extra.participantMetadata ? { ...metadata, app: extra.participantMetadata } : metadata),
-    ...(extra.attributes && Object.keys(extra.attributes).length ? { attributes: extra.attributes } : {}),
+    attributes: { ...extra.attributes, [ROOM_TOKEN_ATTRIBUTE]: tokenId },
   });
   at.addGrant({
     roomJoin: true,
@@ -140,5 +164,11 @@ export async function mintLivekitToken(
       agents: d.agents.map((a) => new RoomAgentDispatch({ agentName: a.agentName, metadata: a.metadata ?? '' })),
     });
   }
-  return { token: await at.toJwt(), expiresIn: ttl };
+  const token = await at.toJwt();
+  // Recorded before it is handed out: a join can never come before its record.
+  await issued.store.record({
+    tokenId, identity: p.identity, room: d.room, ...(p.kind === 'user' ? { userId: p.user.id } : {}),
+    clientId: issued.clientId, gid: issued.gid, sid: issued.sid,
+  });
+  return { token, expiresIn: ttl };
 }

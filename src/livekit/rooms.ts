@@ -29,6 +29,8 @@ export interface RoomSession {
   leftAt: Date | null;
   durationSeconds: number | null;
   endReason: string | null;
+  removedAt: Date | null;
+  removalReason: string | null;
 }
 
 interface Row {
@@ -41,6 +43,8 @@ interface Row {
   left_at: Date | null;
   duration_seconds: number | null;
   end_reason: string | null;
+  removed_at: Date | null;
+  removal_reason: string | null;
 }
 
 const toSession = (r: Row): RoomSession => ({
@@ -53,6 +57,8 @@ const toSession = (r: Row): RoomSession => ({
   leftAt: r.left_at ? new Date(r.left_at) : null,
   durationSeconds: r.duration_seconds,
   endReason: r.end_reason,
+  removedAt: r.removed_at ? new Date(r.removed_at) : null,
+  removalReason: r.removal_reason,
 });
 
 /** Room-session queries, named by intent (STYLE.md §5). Every write is idempotent: webhooks repeat. */
@@ -106,6 +112,15 @@ export function createRoomSessions(db: Queryable) {
     async deleteEndedSessionsOfUser(userId: string): Promise<void> {
       await db.query('DELETE FROM room_sessions WHERE user_id = $1 AND left_at IS NOT NULL', [userId]);
     },
+    /** Gatehouse removed the participant: the session says when and why (LiveKit then reports the leave). */
+    async recordRemoval(t: { participantSid?: string; room: string; identity: string; reason: string }): Promise<void> {
+      await db.query(
+        `UPDATE room_sessions SET removed_at = now(), removal_reason = $4
+          WHERE ($1::text IS NOT NULL AND participant_sid = $1)
+             OR ($1::text IS NULL AND room_name = $2 AND participant_identity = $3 AND left_at IS NULL)`,
+        [t.participantSid ?? null, t.room, t.identity, t.reason],
+      );
+    },
     async openSessionsOfUser(userId: string): Promise<RoomSession[]> {
       const { rows } = await db.query<Row>('SELECT * FROM room_sessions WHERE user_id = $1 AND left_at IS NULL', [userId]);
       return rows.map(toSession);
@@ -126,15 +141,90 @@ export function userIdOfIdentity(config: Pick<Config, 'LIVEKIT_IDENTITY_PREFIX'>
   return identity.slice(prefix.length);
 }
 
-export interface ParticipantRemovalDeps {
+/** What one removal is about: the participant, the user it belongs to, and why (audited as is). */
+export interface RemovalTarget {
+  room: string;
+  identity: string;
+  subject: string | null;
+  /** The room session to mark removed (else: the identity's open sessions in the room). */
+  participantSid?: string;
+  /** Written on the room session row: revoked_user, revoked_session, revoked_grant, not_issued, revocation_unavailable. */
+  reason: string;
+  /** Audit details beside room and identity (never a token). */
+  details: Record<string, unknown>;
+}
+
+export interface ParticipantRemover {
+  /** Resolves once the first attempt has been answered; retries go on in the background. */
+  remove(t: RemovalTarget): Promise<void>;
+  stop(): void;
+}
+
+export interface ParticipantRemoverDeps {
   config: Config;
-  revocations: RevocationService;
   rooms: RoomSessions;
-  kv: Kv;
   audit: Audit;
   log: Logger;
   /** Backoff between attempts (ms); tests shorten it. */
   retryDelaysMs?: number[];
+}
+
+/** RoomServiceClient.removeParticipant with retries, audit and the room-session record; undefined without LiveKit. */
+export function createParticipantRemover(deps: ParticipantRemoverDeps): ParticipantRemover | undefined {
+  const { config, log } = deps;
+  if (!config.LIVEKIT_URL || !config.LIVEKIT_API_KEY || !config.LIVEKIT_API_SECRET) return undefined;
+  const client = new RoomServiceClient(config.LIVEKIT_URL, config.LIVEKIT_API_KEY, config.LIVEKIT_API_SECRET, { requestTimeout: 5, failover: false } as never);
+  const delays = deps.retryDelaysMs ?? [500, 2000, 5000];
+  let stopped = false;
+
+  const audit = (t: RemovalTarget, extra: Record<string, unknown>, outcome?: 'failure') => void deps.audit.record({
+    type: 'livekit.participant.remove', ...(outcome ? { outcome } : {}), actor: 'system', subject: t.subject,
+    details: { room: t.room, identity: t.identity, ...t.details, ...extra },
+  });
+
+  /** One attempt: true when done (removed, or already gone), false to retry. */
+  async function attempt(t: RemovalTarget, n: number): Promise<unknown> {
+    try {
+      await client.removeParticipant(t.room, t.identity);
+      await deps.rooms.recordRemoval(t).catch((err) => log.warn({ err, room: t.room }, 'recording a participant removal failed'));
+      audit(t, { attempts: n });
+      return undefined;
+    } catch (err) {
+      // not_found: already gone (left, or the room ended) — nothing to retry.
+      if ((err as { code?: string }).code === 'not_found' || (err as { status?: number }).status === 404) {
+        audit(t, { result: 'not_found' });
+        return undefined;
+      }
+      return err ?? new Error('removal failed');
+    }
+  }
+
+  async function retry(t: RemovalTarget, firstError: unknown) {
+    let lastError = firstError;
+    for (let i = 0; i < delays.length && !stopped; i++) {
+      await new Promise((r) => setTimeout(r, delays[i]).unref());
+      if (stopped) break;
+      lastError = await attempt(t, i + 2);
+      if (lastError === undefined) return;
+    }
+    log.warn({ err: lastError, room: t.room }, 'removing a participant from LiveKit failed');
+    audit(t, { error: (lastError as Error)?.message }, 'failure');
+  }
+
+  return {
+    async remove(t) {
+      const err = await attempt(t, 1);
+      if (err !== undefined) void retry(t, err);
+    },
+    stop() {
+      stopped = true;
+    },
+  };
+}
+
+export interface ParticipantRemovalDeps extends ParticipantRemoverDeps {
+  revocations: RevocationService;
+  kv: Kv;
 }
 
 const REMOVING_KINDS = new Set(['user', 'session', 'grant']);
@@ -143,12 +233,9 @@ const REMOVING_KINDS = new Set(['user', 'session', 'grant']);
  * On every user/session/grant revocation (from this node or another), remove the user's live
  * participants. One node does it: the first to take a short lock in the shared store.
  */
-export function startParticipantRemoval(deps: ParticipantRemovalDeps): () => void {
-  const { config, log } = deps;
-  if (!config.LIVEKIT_URL || !config.LIVEKIT_API_KEY || !config.LIVEKIT_API_SECRET) return () => {};
-  const client = new RoomServiceClient(config.LIVEKIT_URL, config.LIVEKIT_API_KEY, config.LIVEKIT_API_SECRET, { requestTimeout: 5, failover: false } as never);
-  const delays = deps.retryDelaysMs ?? [500, 2000, 5000];
-  let stopped = false;
+export function startParticipantRemoval(deps: ParticipantRemovalDeps, remover = createParticipantRemover(deps)): () => void {
+  const { log } = deps;
+  if (!remover) return () => {};
 
   async function takeLock(e: RevocationEvent): Promise<boolean> {
     try {
@@ -159,38 +246,20 @@ export function startParticipantRemoval(deps: ParticipantRemovalDeps): () => voi
     }
   }
 
-  async function removeOne(e: RevocationEvent, room: string, identity: string) {
-    let lastError: unknown;
-    for (let attempt = 0; attempt <= delays.length && !stopped; attempt++) {
-      try {
-        await client.removeParticipant(room, identity);
-        void deps.audit.record({ type: 'livekit.participant.remove', actor: 'system', subject: e.subject ?? null, details: { room, identity, revocation: e.kind, reason: e.reason, attempts: attempt + 1 } });
-        return;
-      } catch (err) {
-        lastError = err;
-        // not_found: already gone (left, or the room ended) — nothing to retry.
-        if ((err as { code?: string; status?: number }).code === 'not_found' || (err as { status?: number }).status === 404) {
-          void deps.audit.record({ type: 'livekit.participant.remove', actor: 'system', subject: e.subject ?? null, details: { room, identity, revocation: e.kind, reason: e.reason, result: 'not_found' } });
-          return;
-        }
-        if (attempt < delays.length) await new Promise((r) => setTimeout(r, delays[attempt]).unref());
-      }
-    }
-    log.warn({ err: lastError, room }, 'removing a revoked participant from LiveKit failed');
-    void deps.audit.record({ type: 'livekit.participant.remove', outcome: 'failure', actor: 'system', subject: e.subject ?? null, details: { room, identity, revocation: e.kind, reason: e.reason, error: (lastError as Error)?.message } });
-  }
-
   async function onRevoked(e: RevocationEvent) {
     if (!REVOKING(e) || !(await takeLock(e))) return;
     const open = await deps.rooms.openSessionsOfUser(e.subject!);
-    await Promise.all(open.map((s) => removeOne(e, s.roomName, s.participantIdentity)));
+    await Promise.all(open.map((s) => remover!.remove({
+      room: s.roomName, identity: s.participantIdentity, subject: e.subject ?? null, participantSid: s.participantSid,
+      reason: `revoked_${e.kind}`, details: { revocation: e.kind, reason: e.reason },
+    })));
   }
 
   const unsubscribe = deps.revocations.onRevoked((e) => {
     onRevoked(e).catch((err) => log.warn({ err }, 'participant removal failed'));
   });
   return () => {
-    stopped = true;
+    remover.stop();
     unsubscribe();
   };
 }
@@ -235,6 +304,9 @@ export function createRoomSessionsRouter(deps: { config: Config; rooms: RoomSess
         left_at: s.leftAt?.toISOString() ?? null,
         duration_seconds: s.durationSeconds,
         end_reason: s.endReason,
+        // Issue 19.4: Gatehouse took the participant out (revoked, or not a Gatehouse token).
+        removed_at: s.removedAt?.toISOString() ?? null,
+        removal_reason: s.removalReason,
       })),
     };
   });

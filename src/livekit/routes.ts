@@ -22,6 +22,8 @@ import { createPolicyStore, type UserFacts } from '../exchange/policy.ts';
 import { assertBoundToGatehouse, assertNotRevoked, lineageOf, mintAccessToken, originLifetimeLeft, verifyIssuedToken, type KeyRing, type VerifiedToken } from '../exchange/tokens.ts';
 import { clientConsentFor } from '../exchange/consent.ts';
 import { decideScope, ScopeRefused } from '../authz/scope-rule.ts';
+import { originTtl } from '../revocation/ttl.ts';
+import { createRoomTokens } from './room-tokens.ts';
 
 type LivekitDeps = Pick<Deps, 'config' | 'db' | 'audit' | 'resources' | 'revocations' | 'keys'> & { provider: () => Provider };
 
@@ -43,6 +45,7 @@ const connectionDetailsBody = z.object({
 export function createLivekitRouter(deps: LivekitDeps, opts: { rateLimit?: ExchangeRateLimit; guestRateLimit?: ExchangeRateLimit } = {}): Router {
   const router = new Router({ prefix: '/livekit' });
   const policy = createPolicyStore(deps.db);
+  const roomTokens = createRoomTokens(deps.db, { keepSeconds: originTtl(deps.config) });
   const settings = livekitSettings(deps.config);
   const rateLimit = opts.rateLimit ?? noRateLimit;
   const guestRateLimit = opts.guestRateLimit ?? noRateLimit;
@@ -162,7 +165,7 @@ export function createLivekitRouter(deps: LivekitDeps, opts: { rateLimit?: Excha
       const { token } = await mintLivekitToken(settings, participant, decision, {
         participantMetadata: body.participant_metadata, attributes,
         ...(bearer ? { ttl: bearer.lifetimeLeft } : {}),
-      });
+      }, { store: roomTokens, clientId: bearer?.token.clientId, gid: bearer?.token.gid, sid: bearer?.token.sid });
       void deps.audit.record({
         type: 'livekit.connection_details', subject: audit.subject ?? null, clientId: audit.clientId ?? null, ip: ctx.ip,
         requestId: ctx.state.requestId, details: { room: decision.room, guest: audit.guest, agents: audit.agents, identity: participant.identity },

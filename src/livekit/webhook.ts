@@ -1,6 +1,8 @@
 // POST /livekit/webhook: LiveKit's webhooks, verified with the SDK's WebhookReceiver (the
 // Authorization header is a JWT signed with our API secret whose `sha256` claim is the base64
 // SHA-256 of the raw body). Records room sessions; anything unverified is 401 and records nothing.
+// Each join and published track is checked (./rejoin.ts): a participant whose user, session or grant
+// is revoked, or, in Gatehouse-only rooms, whose token Gatehouse never minted, is removed again.
 import Router from '@koa/router';
 import type { Context } from 'koa';
 import { WebhookReceiver } from 'livekit-server-sdk';
@@ -10,6 +12,7 @@ import type { Logger } from '../http/log.ts';
 import { HttpError, NotFound } from '../http/errors.ts';
 import { readRawBody } from '../http/body.ts';
 import { userIdOfIdentity, type RoomSessions } from './rooms.ts';
+import type { RejoinGuard } from './rejoin.ts';
 
 /** Webhook bodies are small JSON documents; 1 MiB is far beyond any LiveKit event. */
 const WEBHOOK_LIMIT = 1024 * 1024;
@@ -21,7 +24,7 @@ function at(seconds: unknown): Date {
   return Number.isFinite(n) && n > 0 ? new Date(n * 1000) : new Date();
 }
 
-export function createWebhookRouter(deps: { config: Config; rooms: RoomSessions; audit: Audit; log: Logger }): Router {
+export function createWebhookRouter(deps: { config: Config; rooms: RoomSessions; audit: Audit; log: Logger; rejoin?: RejoinGuard }): Router {
   const router = new Router({ prefix: '/livekit' });
   const { config } = deps;
   const receiver = config.LIVEKIT_API_KEY && config.LIVEKIT_API_SECRET ? new WebhookReceiver(config.LIVEKIT_API_KEY, config.LIVEKIT_API_SECRET) : undefined;
@@ -41,11 +44,15 @@ export function createWebhookRouter(deps: { config: Config; rooms: RoomSessions;
     const p = event.participant;
     switch (event.event) {
       case 'participant_joined':
+      // A published track also says who is in the room: the join's webhook may have been lost, and
+      // a participant LiveKit let back in (it renews tokens itself) is caught on its next track too.
+      case 'track_published':
         if (room?.name && p?.sid && p.identity) {
           await deps.rooms.recordJoin({
             participantSid: p.sid, roomName: room.name, roomSid: room.sid || undefined, identity: p.identity,
             userId: userIdOfIdentity(config, p.identity), joinedAt: at(p.joinedAt || event.createdAt),
           });
+          await deps.rejoin?.checkParticipant(event.event, room.name, p);
         }
         break;
       case 'participant_left':
