@@ -50,7 +50,8 @@ import { configureDeviceFlow, createDeviceAccountRouter, createDevices, devicePo
 import { cibaDiscovery, configureCiba, createApprovalsRouter, type CibaDeps } from './ciba/index.ts';
 import { defaultScope } from './oidc/mcp.ts';
 // --- end MCP clients and voice devices ---
-import { registerTokenExchange } from './exchange/index.ts';
+import { lazyKeyRing, registerTokenExchange } from './exchange/index.ts';
+import { createPolicyStore } from './exchange/policy.ts';
 import { createLivekitRouter } from './livekit/routes.ts';
 // --- login security (issue 7) ---
 import { attachRateLimitHeaders, connectionRateLimits, createRateLimits, exchangeRateLimit, type RateLimits } from './http/rate-limit.ts';
@@ -59,6 +60,7 @@ import { withLockoutReset } from './mfa/lockout.ts';
 // --- end login security ---
 // --- federation (issue 4) ---
 import { createConnections, type Connections } from './federation/connections.ts';
+import { idJagDiscovery, registerIdJagGrant } from './federation/id-jag.ts';
 import { createRelyingParty, type RelyingParty } from './federation/rp.ts';
 import { callbackPath, createFederation, type Federation } from './federation/router.ts';
 // --- end federation ---
@@ -170,6 +172,8 @@ async function buildOidcLayer(deps: Deps): Promise<OidcLayer> {
       configureDeviceFlow({ ...deps, devices: createDevices(deps.db) })(configuration);
       // Issue 19: in-call approvals (CIBA).
       configureCiba(cibaDeps(deps))(configuration);
+      // Issue 19: ID-JAG metadata (both roles).
+      idJagDiscovery(configuration);
     },
     upstreamLogoutOffer: async (ctx) => federation?.upstreamLogoutOffer(ctx),
   });
@@ -178,6 +182,8 @@ async function buildOidcLayer(deps: Deps): Promise<OidcLayer> {
   auditProviderBackchannel(provider, deps.audit);
   attachRegistrationAudit(provider, deps.audit);
   registerTokenExchange(provider, deps, { rateLimit: exchangeRateLimit(deps.limits) });
+  // Issue 19: redeem ID-JAGs of trusted enterprise IdPs (RFC 7523 jwt-bearer).
+  registerIdJagGrant(provider, { ...deps, policy: createPolicyStore(deps.db), keyRing: lazyKeyRing(deps) });
   attachRateLimitHeaders(provider);
   const interaction = createInteractionRouter({
     provider, config: deps.config, accounts: deps.accounts, audit: deps.audit, log: deps.log,

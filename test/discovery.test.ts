@@ -30,6 +30,8 @@ const ACR_PWD = 'urn:gatehouse:acr:pwd';
 const ACR_MFA = 'urn:gatehouse:acr:mfa';
 const BACKCHANNEL_EVENT = 'http://schemas.openid.net/event/backchannel-logout';
 const CIBA = 'urn:openid:params:grant-type:ciba';
+const JWT_BEARER = 'urn:ietf:params:oauth:grant-type:jwt-bearer';
+const ID_JAG = 'urn:ietf:params:oauth:token-type:id-jag';
 const LIVEKIT = 'urn:gatehouse:token-type:livekit';
 const LK = { url: 'wss://livekit.test', key: 'APIdiscovery', secret: 'lk-discovery-secret-'.padEnd(40, 'x') };
 const MAYA = { email: 'maya@example.com', password: 'maya has a long passphrase' };
@@ -158,6 +160,22 @@ describe.each(modes)('discovery tells the truth ($mode)', ({ mode, run }) => {
   }
 
   /** The device authorization grant (RFC 8628) through the pages a person uses on a phone. */
+  /** An enterprise IdP's ID-JAG (its keys held inline by the connection) redeemed for an MCP token. */
+  async function idJagRedeemed() {
+    const { publicKey, privateKey } = await generateKeyPair('ES256');
+    const c = await gh.cli('client', 'create', '--name', 'ID-JAG client', '--grant', JWT_BEARER);
+    await gh.cli('role', 'create', 'mcp-user', '--permission', 'tools:read');
+    await gh.cli('connection', 'create', 'enterprise', '--issuer', 'https://idp.enterprise.example', '--client-id', 'gatehouse', '--id-jag', 'on',
+      '--id-jag-jwks', JSON.stringify({ keys: [await exportJWK(publicKey)] }), '--id-jag-client', c.client_id, '--id-jag-resource', MCP, '--default-role', 'mcp-user');
+    const jag = await new SignJWT({ client_id: c.client_id, resource: MCP, scope: 'tools:read', email: 'ent@enterprise.example', email_verified: true })
+      .setProtectedHeader({ alg: 'ES256', typ: 'oauth-id-jag+jwt' }).setIssuer('https://idp.enterprise.example').setSubject('e-1')
+      .setAudience(doc.issuer).setJti(crypto.randomUUID()).setIssuedAt().setExpirationTime('5m').sign(privateKey);
+    const r = await postForm(doc.token_endpoint, { method: 'client_secret_basic', clientId: c.client_id, secret: c.client_secret }, { grant_type: JWT_BEARER, assertion: jag });
+    expect(r.status, JSON.stringify(r.body)).toBe(200);
+    expect((await jwtVerify(r.body.access_token, jwks(), { audience: MCP })).payload.scope).toBe('tools:read');
+  }
+  let idJagOnce: Promise<void> | undefined;
+
   async function deviceFlow() {
     const device = await gh.cli('client', 'create', '--name', 'Speaker', '--grant', DEVICE, '--grant', 'refresh_token');
     const config = await rpConfig(gh, device.client_id, device.client_secret);
@@ -384,6 +402,7 @@ describe.each(modes)('discovery tells the truth ($mode)', ({ mode, run }) => {
         expect(await introspect(access_token)).toMatchObject({ active: true, client_id: c.client_id });
       },
       [DEVICE]: deviceFlow,
+      [JWT_BEARER]: () => (idJagOnce ??= idJagRedeemed()),
       [CIBA]: async () => { expect((await cibaApproval()).token_type).toBe('Bearer'); },
       [TX]: async () => {
         // A user's login token into a LiveKit room token (RFC 8693), as a web frontend does.
@@ -499,6 +518,23 @@ describe.each(modes)('discovery tells the truth ($mode)', ({ mode, run }) => {
       // false: a request_uri the client hosts is refused (PAR's own request_uri is the only kind).
       expect(doc.request_uri_parameter_supported).toBe(false);
       expect((await authorizationError({ request_uri: 'https://rp.example.com/request.jwt' })).error).toBe('request_uri_not_supported');
+    },
+    authorization_grant_profiles_supported: {
+      'urn:ietf:params:oauth:grant-profile:id-jag': () => (idJagOnce ??= idJagRedeemed()),
+    },
+    identity_chaining_requested_token_types_supported: {
+      // The user's ID token into an ID-JAG for another authorization server (docs/id-jag.md).
+      [ID_JAG]: async () => {
+        await gh.cli('policy', 'id-jag', 'set', web.client_id, '--audience', 'https://as.example/', '--target-client-id', 'web-at-as', '--resource', 'https://mcp.as.example/');
+        const { tokens } = await signedIn();
+        const r = await oidc.genericGrantRequest(webConfig, TX, {
+          subject_token: tokens.id_token!, subject_token_type: 'urn:ietf:params:oauth:token-type:id_token', requested_token_type: ID_JAG,
+          audience: 'https://as.example/', resource: 'https://mcp.as.example/',
+        });
+        expect(r).toMatchObject({ issued_token_type: ID_JAG, token_type: 'n_a' });
+        const { payload, protectedHeader } = await jwtVerify(r.access_token, jwks(), { issuer: doc.issuer, audience: 'https://as.example/' });
+        expect([protectedHeader.typ, payload.sub, payload.client_id]).toEqual(['oauth-id-jag+jwt', tokens.claims()!.sub, 'web-at-as']);
+      },
     },
     backchannel_logout_supported: async () => {
       expect(doc.backchannel_logout_supported).toBe(true);

@@ -4,8 +4,8 @@
 // `as` is the MCP server's authorization server: it trusts idp through an enterprise connection
 // and redeems the ID-JAG (RFC 7523 jwt-bearer) for an access token to the MCP server.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createRemoteJWKSet, decodeJwt, decodeProtectedHeader, jwtVerify } from 'jose';
-import { CALLBACK, codeFlow, rpConfig, startTestGatehouse, type TestGatehouse } from './helpers/gatehouse.ts';
+import { createRemoteJWKSet, decodeJwt, decodeProtectedHeader, exportJWK, generateKeyPair, jwtVerify, SignJWT, type CryptoKey } from 'jose';
+import { CALLBACK, codeFlow, describeEachMode, rpConfig, startTestGatehouse, type TestGatehouse } from './helpers/gatehouse.ts';
 import { expectNoTokensInAudit } from './helpers/audit.ts';
 import { postForm } from './helpers/client-auth.ts';
 
@@ -14,8 +14,10 @@ const ID_JAG = 'urn:ietf:params:oauth:token-type:id-jag';
 const ID_TOKEN = 'urn:ietf:params:oauth:token-type:id_token';
 const REFRESH = 'urn:ietf:params:oauth:token-type:refresh_token';
 const AT = 'urn:ietf:params:oauth:token-type:access_token';
+const JWT_BEARER = 'urn:ietf:params:oauth:grant-type:jwt-bearer';
 // The MCP server's authorization server is a second Gatehouse; its issuer is known once it listens.
 const MCP = 'https://mcp.chat.example/mcp';
+const DOCS = 'https://docs.chat.example/mcp';
 const FRANK = { email: 'frank@initech.test', password: 'frank has a long password' };
 
 type Client = { client_id: string; client_secret: string };
@@ -47,6 +49,8 @@ beforeAll(async () => {
   const signedIn = await codeFlow(idp, await rpConfig(idp, app.client_id, app.client_secret), { creds: FRANK });
   frank = { idToken: signedIn.tokens.id_token!, refresh: signedIn.tokens.refresh_token!, accessToken: signedIn.tokens.access_token, sub: signedIn.tokens.claims()!.sub };
   seenTokens.add(frank.idToken).add(frank.refresh).add(frank.accessToken);
+  await idp.cli('policy', 'id-jag', 'set', app.client_id, '--audience', AS_ISSUER, '--target-client-id', 'chat-client-at-as',
+    '--resource', MCP, '--scope', 'chat.read', '--scope', 'chat.history');
 }, 60_000);
 afterAll(async () => idp?.close());
 
@@ -56,11 +60,6 @@ const idJagRequest = (client: Client, params: Record<string, string | never[]> =
 });
 
 describe('ID-JAG: Gatehouse as the enterprise IdP', () => {
-  beforeAll(async () => {
-    await idp.cli('policy', 'id-jag', 'set', app.client_id, '--audience', AS_ISSUER, '--target-client-id', 'chat-client-at-as',
-      '--resource', MCP, '--scope', 'chat.read', '--scope', 'chat.history');
-  });
-
   it("exchanges the user's ID token for a signed ID-JAG addressed to the other authorization server", async () => {
     const { status, body } = await idJagRequest(app);
     expect(status, JSON.stringify(body)).toBe(200);
@@ -147,3 +146,129 @@ async function otherClientsIdToken() {
   seenTokens.add(tokens.id_token!);
   return tokens.id_token!;
 }
+
+describeEachMode("ID-JAG: Gatehouse as the MCP server's authorization server", (mode) => {
+  let as: TestGatehouse;
+  /** The MCP client as registered at the authorization server; `other` is a second client of it. */
+  let client: Client, other: Client;
+  /** A second enterprise IdP, whose keys the connection holds inline: it signs whatever a case needs. */
+  const FABRIKAM = 'https://login.fabrikam.example';
+  let fabrikamKey: CryptoKey;
+  const now = () => Math.floor(Date.now() / 1000);
+
+  beforeAll(async () => {
+    as = await startTestGatehouse({ mode });
+    await as.cli('resource', 'create', '--uri', MCP, '--scope', 'chat.read', '--scope', 'chat.history', '--scope', 'chat.admin');
+    await as.cli('resource', 'create', '--uri', DOCS, '--scope', 'docs.read');
+    // Frank's role here holds chat.read and chat.history; chat.admin is nobody's.
+    await as.cli('role', 'create', 'chat-user', '--permission', 'chat.read', '--permission', 'chat.history', '--permission', 'docs.read');
+    [client, other] = await Promise.all(['Chat MCP client', 'Second client'].map((name) =>
+      as.cli('client', 'create', '--name', name, '--grant', JWT_BEARER)));
+    // Trust the IdP for ID-JAGs: its keys from its discovery document, new users provisioned.
+    await as.cli('connection', 'create', 'initech', '--issuer', idp.url, '--client-id', 'as-at-initech', '--id-jag', 'on',
+      '--id-jag-client', client.client_id, '--id-jag-client', other.client_id, '--id-jag-resource', MCP, '--default-role', 'chat-user');
+    const { publicKey, privateKey } = await generateKeyPair('ES256');
+    fabrikamKey = privateKey;
+    await as.cli('connection', 'create', 'fabrikam', '--issuer', FABRIKAM, '--client-id', 'as-at-fabrikam', '--id-jag', 'on', '--jit', 'off',
+      '--id-jag-jwks', JSON.stringify({ keys: [{ ...(await exportJWK(publicKey)), kid: 'f1', alg: 'ES256' }] }),
+      '--id-jag-client', client.client_id, '--id-jag-resource', MCP, '--default-role', 'chat-user');
+    // The IdP's side: the MCP client may get ID-JAGs for this server's MCP server (more scopes than
+    // Frank holds here: this server bounds them).
+    await idp.cli('policy', 'id-jag', 'set', app.client_id, '--audience', as.url, '--target-client-id', client.client_id,
+      '--resource', MCP, '--scope', 'chat.read', '--scope', 'chat.history', '--scope', 'chat.admin');
+  }, 60_000);
+  afterAll(async () => as?.close());
+
+  /** A fresh ID-JAG from the IdP for this server. */
+  async function idJag(params: Record<string, string | never[]> = {}) {
+    const { status, body } = await idJagRequest(app, { audience: as.url, scope: 'chat.read chat.history', ...params });
+    expect(status, JSON.stringify(body)).toBe(200);
+    return body.access_token as string;
+  }
+  const redeem = (assertion: string, by: Client = client, params: Record<string, string> = {}) =>
+    tokenRequest(as, by, { grant_type: JWT_BEARER, assertion, ...params });
+  /** An ID-JAG signed by Fabrikam's key (or `key`), with claims overridden by `claims`. */
+  const fabrikamJag = (claims: Record<string, unknown> = {}, header: Record<string, unknown> = {}) => {
+    const { iat = now(), exp = now() + 300, ...rest } = claims;
+    return new SignJWT({ sub: 'fab-42', aud: as.url, client_id: client.client_id, resource: MCP, scope: 'chat.read', jti: crypto.randomUUID(), email: 'frank@initech.test', email_verified: true, ...rest })
+      .setProtectedHeader({ alg: 'ES256', typ: 'oauth-id-jag+jwt', kid: 'f1', ...header })
+      .setIssuer(FABRIKAM).setIssuedAt(iat as number).setExpirationTime(exp as number)
+      .sign(fabrikamKey);
+  };
+
+  it('redeems an ID-JAG from the trusted IdP for an access token to the MCP server, provisioning the user', async () => {
+    const { status, body } = await redeem(await idJag());
+    expect(status, JSON.stringify(body)).toBe(200);
+    expect(body).toMatchObject({ token_type: 'Bearer', scope: 'chat.read chat.history' });
+    expect(body.refresh_token).toBeUndefined();
+    expect(body.expires_in).toBeLessThanOrEqual(900);
+    const { payload, protectedHeader } = await jwtVerify(body.access_token, createRemoteJWKSet(new URL(`${as.url}/jwks`)), { issuer: as.url, audience: MCP });
+    expect(protectedHeader.typ).toBe('at+jwt');
+    const [user] = (await as.deps.db.query<{ id: string; email: string }>('SELECT id, email FROM users WHERE email = $1', [FRANK.email])).rows;
+    expect(payload).toMatchObject({ sub: user.id, client_id: client.client_id, scope: 'chat.read chat.history', amr: ['fed'] });
+    const [link] = (await as.deps.db.query<{ connection: string; subject: string; user_id: string }>('SELECT connection, subject, user_id FROM federated_identities')).rows;
+    expect(link).toEqual({ connection: 'initech', subject: frank.sub, user_id: user.id });
+    const [row] = (await as.deps.db.query<{ outcome: string; subject: string; client_id: string; details: any }>(
+      "SELECT outcome, subject, client_id, details FROM audit_events WHERE type = 'token.id_jag' ORDER BY id DESC LIMIT 1")).rows;
+    expect(row).toMatchObject({ outcome: 'success', subject: user.id, client_id: client.client_id,
+      details: { connection: 'initech', issuer: idp.url, upstream_subject: frank.sub, resource: MCP, scopes: ['chat.read', 'chat.history'], account: 'jit' } });
+    // The next one finds the linked account.
+    expect((await redeem(await idJag({ scope: 'chat.read' }))).body.scope).toBe('chat.read');
+  });
+
+  it('advertises the grant and the ID-JAG profile in discovery', async () => {
+    const doc = await (await fetch(`${as.url}/.well-known/oauth-authorization-server`)).json();
+    expect(doc.grant_types_supported).toContain(JWT_BEARER);
+    expect(doc.authorization_grant_profiles_supported).toEqual(['urn:ietf:params:oauth:grant-profile:id-jag']);
+  });
+
+  it('redeems each ID-JAG once: of parallel redemptions exactly one succeeds, and a later one is refused', async () => {
+    const assertion = await idJag();
+    const results = await Promise.all(Array.from({ length: 8 }, () => redeem(assertion)));
+    expect(results.filter((r) => r.status === 200)).toHaveLength(1);
+    for (const r of results.filter((x) => x.status !== 200)) {
+      expect(r).toMatchObject({ status: 400, body: { error: 'invalid_grant', error_description: expect.stringMatching(/already been used/) } });
+    }
+    expect((await redeem(assertion)).body.error_description).toMatch(/already been used/);
+  });
+
+  it('refuses each bad ID-JAG with its own error, and audits it', async () => {
+    const since = Number((await as.deps.db.query<{ id: number }>('SELECT coalesce(max(id), 0) AS id FROM audit_events')).rows[0].id);
+    const { privateKey: strangerKey } = await generateKeyPair('ES256');
+    const cases: [string, () => Promise<{ status: number; body: Record<string, any> }>, number, string, RegExp][] = [
+      ['wrong aud', async () => redeem(await idJag({ audience: AS_ISSUER })), 400, 'invalid_grant', /aud is not this server's issuer/],
+      ['aud with two values', async () => redeem(await fabrikamJag({ aud: [as.url, 'https://other.example'] })), 400, 'invalid_grant', /aud is not this server's issuer/],
+      ['expired', async () => redeem(await fabrikamJag({ iat: now() - 900, exp: now() - 600 })), 400, 'invalid_grant', /has expired/],
+      ['issued in the future', async () => redeem(await fabrikamJag({ iat: now() + 600, exp: now() + 900 })), 400, 'invalid_grant', /iat/],
+      ['too long-lived', async () => redeem(await fabrikamJag({ exp: now() + 7200 })), 400, 'invalid_grant', /longer than 3600 seconds/],
+      ['untrusted issuer', async () => redeem(await new SignJWT({ sub: 'x', aud: as.url, client_id: client.client_id, resource: MCP, jti: 'j' })
+        .setProtectedHeader({ alg: 'ES256', typ: 'oauth-id-jag+jwt' }).setIssuer('https://evil.example').setIssuedAt().setExpirationTime('5m').sign(strangerKey)),
+      400, 'invalid_grant', /issuer is not trusted/],
+      ['signed with another key', async () => redeem(await new SignJWT({ sub: 'fab-42', aud: as.url, client_id: client.client_id, resource: MCP, jti: 'k' })
+        .setProtectedHeader({ alg: 'ES256', typ: 'oauth-id-jag+jwt', kid: 'f1' }).setIssuer(FABRIKAM).setIssuedAt().setExpirationTime('5m').sign(strangerKey)),
+      400, 'invalid_grant', /signature does not verify/],
+      ['not typed as an ID-JAG (an ID token)', () => redeem(frank.idToken), 400, 'invalid_grant', /typ must be oauth-id-jag\+jwt/],
+      ['client_id is another client', async () => redeem(await idJag(), other), 400, 'invalid_grant', /client_id is not the authenticated client/],
+      ['client not allowed for the issuer', async () => redeem(await fabrikamJag({ client_id: other.client_id }), other), 400, 'unauthorized_client', /may not redeem ID-JAGs from fabrikam/],
+      ['resource not allowed for the issuer', async () => redeem(await fabrikamJag({ resource: DOCS, scope: 'docs.read' })), 400, 'invalid_target', /may not be used for this resource/],
+      ['no resource', async () => redeem(await fabrikamJag({ resource: undefined })), 400, 'invalid_grant', /names no resource/],
+      ['scope beyond what the user holds here', async () => redeem(await idJag({ scope: 'chat.admin' })), 400, 'invalid_scope', /user's roles do not hold chat.admin/],
+      ['scope beyond the ID-JAG', async () => redeem(await idJag({ scope: 'chat.read' }), client, { scope: 'chat.history' }), 400, 'invalid_scope', /the ID-JAG allows none of chat.history/],
+      ['unknown user and no provisioning', async () => redeem(await fabrikamJag({ sub: 'fab-43', email: 'nobody@fabrikam.example' })), 400, 'invalid_grant', /There is no account for nobody@fabrikam.example/],
+      ['no assertion', () => tokenRequest(as, client, { grant_type: JWT_BEARER }), 400, 'invalid_request', /assertion/],
+    ];
+    for (const [name, run, status, error, description] of cases) {
+      const { status: got, body } = await run();
+      expect(got, name).toBe(status);
+      expect(body.error, `${name}: ${JSON.stringify(body)}`).toBe(error);
+      expect(body.error_description, name).toMatch(description);
+    }
+    const rows = (await as.deps.db.query<{ outcome: string; details: any }>(
+      "SELECT outcome, details FROM audit_events WHERE type = 'token.id_jag' AND id > $1 ORDER BY id", [since])).rows;
+    expect(rows.map((r) => [r.outcome, r.details.error])).toEqual(cases.map(([, , , error]) => ['failure', error]));
+  });
+
+  it('never writes a token to the audit log', async () => {
+    await expectNoTokensInAudit(as, seenTokens);
+  });
+});

@@ -17,7 +17,19 @@ const OPTIONS = {
   jit: one, 'link-by-email': one, 'password-login': one, 'trust-mfa': one, enabled: one,
   'email-claim': one, 'email-verified-claim': one, 'name-claim': one, 'groups-claim': one,
   'map-role': many, 'clear-role-map': flag, 'default-role': many,
+  // ID-JAG (docs/id-jag.md): redeem this issuer's ID-JAGs, for these clients and resources.
+  'id-jag': one, 'id-jag-jwks-uri': one, 'id-jag-jwks': one, 'id-jag-client': many, 'id-jag-resource': many,
 };
+
+function jwksOption(v: string | undefined): { keys: { kty: string }[] } | null | undefined {
+  if (v === undefined) return undefined;
+  if (v === '' || v === 'none') return null;
+  try {
+    return JSON.parse(v) as { keys: { kty: string }[] };
+  } catch {
+    throw new CommandError('--id-jag-jwks takes a JWK Set as JSON ({"keys":[...]}), or none');
+  }
+}
 
 
 function onOff(v: string | undefined, option: string): boolean | undefined {
@@ -63,6 +75,12 @@ function input(values: ReturnType<typeof parseOptions>['values'], current?: Conn
     claimMap: Object.keys(claims).length ? { ...current?.claimMap, ...claims } : undefined,
     roleMap: values['clear-role-map'] ? roleMap(values['map-role'], {}) ?? {} : roleMap(values['map-role'], current?.roleMap),
     defaultRoles: values['default-role'] ? splitList(values['default-role']) : undefined,
+    idJag: onOff(values['id-jag'], 'id-jag'),
+    idJagJwksUri: values['id-jag-jwks-uri'] === undefined ? undefined : values['id-jag-jwks-uri'] === 'none' ? null : values['id-jag-jwks-uri'],
+    idJagJwks: jwksOption(values['id-jag-jwks']),
+    // Given: the list is replaced (none: emptied).
+    idJagClients: values['id-jag-client'] ? splitList(values['id-jag-client']).filter((c) => c !== 'none') : undefined,
+    idJagResources: values['id-jag-resource'] ? splitList(values['id-jag-resource']).filter((r) => r !== 'none') : undefined,
   };
 }
 
@@ -151,6 +169,7 @@ export const CONNECTION_USAGE = [
   '                [--scope S ...] [--jit on|off] [--link-by-email on|off] [--password-login on|off] [--trust-mfa on|off]',
   '                [--email-claim C] [--email-verified-claim C] [--name-claim C] [--groups-claim C]',
   '                [--map-role GROUP=ROLE[+ROLE] ...] [--default-role R ...] [--enabled on|off]',
+  '                [--id-jag on|off] [--id-jag-jwks-uri URL|none] [--id-jag-jwks JSON|none] [--id-jag-client ID ...] [--id-jag-resource URI ...]',
   '  connection update NAME [same options] [--clear-client-secret] [--clear-domains] [--clear-role-map]',
   '  connection list | connection get NAME | connection delete NAME',
 ];

@@ -8,6 +8,7 @@ export type ExchangeErrorCode =
   | 'invalid_request'
   | 'invalid_target'
   | 'invalid_scope'
+  | 'invalid_grant'
   | 'unauthorized_client'
   | 'insufficient_user_authentication'
   | 'temporarily_unavailable';
@@ -30,6 +31,8 @@ export const invalidRequest = refuse('invalid_request');
 export const invalidTarget = refuse('invalid_target');
 export const invalidScope = refuse('invalid_scope');
 export const unauthorizedClient = refuse('unauthorized_client');
+/** RFC 6749 §5.2: the assertion of an assertion grant (RFC 7521 §5.2: jwt-bearer) is not acceptable. */
+export const invalidGrant = refuse('invalid_grant');
 export const unavailable = refuse('temporarily_unavailable');
 /** RFC 9470 §3: the subject's authentication is too weak for the target; the hint is always MFA (the one stronger level). */
 export const insufficientUserAuthentication = refuse('insufficient_user_authentication');
@@ -51,6 +54,9 @@ export function toOidcError(e: ExchangeError): Error {
       return new errors.InvalidScope(e.message, undefined as never);
     case 'unauthorized_client':
       return new errors.UnauthorizedClient(e.message);
+    case 'invalid_grant':
+      // oidc-provider's InvalidGrant always says "grant request is invalid"; each refusal says why.
+      return new errors.CustomOIDCProviderError('invalid_grant', e.message);
     case 'insufficient_user_authentication':
       // 400 like every token-endpoint refusal (RFC 6749 §5.2); index.ts adds acr_values to the body.
       return Object.assign(new errors.CustomOIDCProviderError(e.code, e.message), { acr_values: STEP_UP_ACR_VALUES });

@@ -34,7 +34,21 @@ export interface Connection {
   roleMap: Record<string, string[]>;
   defaultRoles: string[];
   enabled: boolean;
+  /** ID-JAG (docs/id-jag.md): whether, and for which clients and resources, this issuer's ID-JAGs are redeemed. */
+  idJag: IdJagTrust;
   updatedAt: Date;
+}
+
+export interface IdJagTrust {
+  enabled: boolean;
+  /** Where the issuer's signing keys are; null = the jwks_uri of its discovery document. */
+  jwksUri: string | null;
+  /** Or the keys themselves (a JWK Set). */
+  jwks: { keys: Record<string, unknown>[] } | null;
+  /** Our clients that may present its ID-JAGs. */
+  clients: string[];
+  /** Registered resources its ID-JAGs may name. */
+  resources: string[];
 }
 
 // Connection names appear in URLs and authorization requests (`connection=<name>`).
@@ -59,6 +73,11 @@ export const connectionInput = z.object({
   roleMap: z.record(z.string().min(1).max(256), roleList).optional(),
   defaultRoles: roleList.optional(),
   enabled: z.boolean().optional(),
+  idJag: z.boolean().optional(),
+  idJagJwksUri: z.url().refine((u) => /^https:\/\//.test(u) || isLoopbackHttp(u), 'must be https:// (http:// only on a loopback address, for development)').nullable().optional(),
+  idJagJwks: z.object({ keys: z.array(z.object({ kty: z.string() }).passthrough()).min(1) }).nullable().optional(),
+  idJagClients: z.array(z.string().min(1).max(512)).optional(),
+  idJagResources: z.array(z.url()).optional(),
 });
 export type ConnectionInput = z.input<typeof connectionInput>;
 
@@ -95,6 +114,11 @@ interface ConnectionRow {
   role_map: Record<string, string[]> | string;
   default_roles: string[];
   enabled: boolean;
+  id_jag: boolean;
+  id_jag_jwks_uri: string | null;
+  id_jag_jwks: IdJagTrust['jwks'] | string | null;
+  id_jag_clients: string[];
+  id_jag_resources: string[];
   updated_at: Date;
 }
 
@@ -117,6 +141,10 @@ function toConnection(r: ConnectionRow): Connection {
     roleMap: json(r.role_map),
     defaultRoles: r.default_roles ?? [],
     enabled: r.enabled,
+    idJag: {
+      enabled: r.id_jag, jwksUri: r.id_jag_jwks_uri, jwks: r.id_jag_jwks === null ? null : json(r.id_jag_jwks),
+      clients: r.id_jag_clients ?? [], resources: r.id_jag_resources ?? [],
+    },
     updatedAt: new Date(r.updated_at),
   };
 }
@@ -157,11 +185,13 @@ export function createConnections(db: Db, box: SecretBox) {
       await assertRolesExist(tx, [...defaultRoles, ...Object.values(c.roleMap ?? {}).flat()]);
       const { rows } = await tx.query<ConnectionRow>(
         `INSERT INTO federation_connections (name, display_name, issuer, client_id, client_secret_enc, scopes, domains, jit,
-           link_by_email, password_login, trust_mfa, claim_map, role_map, default_roles, enabled)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) RETURNING *`,
+           link_by_email, password_login, trust_mfa, claim_map, role_map, default_roles, enabled,
+           id_jag, id_jag_jwks_uri, id_jag_jwks, id_jag_clients, id_jag_resources)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20) RETURNING *`,
         [c.name, c.displayName ?? null, c.issuer.replace(/\/+$/, ''), c.clientId, c.clientSecret ? box.seal(c.clientSecret) : null,
           c.scopes ?? 'openid email profile', c.domains ?? [], c.jit ?? true, c.linkByEmail ?? false, c.passwordLogin ?? true,
-          c.trustMfa ?? false, JSON.stringify(c.claimMap ?? {}), JSON.stringify(c.roleMap ?? {}), defaultRoles, c.enabled ?? true],
+          c.trustMfa ?? false, JSON.stringify(c.claimMap ?? {}), JSON.stringify(c.roleMap ?? {}), defaultRoles, c.enabled ?? true,
+          c.idJag ?? false, c.idJagJwksUri ?? null, c.idJagJwks ? JSON.stringify(c.idJagJwks) : null, c.idJagClients ?? [], c.idJagResources ?? []],
       );
       return toConnection(rows[0]);
     });
@@ -187,6 +217,11 @@ export function createConnections(db: Db, box: SecretBox) {
       roleMap: current.roleMap,
       defaultRoles: current.defaultRoles,
       enabled: current.enabled,
+      idJag: current.idJag.enabled,
+      idJagJwksUri: current.idJag.jwksUri,
+      idJagJwks: current.idJag.jwks,
+      idJagClients: current.idJag.clients,
+      idJagResources: current.idJag.resources,
       ...Object.fromEntries(Object.entries(rest).filter(([, v]) => v !== undefined)),
       ...(clientSecret ? { clientSecret } : {}),
     });
@@ -197,11 +232,14 @@ export function createConnections(db: Db, box: SecretBox) {
         `UPDATE federation_connections SET display_name = $2, issuer = $3, client_id = $4, scopes = $5, domains = $6, jit = $7,
            link_by_email = $8, password_login = $9, trust_mfa = $10, claim_map = $11, role_map = $12, default_roles = $13,
            enabled = $14, updated_at = now(),
-           client_secret_enc = CASE WHEN $15::boolean THEN $16 ELSE client_secret_enc END
+           client_secret_enc = CASE WHEN $15::boolean THEN $16 ELSE client_secret_enc END,
+           id_jag = $17, id_jag_jwks_uri = $18, id_jag_jwks = $19, id_jag_clients = $20, id_jag_resources = $21
          WHERE name = $1 RETURNING *`,
         [name, merged.displayName ?? null, merged.issuer.replace(/\/+$/, ''), merged.clientId, merged.scopes, merged.domains, merged.jit,
           merged.linkByEmail, merged.passwordLogin, merged.trustMfa, JSON.stringify(merged.claimMap), JSON.stringify(merged.roleMap),
-          merged.defaultRoles, merged.enabled, clientSecret !== undefined, clientSecret ? box.seal(clientSecret) : null],
+          merged.defaultRoles, merged.enabled, clientSecret !== undefined, clientSecret ? box.seal(clientSecret) : null,
+          merged.idJag ?? false, merged.idJagJwksUri ?? null, merged.idJagJwks ? JSON.stringify(merged.idJagJwks) : null,
+          merged.idJagClients ?? [], merged.idJagResources ?? []],
       );
       return toConnection(rows[0]);
     });
@@ -229,6 +267,13 @@ export function createConnections(db: Db, box: SecretBox) {
     const domain = emailDomain(email);
     if (!domain || !DOMAIN.test(domain)) return undefined;
     const { rows } = await db.query<ConnectionRow>('SELECT * FROM federation_connections WHERE $1 = ANY(domains)', [domain]);
+    return rows[0] ? toConnection(rows[0]) : undefined;
+  }
+
+  /** ID-JAG: the enabled connection that trusts this issuer's ID-JAGs (issuers compare without a trailing slash). */
+  async function findIdJagIssuer(issuer: string): Promise<Connection | undefined> {
+    const { rows } = await db.query<ConnectionRow>(
+      'SELECT * FROM federation_connections WHERE issuer = $1 AND id_jag AND enabled ORDER BY name LIMIT 1', [issuer.replace(/\/+$/, '')]);
     return rows[0] ? toConnection(rows[0]) : undefined;
   }
 
@@ -292,7 +337,7 @@ export function createConnections(db: Db, box: SecretBox) {
     });
   }
 
-  return { create, update, find, list, remove, findByEmail, anyEnabled, clientSecret, findIdentity, link, identitiesOf, applyMappedRoles };
+  return { create, update, find, list, remove, findByEmail, findIdJagIssuer, anyEnabled, clientSecret, findIdentity, link, identitiesOf, applyMappedRoles };
 }
 
 export type Connections = ReturnType<typeof createConnections>;

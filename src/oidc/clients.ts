@@ -13,6 +13,8 @@ export const GRANT_TYPES = [
   'urn:ietf:params:oauth:grant-type:token-exchange',
   // CIBA (in-call approvals, src/ciba): the agent polls for the user's answer.
   'urn:openid:params:grant-type:ciba',
+  // ID-JAG (docs/id-jag.md): an enterprise IdP's Identity Assertion JWT Authorization Grant (RFC 7523).
+  'urn:ietf:params:oauth:grant-type:jwt-bearer',
 ] as const;
 
 const isLoopback = (h: string) => h === 'localhost' || h === '127.0.0.1' || h === '[::1]';
