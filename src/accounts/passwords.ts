@@ -1,6 +1,7 @@
 // Password hashing and policy. argon2id with the OWASP Password Storage Cheat Sheet parameters
 // (m=19 MiB, t=2, p=1); a stored hash made with other parameters is re-hashed at the next login.
 import argon2 from 'argon2';
+import { verifyLegacyHash } from './legacy-hashes.ts';
 
 /** OWASP Password Storage Cheat Sheet, argon2id option 2: m=19456 KiB, t=2, p=1. */
 export const ARGON2_PARAMS = Object.freeze({ memoryCost: 19456, timeCost: 2, parallelism: 1 });
@@ -27,6 +28,12 @@ export interface PasswordCheck {
 }
 
 export async function verifyPassword(hash: string, password: string): Promise<PasswordCheck> {
+  // An imported hash (bcrypt, scrypt, PBKDF2: src/accounts/legacy-hashes.ts) is verified as its old
+  // system did, and always replaced by argon2id once the password is known.
+  if (!hash.startsWith('$argon2')) {
+    const ok = await verifyLegacyHash(hash, password).catch(() => false);
+    return { ok, needsRehash: ok };
+  }
   let ok: boolean;
   try {
     ok = await argon2.verify(hash, password);

@@ -7,6 +7,7 @@ import { HttpError } from '../http/errors.ts';
 import { deleteAllFactors } from '../mfa/factors.ts';
 import { hashPassword, passwordPolicyViolation, verifyAgainstDummy, verifyPassword } from './passwords.ts';
 import { emailKey, parseEmail } from './email.ts';
+import { hashKind } from './legacy-hashes.ts';
 
 export interface User {
   id: string;
@@ -229,8 +230,10 @@ export function createAccounts(db: Db, audit: Audit) {
     if (!row.active) return { error: 'inactive' };
     if (check.needsRehash) {
       // Same password, current parameters: password_changed_at stays (nothing to revoke).
+      // Only while the hash is still the one verified: of two sign-ins at once, one replaces it.
       const fresh = await hashPassword(password);
-      await db.query('UPDATE users SET password_hash = $2 WHERE id = $1 AND password_hash = $3', [row.id, fresh, row.password_hash]);
+      const replaced = await db.query('UPDATE users SET password_hash = $2 WHERE id = $1 AND password_hash = $3 RETURNING id', [row.id, fresh, row.password_hash]);
+      if (replaced.rows.length) await audit.record({ type: 'account.password_rehash', actor: row.id, subject: row.id, details: { from: hashKind(row.password_hash) } });
     }
     const { rows } = await db.query<{ last_login_at: Date }>(
       'UPDATE users SET last_login_at = now() WHERE id = $1 RETURNING last_login_at',

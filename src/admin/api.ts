@@ -24,6 +24,7 @@ import { ACR_MFA, mfaRequirement } from '../mfa/policy.ts';
 import { listUserApps } from '../account/data.ts';
 import { ADMIN_API_PATH, ADMIN_READ_SCOPE, ADMIN_SCOPE, adminApiUri, adminScopesForClient, adminScopesForPermissions } from './api-scopes.ts';
 import { CommandError, runCommand } from './commands.ts';
+import { importFromRequest } from './import-command.ts';
 import { AUTH_METHODS } from '../oidc/clients.ts';
 
 export type AdminApiDeps = Pick<Deps, 'accounts' | 'clients' | 'resources' | 'keys' | 'audit' | 'config' | 'revocations' | 'db' | 'log'> & {
@@ -183,12 +184,12 @@ export function createAdminApi(deps: AdminApiDeps): Middleware {
     }
   });
 
-  type Handler = (ctx: Context, run: (argv: string[]) => Promise<unknown>) => Promise<unknown>;
+  type Handler = (ctx: Context, run: (argv: string[]) => Promise<unknown>, actor: string) => Promise<unknown>;
   function route(method: 'get' | 'post' | 'patch' | 'put' | 'delete', path: string, handler: Handler, status = 200) {
     router[method](path, async (ctx: Context) => {
       const actor = await authenticate(ctx, method === 'get' ? 'read' : 'write');
       const run = (argv: string[]) => runCommand({ ...deps, actor }, argv);
-      const body = await handler(ctx, run);
+      const body = await handler(ctx, run, actor);
       ctx.status = body === undefined ? 204 : status;
       if (body !== undefined) ctx.body = body;
     });
@@ -203,6 +204,8 @@ export function createAdminApi(deps: AdminApiDeps): Middleware {
     const b = await body(ctx, userCreate);
     return run(['user', 'create', ...flags({ email: b.email, password: b.password, name: b.name, role: b.roles, verified: b.email_verified })]);
   }, 201);
+  // Issue 18: the import file is the body (application/x-ndjson or text/csv), read as it arrives.
+  route('post', '/users/import', (ctx, _run, actor) => importFromRequest({ ...deps, actor }, ctx));
   route('get', '/users/:id', (ctx, run) => run(['user', 'get', `--id=${param(ctx, 'id')}`]));
   route('patch', '/users/:id', async (ctx, run) => {
     const b = await body(ctx, userPatch);

@@ -5,6 +5,7 @@ import { ZodError } from 'zod';
 import type { Deps } from '../app.ts';
 import { POLICY_USAGE, policyCommands } from './policy-commands.ts';
 import { CONNECTION_USAGE, connectionCommands } from './connection-commands.ts';
+import { IMPORT_USAGE, importCommands } from './import-command.ts';
 import { revokeAsOperator } from '../revocation/admin.ts';
 import { hashId } from '../revocation/store.ts';
 import { isAdminApi } from './api-scopes.ts';
@@ -323,6 +324,7 @@ const commands: Record<string, Handler> = {
   },
   ...policyCommands,
   ...connectionCommands,
+  ...importCommands,
   // Issue 6: one revocation per call; a user may be named by id or email.
   async revoke(deps, args) {
     const { values } = parse(args, { user: one, grant: one, session: one, jti: one, ttl: one });
@@ -382,6 +384,7 @@ export function usage(): string {
     '  revoke --user ID|EMAIL | --grant ID | --session ID | --jti JTI [--ttl SECONDS]',
     ...POLICY_USAGE,
     ...CONNECTION_USAGE,
+    ...IMPORT_USAGE,
   ].join('\n');
 }
 

@@ -4,7 +4,9 @@
 import fs from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
+import type { Readable } from 'node:stream';
 import { CommandError, runCommand } from './commands.ts';
+import { serveControlImport } from './import-command.ts';
 import type { Deps } from '../app.ts';
 import type { Logger } from '../http/log.ts';
 
@@ -14,6 +16,17 @@ export async function startControlServer(deps: Parameters<typeof runCommand>[0],
   const socket = controlSocketPath(dataDir);
   fs.rmSync(socket, { force: true });
   const server = http.createServer((req, res) => {
+    // `user import FILE`: the file streams in as the body (it may be far larger than a command).
+    if (req.method === 'POST' && req.url === '/import') {
+      serveControlImport(deps, req).then(
+        ({ status, body }) => res.writeHead(status, { 'content-type': 'application/json' }).end(JSON.stringify(body)),
+        (err) => {
+          log.error({ err }, 'control import failed');
+          res.writeHead(500, { 'content-type': 'application/json' }).end(JSON.stringify({ error: 'import failed; see the server log' }));
+        },
+      );
+      return;
+    }
     const chunks: Buffer[] = [];
     let size = 0;
     req.on('data', (c: Buffer) => {
@@ -64,6 +77,29 @@ export function sendControlCommand(dataDir: string, argv: string[]): Promise<{ s
       else reject(err);
     });
     req.end(JSON.stringify({ argv }));
+  });
+}
+
+/** `user import FILE` to a running embedded server: argv in a header, the file as the body. Undefined when none listens. */
+export function sendControlImport(dataDir: string, argv: string[], file: () => Readable): Promise<{ status: number; body: { result?: unknown; error?: string } } | undefined> {
+  const socketPath = controlSocketPath(dataDir);
+  if (!fs.existsSync(socketPath)) return Promise.resolve(undefined);
+  return new Promise((resolve, reject) => {
+    const req = http.request({ socketPath, path: '/import', method: 'POST', headers: { 'content-type': 'application/octet-stream', 'x-gatehouse-argv': encodeURIComponent(JSON.stringify(argv)) } }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => resolve({ status: res.statusCode ?? 500, body: JSON.parse(Buffer.concat(chunks).toString('utf8')) }));
+    });
+    let sent = false;
+    req.on('error', (err: NodeJS.ErrnoException) => {
+      // No server behind a stale socket: nothing was sent, the CLI opens the data itself.
+      if (!sent && (err.code === 'ECONNREFUSED' || err.code === 'ENOENT')) resolve(undefined);
+      else reject(err);
+    });
+    req.on('socket', (socket) => socket.on('connect', () => {
+      sent = true;
+      file().on('error', (err) => req.destroy(err)).pipe(req);
+    }));
   });
 }
 

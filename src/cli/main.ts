@@ -8,7 +8,7 @@
 import fs from 'node:fs';
 import { loadConfig, ConfigError } from '../config/index.ts';
 import { CommandError, runCommand, usage } from '../admin/commands.ts';
-import { sendControlCommand } from '../admin/control.ts';
+import { sendControlCommand, sendControlImport } from '../admin/control.ts';
 
 function fail(message: string, code = 1): never {
   process.stderr.write(`gatehouse: ${message}\n`);
@@ -49,6 +49,8 @@ export async function cli(rawArgv: string[]): Promise<void> {
     if (err instanceof ConfigError) fail(err.message);
     throw err;
   }
+  if (cmd === 'user' && argv[1] === 'import') return importFile(config, argv.slice(2));
+
   if (config.embedded) {
     const forwarded = await sendControlCommand(config.DATA_DIR, argv);
     if (forwarded) {
@@ -77,6 +79,45 @@ export async function cli(rawArgv: string[]): Promise<void> {
   try {
     const result = await runCommand(deps, argv);
     process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);
+  } catch (err) {
+    if (err instanceof CommandError) fail(err.message, 2);
+    throw err;
+  } finally {
+    await deps.close();
+  }
+}
+
+/** `user import FILE`: this process reads FILE and streams it to the import (src/admin/import-command.ts). */
+async function importFile(config: ReturnType<typeof loadConfig>, args: string[]) {
+  const { importArguments, runUserImport } = await import('../admin/import-command.ts');
+  let file: string | undefined;
+  try {
+    file = importArguments(args).file;
+  } catch (err) {
+    if (err instanceof CommandError) fail(err.message, 2);
+    throw err;
+  }
+  if (!file) fail('usage: gatehouse user import FILE [--format jsonl|csv] [--dry-run] [--update]', 2);
+  try {
+    fs.accessSync(file, fs.constants.R_OK);
+  } catch (err) {
+    fail(`cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, 2);
+  }
+  const open = () => fs.createReadStream(file);
+  const print = (result: unknown) => {
+    process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);
+  };
+  if (config.embedded) {
+    const forwarded = await sendControlImport(config.DATA_DIR, args, open);
+    if (forwarded) {
+      if (forwarded.status !== 200) fail(forwarded.body.error ?? `server answered ${forwarded.status}`, 2);
+      return print(forwarded.body.result);
+    }
+  }
+  const [{ assemble }, { createLogger }] = await Promise.all([import('../app.ts'), import('../http/log.ts')]);
+  const deps = await assemble(config, createLogger(process.env.LOG_LEVEL ?? 'warn', process.stderr));
+  try {
+    print(await runUserImport(deps, args, open()));
   } catch (err) {
     if (err instanceof CommandError) fail(err.message, 2);
     throw err;
