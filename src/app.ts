@@ -3,6 +3,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { createRequire } from 'node:module';
 import Koa from 'koa';
 import compose from 'koa-compose';
 import cors from '@koa/cors';
@@ -58,6 +59,7 @@ import { attachRateLimitHeaders, connectionRateLimits, createRateLimits, exchang
 import { createMfa, type Mfa } from './mfa/factors.ts';
 import { withLockoutReset } from './mfa/lockout.ts';
 // --- end login security ---
+import { createPasskeys, type Passkeys } from './passkeys/store.ts';
 // --- federation (issue 4) ---
 import { createConnections, type Connections } from './federation/connections.ts';
 import { idJagDiscovery, registerIdJagGrant } from './federation/id-jag.ts';
@@ -83,6 +85,8 @@ export interface Deps {
   /** Named rate limits and lockouts (issue 7): `limits.consume('exchangeUser', sub)` throws 429. */
   limits: RateLimits;
   mfa: Mfa;
+  /** Passkeys (WebAuthn credentials, issue 19). */
+  passkeys: Passkeys;
   /** Enterprise SSO (issue 4): upstream OIDC connections, and the RP that talks to them. */
   connections: Connections;
   upstream: RelyingParty;
@@ -136,6 +140,7 @@ export async function assemble(config: Config, log: Logger, opts: { memoryDb?: b
       revocations,
       limits,
       mfa: createMfa(db, box, { issuer: config.MFA_ISSUER_NAME }),
+      passkeys: createPasskeys(db),
       ...federationDeps(db, box, config),
       async close() {
         await revocations.close();
@@ -187,7 +192,7 @@ async function buildOidcLayer(deps: Deps): Promise<OidcLayer> {
   attachRateLimitHeaders(provider);
   const interaction = createInteractionRouter({
     provider, config: deps.config, accounts: deps.accounts, audit: deps.audit, log: deps.log,
-    kv: deps.kv, box: deps.box, mfa: deps.mfa, limits: deps.limits, resources: deps.resources,
+    kv: deps.kv, box: deps.box, mfa: deps.mfa, limits: deps.limits, resources: deps.resources, passkeys: deps.passkeys,
     federation,
     mail: deps.mailer && {
       onRegistered: (user) => sendVerificationMail({ config: deps.config, mailer: deps.mailer!, tokens: createAccountTokens(deps.db) }, user),
@@ -199,6 +204,16 @@ async function buildOidcLayer(deps: Deps): Promise<OidcLayer> {
 
 const STYLESHEET = fs.readFileSync(path.join(ROOT, 'public/style.css'));
 const APPROVALS_SCRIPT = fs.readFileSync(path.join(ROOT, 'public/approvals.js'));
+// Issue 19: the WebAuthn browser library is served from our own origin (no CDN: the pages' CSP
+// allows only 'self', and a sign-in page must not run code another host can change).
+const WEBAUTHN_BROWSER = fs.readFileSync(path.join(
+  path.dirname(path.dirname(createRequire(import.meta.url).resolve('@simplewebauthn/browser'))), 'dist/bundle/index.umd.min.js'));
+const PASSKEYS_SCRIPT = fs.readFileSync(path.join(ROOT, 'public/passkeys.js'));
+const SCRIPTS: Record<string, Buffer> = {
+  '/assets/approvals.js': APPROVALS_SCRIPT,
+  '/assets/passkeys.js': PASSKEYS_SCRIPT,
+  '/assets/simplewebauthn-browser.js': WEBAUTHN_BROWSER,
+};
 
 function parseLimit(s: string): number {
   const m = /^(\d+)(b|kb|mb)$/i.exec(s)!;
@@ -287,10 +302,11 @@ export async function createApp(deps: Deps): Promise<GatehouseApp> {
       ctx.set('Cache-Control', 'public, max-age=86400');
       return;
     }
-    if (ctx.path === '/assets/approvals.js') {
+    const script = SCRIPTS[ctx.path];
+    if (script) {
       ctx.type = 'application/javascript';
       ctx.set('Cache-Control', 'public, max-age=3600');
-      ctx.body = APPROVALS_SCRIPT;
+      ctx.body = script;
       return;
     }
     if (ctx.path !== '/assets/style.css') return next();

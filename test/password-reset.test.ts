@@ -125,9 +125,16 @@ describe('password reset and email verification by mail', () => {
     const weak = await setPassword(browser, link, 'short');
     expect(weak.res.status).toBe(400);
     expect(weak.html).toMatch(/at least 12/);
+    // Gwen has a passkey (issue 19): the reset keeps it, and says so (docs/passkeys.md#recovery).
+    const gwen = (await gh.deps.accounts.findUserByEmail(GWEN.email))!;
+    const passkey = await gh.deps.passkeys.add({
+      userId: gwen.id, name: 'Phone', credentialId: 'cred-gwen', publicKey: new Uint8Array([1, 2, 3]), signCount: 0, transports: [], deviceType: 'multiDevice', backedUp: true,
+    });
     const done = await setPassword(browser, link, NEW_PASSWORD);
     expect(done.res.status, done.html).toBe(200);
     expect(done.html).toContain('Password changed');
+    expect(done.html).toContain('Your passkey still signs in to this account');
+    expect((await gh.deps.passkeys.list(gwen.id)).map((p) => p.id)).toEqual([passkey.id]);
     expect(done.res.headers.get('referrer-policy')).toBe('no-referrer');
     // Our own strict page policy: no inline code, never framed.
     expect(done.res.headers.get('content-security-policy')).toMatch(/frame-ancestors 'none'/);
@@ -146,7 +153,7 @@ describe('password reset and email verification by mail', () => {
     const again = await new Browser().follow(link, gh.url);
     expect(again.res.status).toBe(400);
     expect(again.html).toContain('expired or was already used');
-    expect((await audits('account.password_reset')).map((r) => r.outcome)).toEqual(['success']);
+    expect((await audits('account.password_reset')).map((r) => [r.outcome, r.details.webauthn_kept])).toEqual([['success', 1]]);
     // Neither the link's token nor the new password is in the audit log.
     const token = new URL(link).searchParams.get('token')!;
     expect(JSON.stringify((await gh.deps.db.query('SELECT * FROM audit_events')).rows)).not.toMatch(new RegExp(`${token}|${NEW_PASSWORD}`));

@@ -22,6 +22,7 @@ import { emailKey, sameAddress } from '../accounts/email.ts';
 import { assertCsrf, CSRF_FIELD, issueCsrf } from '../interaction/csrf.ts';
 import { renderView } from '../interaction/router.ts';
 import type { Db } from '../store/db.ts';
+import { createPasskeys } from '../passkeys/store.ts';
 import type { Mailer } from './mail.ts';
 
 export type AccountTokenPurpose = 'password_reset' | 'verify_email';
@@ -200,11 +201,17 @@ export function createRecoveryRouter(deps: RecoveryDeps): Router {
     await accounts.setPassword(user.id, next);
     // Whoever could read the mailbox could also confirm the address: the link proves it.
     await accounts.markEmailVerified(user.id, used.email);
-    await record(ctx, 'account.password_reset', 'success', user.id);
+    // Passkeys stay (issue 19, docs/passkeys.md): removing them silently would take away the
+    // strongest sign-in, keeping them silently would hide one an attacker may have added. So the
+    // page says how many still sign in, and where to remove them.
+    const passkeys = (await createPasskeys(deps.db).list(user.id)).length;
+    await record(ctx, 'account.password_reset', 'success', user.id, { webauthn_kept: passkeys });
     page(ctx, 'account-message', {
       title: 'Password changed',
-      message: 'Your new password works now. You were signed out everywhere; sign in again with it.',
-      link: { href: '/account', text: 'Sign in' },
+      message: 'Your new password works now. You were signed out everywhere; sign in again with it.' + (passkeys
+        ? ` Your ${passkeys === 1 ? 'passkey still signs' : `${passkeys} passkeys still sign`} in to this account: after signing in, remove any you have lost or do not recognise under "Two-step sign-in and passkeys".`
+        : ''),
+      link: { href: passkeys ? '/account/security' : '/account', text: 'Sign in' },
     });
   });
 

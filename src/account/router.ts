@@ -27,6 +27,8 @@ import type { Queryable } from '../store/db.ts';
 import type { Logger } from '../http/log.ts';
 import type { Clients } from '../oidc/clients.ts';
 import type { RevocationService } from '../revocation/store.ts';
+import type { Passkeys } from '../passkeys/store.ts';
+import type { Kv } from '../store/kv.ts';
 
 const STATE_COOKIE = 'gh_account_state';
 
@@ -56,6 +58,9 @@ export interface AccountDeps {
   mfa: Mfa;
   box: SecretBox;
   rooms: RoomSessions;
+  /** Issue 19: the account's passkeys, and the Kv that holds their one-time challenges. */
+  passkeys: Passkeys;
+  kv: Pick<Kv, 'set' | 'take'>;
 }
 
 export function createAccountRouter(deps: AccountDeps): Router {

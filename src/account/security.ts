@@ -19,8 +19,10 @@ import { assertCsrf, CSRF_FIELD, issueCsrf } from '../interaction/csrf.ts';
 import { normalizeTotp, RECOVERY_CODE_COUNT } from '../mfa/factors.ts';
 import { mfaRequirement } from '../mfa/policy.ts';
 import type { AccountDeps } from './router.ts';
+import { createCeremonies } from '../passkeys/ceremonies.ts';
+import { addPasskeyPages } from '../passkeys/account.ts';
 
-export type SecurityPageDeps = Pick<AccountDeps, 'config' | 'accounts' | 'audit' | 'limits' | 'mfa' | 'box'>;
+export type SecurityPageDeps = Pick<AccountDeps, 'config' | 'accounts' | 'audit' | 'limits' | 'mfa' | 'box' | 'passkeys' | 'kv'>;
 
 /** What the account router lends: its renderer and its signed-in check. */
 export interface AccountKit {
@@ -36,6 +38,7 @@ const INVALID_CODE = 'That code is not valid. Enter a current code from your aut
 export function addSecurityPages(router: Router, deps: SecurityPageDeps, kit: AccountKit) {
   const { config, accounts, audit, limits, mfa, box } = deps;
   const secure = config.ISSUER.startsWith('https://');
+  const ceremonies = createCeremonies({ config, kv: deps.kv, passkeys: deps.passkeys });
 
   const record = (ctx: Context, user: User, type: string, outcome: 'success' | 'failure', details: Record<string, unknown> = {}) =>
     audit.record({ type, outcome, actor: user.id, subject: user.id, ip: ctx.ip, requestId: ctx.state.requestId ?? null, details: { via: 'account', ...details } });
@@ -44,8 +47,12 @@ export function addSecurityPages(router: Router, deps: SecurityPageDeps, kit: Ac
     const factors = await mfa.listFactors(user.id);
     const required = (await mfaRequirement({ config, accounts }, { accountId: user.id })) !== null;
     kit.page(ctx, 'account-security', {
-      title: 'Two-step sign-in',
+      title: 'Two-step sign-in and passkeys',
       factors,
+      // Issue 19: passkeys, where the issuer has a host name (browsers refuse IP addresses as RP IDs).
+      passkeysAvailable: ceremonies.available,
+      passkeys: ceremonies.available ? await deps.passkeys.list(user.id) : [],
+      askPassword: await accounts.hasPassword(user.id),
       required,
       remaining: factors.length > 0 ? await mfa.remainingRecoveryCodes(user.id) : 0,
       total: RECOVERY_CODE_COUNT,
@@ -123,6 +130,8 @@ export function addSecurityPages(router: Router, deps: SecurityPageDeps, kit: Ac
     assertCsrf(ctx, form.get(CSRF_FIELD));
     return { form, user: await kit.signedIn(ctx) };
   }
+
+  addPasskeyPages(router, { accounts, audit, passkeys: deps.passkeys, ceremonies }, { signedIn: kit.signedIn, refusePassword: kit.refusePassword, overview });
 
   router.get('/security', async function showSecurity(ctx: Context) {
     const user = await kit.signedIn(ctx);

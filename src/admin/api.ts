@@ -218,6 +218,10 @@ export function createAdminApi(deps: AdminApiDeps): Middleware {
   route('post', '/users/:id/password', async (ctx, run) => run(['user', 'set-password', `--id=${param(ctx, 'id')}`, ...flags({ password: (await body(ctx, password)).password })]));
   route('post', '/users/:id/reset-mfa', (ctx, run) => run(['user', 'reset-mfa', `--id=${param(ctx, 'id')}`]));
   route('post', '/users/:id/sign-out', (ctx, run) => run(['revoke', `--user=${param(ctx, 'id')}`]));
+  route('get', '/users/:id/passkeys', (ctx, run) => run(['user', 'passkeys', `--id=${param(ctx, 'id')}`]));
+  route('delete', '/users/:id/passkeys/:passkey', async (ctx, run) => {
+    await run(['user', 'remove-passkey', `--id=${param(ctx, 'id')}`, `--passkey=${param(ctx, 'passkey')}`]);
+  });
   route('get', '/users/:id/apps', async (ctx, run) => {
     await run(['user', 'get', `--id=${param(ctx, 'id')}`]); // 404 for an unknown user
     return { apps: await listUserApps(deps, param(ctx, 'id')) };

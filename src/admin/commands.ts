@@ -13,6 +13,7 @@ import { createRoles } from '../accounts/roles.ts';
 import { HttpError } from '../http/errors.ts';
 import { migrate } from '../store/migrate.ts';
 import { ClientUpdateRefused } from '../oidc/clients.ts';
+import { createPasskeys } from '../passkeys/store.ts';
 import { adminAudit, CommandError, flag, many, one, parse, splitList, type CommandActor } from './args.ts';
 
 export { CommandError };
@@ -137,6 +138,21 @@ const commands: Record<string, Handler> = {
     const { factors } = await deps.accounts.resetMfa(user.id);
     await adminAudit(deps, 'admin.user.reset_mfa', user.id, { factors });
     return { id: user.id, email: user.email, factorsRemoved: factors, sessionsRevoked: true };
+  },
+  // Issue 19: a user's passkeys (names and dates only, no key material) and removing one.
+  async 'user passkeys'(deps, args) {
+    const { values, positionals } = parse(args, { email: one, id: one });
+    const user = await findUser(deps, values.email ?? positionals[0], values.id);
+    return { id: user.id, email: user.email, passkeys: await createPasskeys(deps.db).list(user.id) };
+  },
+  async 'user remove-passkey'(deps, args) {
+    const { values, positionals } = parse(args, { email: one, id: one, passkey: one });
+    const user = await findUser(deps, values.email ?? positionals[0], values.id);
+    if (!values.passkey) throw new CommandError('--passkey is required (an id from `user passkeys`)');
+    const removed = await createPasskeys(deps.db).remove(user.id, values.passkey);
+    if (!removed) throw new CommandError(`user ${user.id} has no passkey ${values.passkey}`, 404);
+    await adminAudit(deps, 'admin.user.remove_passkey', user.id, { factor: removed.id, name: removed.name });
+    return { id: user.id, email: user.email, removed: { id: removed.id, name: removed.name } };
   },
   async 'client create'(deps, args) {
     const { values } = parse(args, {
@@ -381,6 +397,7 @@ export function usage(): string {
     '  resource list | resource delete --uri U | resource require-mfa --uri U [--off]',
     '  keys rotate | keys list',
     '  user reset-mfa --email E | --id ID   (removes authenticators and recovery codes, ends sessions)',
+    '  user passkeys --email E | --id ID   |   user remove-passkey --email E | --id ID --passkey PASSKEY_ID',
     '  revoke --user ID|EMAIL | --grant ID | --session ID | --jti JTI [--ttl SECONDS]',
     ...POLICY_USAGE,
     ...CONNECTION_USAGE,

@@ -23,6 +23,7 @@ import { renderView } from '../interaction/router.ts';
 import { userAdminAccess, type AdminApiDeps } from './api.ts';
 import { ADMIN_READ_SCOPE, ADMIN_SCOPE } from './api-scopes.ts';
 import { CommandError, runCommand } from './commands.ts';
+import { createPasskeys } from '../passkeys/store.ts';
 
 const PAGE_SIZE = 50;
 
@@ -33,6 +34,7 @@ const DONE: Record<string, string> = {
   disabled: 'The account is disabled: every session and token of it has ended.',
   'reset-mfa': 'Authenticators and recovery codes removed; the user was signed out everywhere.',
   'signed-out': 'The user was signed out everywhere.',
+  'passkey-removed': 'The passkey was removed: it no longer signs in. The user\'s sessions go on; sign them out everywhere if it may be in someone else\'s hands.',
   deleted: 'The account was deleted.',
   'client-deleted': 'The client was deleted.',
 };
@@ -133,15 +135,16 @@ export function createAdminConsole(deps: Omit<AdminApiDeps, 'afterKeysChange'>):
   async function userPage(ctx: Context, who: Admin, id: string, extra: Record<string, unknown> = {}, status = 200) {
     const target = await deps.accounts.findUserById(id);
     if (!target) return page(ctx, 'error', { wide: false, title: 'No such user', error: 'not_found', description: 'No user has that id.' }, 404);
-    const [{ roles: held, permissions }, allRoles, apps, factors, events] = await Promise.all([
+    const [{ roles: held, permissions }, allRoles, apps, factors, events, passkeys] = await Promise.all([
       deps.accounts.rolesAndPermissions(id),
       roles.listRoles(),
       listUserApps(deps, id),
       deps.db.query<{ name: string; created_at: Date; last_used_at: Date | null }>('SELECT name, created_at, last_used_at FROM mfa_factors WHERE user_id = $1 ORDER BY created_at', [id]),
       deps.db.query('SELECT id, at, type, outcome, actor, client_id, ip FROM audit_events WHERE subject = $1 OR actor = $1 OR actor = $2 ORDER BY id DESC LIMIT 20', [id, `user:${id}`]),
+      createPasskeys(deps.db).list(id),
     ]);
     page(ctx, 'admin-user', {
-      title: target.email, nav: 'users', admin: who, target, held, permissions, allRoles, apps, factors: factors.rows, events: events.rows,
+      title: target.email, nav: 'users', admin: who, target, held, permissions, allRoles, apps, factors: factors.rows, events: events.rows, passkeys,
       hasPassword: await deps.accounts.hasPassword(id), done: DONE[String(ctx.query.done)], error: undefined, ...extra,
     }, status);
   }
@@ -170,6 +173,19 @@ export function createAdminConsole(deps: Omit<AdminApiDeps, 'afterKeysChange'>):
   userAction('roles', (id, form) => ['user', 'set-roles', `--id=${id}`, ...form.getAll('role').map((r) => `--role=${r}`)], () => 'roles');
   userAction('active', (id, form) => ['user', form.get('active') === 'on' ? 'enable' : 'disable', `--id=${id}`], (form) => (form.get('active') === 'on' ? 'enabled' : 'disabled'));
   userAction('reset-mfa', (id) => ['user', 'reset-mfa', `--id=${id}`], () => 'reset-mfa');
+  router.post('/users/:id/passkeys/:passkey/remove', async function removePasskey(ctx: Context) {
+    const { who } = await writer(ctx);
+    if (!who) return;
+    const id = String(ctx.params.id);
+    try {
+      await run(who, ['user', 'remove-passkey', `--id=${id}`, `--passkey=${String(ctx.params.passkey)}`]);
+    } catch (err) {
+      if (!(err instanceof CommandError)) throw err;
+      return userPage(ctx, who, id, { error: err.message.split('\n')[0] }, err.status);
+    }
+    ctx.status = 303;
+    ctx.redirect(`/admin/users/${encodeURIComponent(id)}?done=passkey-removed`);
+  });
   userAction('sign-out', (id) => ['revoke', `--user=${id}`], () => 'signed-out');
 
   router.post('/users/:id/password', async function setPassword(ctx: Context) {

@@ -30,6 +30,9 @@ import { checkPassword } from '../mfa/lockout.ts';
 // --- end login security ---
 import type { Federation } from '../federation/router.ts';
 import type { Resources } from '../oidc/resources.ts';
+import type { Passkeys } from '../passkeys/store.ts';
+import { createCeremonies } from '../passkeys/ceremonies.ts';
+import { addPasskeySignIn } from '../passkeys/sign-in.ts';
 
 export interface InteractionDeps {
   provider: Provider;
@@ -49,6 +52,8 @@ export interface InteractionDeps {
   resources?: Pick<Resources, 'findResource'>;
   /** With outgoing mail (SMTP_URL): a "Forgot your password?" link, and a verification mail on sign-up. */
   mail?: { onRegistered(user: User): Promise<void> };
+  /** Issue 19: passkeys sign in alone or serve as the second factor; without them neither is offered. */
+  passkeys?: Passkeys;
 }
 
 const INVALID_CREDENTIALS = 'Invalid email or password.';
@@ -93,6 +98,8 @@ export function createInteractionRouter(deps: InteractionDeps): Router {
   const router = new Router();
   const limits = deps.limits ?? noRateLimits;
   const mfa = deps.mfa ?? noMfa;
+  const kv = deps.kv ?? createMemoryKv();
+  const ceremonies = deps.passkeys ? createCeremonies({ config, kv, passkeys: deps.passkeys }) : undefined;
 
   async function load(ctx: Context) {
     const interaction = await provider.interactionDetails(ctx.req, ctx.res);
@@ -129,6 +136,8 @@ export function createInteractionRouter(deps: InteractionDeps): Router {
       sso: (await deps.federation?.ssoAvailable()) ?? false,
       email: '',
       error: undefined,
+      // Issue 19: conditional UI on the email field and a "Sign in with a passkey" button.
+      passkeys: ceremonies?.available ?? false,
       ...extra,
     };
   }
@@ -162,8 +171,9 @@ export function createInteractionRouter(deps: InteractionDeps): Router {
     ...deps,
     limits,
     mfa,
-    kv: deps.kv ?? createMemoryKv(),
+    kv,
     box: deps.box ?? createSecretBox(crypto.randomBytes(32)),
+    passkeys: deps.passkeys && ceremonies ? { store: deps.passkeys, ceremonies } : undefined,
   }, {
     load,
     page,
@@ -185,6 +195,14 @@ export function createInteractionRouter(deps: InteractionDeps): Router {
     ctx.set('Pragma', 'no-cache');
     await next();
   });
+
+  if (ceremonies) {
+    addPasskeySignIn(router, { accounts, audit, limits, mfa, ceremonies }, {
+      load,
+      deviceId: (ctx) => deviceId(ctx, secureCookies),
+      completeLogin: (ctx, accountId, email, result) => secondFactor.completeLogin(ctx, accountId, email, result),
+    });
+  }
 
   router.get('/interaction/:uid', async function showInteraction(ctx: Context) {
     const { interaction, client, clientName } = await load(ctx);

@@ -5,6 +5,8 @@
 //                └─ required, none ─► GET /mfa (enrol: QR) ─► POST /mfa/enrol ─► recovery codes
 //                                                            ─► POST /mfa/continue ─► login
 //   step-up (a logged-in session, acr_values / client / role asks for MFA) ─► GET /mfa, no password
+//   a passkey as the second factor (issue 19): the challenge page's "Use a passkey" ─►
+//     POST /mfa/passkey/options ─► navigator.credentials.get() ─► POST /mfa/passkey ─► login (pwd hwk mfa)
 //
 // Between steps the state lives in the Kv under the interaction uid (shared by every process in
 // Redis mode), and only this browser can reach it: the uid must match its interaction cookie.
@@ -24,7 +26,10 @@ import { RateLimited, type RateLimits } from '../http/rate-limit.ts';
 import { assertCsrf, CSRF_FIELD } from '../interaction/csrf.ts';
 import type { Mfa } from './factors.ts';
 import { accountLockKey } from './lockout.ts';
-import { ACR_MFA, ACR_PASSWORD, AMR_FEDERATED, AMR_MFA, AMR_PASSWORD, mfaRequirement, STEP_UP_REASON, type MfaPolicyDeps, type MfaReason } from './policy.ts';
+import { ACR_MFA, ACR_PASSWORD, AMR_FEDERATED, AMR_MFA, AMR_PASSWORD, mfaRequirement, passkeyAmr, STEP_UP_REASON, type MfaPolicyDeps, type MfaReason } from './policy.ts';
+import type { Passkeys } from '../passkeys/store.ts';
+import { PasskeyRefused, type Ceremonies } from '../passkeys/ceremonies.ts';
+import { answerWithLocation, readCeremonyBody, refusalError } from '../passkeys/http.ts';
 
 type Interaction = Awaited<ReturnType<Provider['interactionDetails']>>;
 
@@ -38,6 +43,8 @@ export interface MfaInteractionDeps {
   mfa: Mfa;
   limits: RateLimits;
   resources?: MfaPolicyDeps['resources'];
+  /** Issue 19: a registered passkey serves as the second factor. */
+  passkeys?: { store: Pick<Passkeys, 'hasPasskey'>; ceremonies: Ceremonies };
 }
 
 /** What the interaction router lends: its page loader, renderer and finisher. */
@@ -78,6 +85,7 @@ export function createMfaInteraction(router: Router, deps: MfaInteractionDeps, k
   const { provider, config, accounts, audit, kv, box, mfa, limits } = deps;
   const secure = config.ISSUER.startsWith('https://');
   const ttl = config.INTERACTION_TTL;
+  const hasPasskey = async (userId: string) => Boolean(deps.passkeys?.ceremonies.available && await deps.passkeys.store.hasPasskey(userId));
 
   // The step's state is in Redis in production: while it is unreachable the step cannot go on
   // (503 with a page saying so), like the lockout it is guarded by.
@@ -105,12 +113,15 @@ export function createMfaInteraction(router: Router, deps: MfaInteractionDeps, k
       resource: interaction.params.resource,
     });
     // A user who enrolled is always asked: an optional factor that is never checked protects nothing.
+    // A passkey is not such an enrolment: it is another way to sign in (docs/passkeys.md), and the
+    // second factor only where one is required.
     const enrolled = await mfa.hasFactor(user.id);
     if (!enrolled && !reason) {
       await completeLogin(ctx, user.id, user.email, { login: { accountId: user.id, amr: AMR_PASSWORD, acr: ACR_PASSWORD, remember: true } });
       return;
     }
-    await savePending(interaction.uid, { accountId: user.id, email: user.email, stage: enrolled ? 'challenge' : 'enrol', reason: enrolled ? 'enrolled' : reason! });
+    const challenge = enrolled || await hasPasskey(user.id);
+    await savePending(interaction.uid, { accountId: user.id, email: user.email, stage: challenge ? 'challenge' : 'enrol', reason: enrolled ? 'enrolled' : reason! });
     ctx.redirect(`/interaction/${interaction.uid}/mfa`);
     ctx.status = 303; // a POST answered with 303 is followed with GET
   }
@@ -125,7 +136,7 @@ export function createMfaInteraction(router: Router, deps: MfaInteractionDeps, k
     if (!accountId || !reasons.includes(STEP_UP_REASON) || reasons.some((r) => r !== STEP_UP_REASON)) return false;
     const user = await accounts.findUserById(accountId);
     if (!user || !user.active) return false;
-    const enrolled = await mfa.hasFactor(user.id);
+    const enrolled = await mfa.hasFactor(user.id) || await hasPasskey(user.id);
     // After single sign-on the first factor was the upstream IdP's, not a Gatehouse password.
     const firstFactor = interaction.session?.amr?.includes(AMR_FEDERATED) ? AMR_FEDERATED : 'pwd';
     await savePending(interaction.uid, { accountId, email: user.email, stage: enrolled ? 'challenge' : 'enrol', reason: 'step_up', firstFactor });
@@ -184,8 +195,10 @@ export function createMfaInteraction(router: Router, deps: MfaInteractionDeps, k
     };
   }
 
-  function challengeLocals(ctx: Context, uid: string, clientName: string, extra: Record<string, unknown> = {}) {
-    return { title: 'Two-step verification', uid, clientName, csrf: kit.csrf(ctx), error: undefined, ...extra };
+  /** The challenge page offers what the account has: an authenticator app's code, a passkey, or both. */
+  async function challengeLocals(ctx: Context, uid: string, clientName: string, pending: Pending, extra: Record<string, unknown> = {}) {
+    const [totp, passkey] = await Promise.all([mfa.hasFactor(pending.accountId), hasPasskey(pending.accountId)]);
+    return { title: 'Two-step verification', uid, clientName, csrf: kit.csrf(ctx), error: undefined, totp, passkey, ...extra };
   }
 
   /**
@@ -207,7 +220,7 @@ export function createMfaInteraction(router: Router, deps: MfaInteractionDeps, k
   router.get('/interaction/:uid/mfa', async function showSecondFactor(ctx: Context) {
     const { interaction, clientName, pending } = await loadStep(ctx, ['challenge', 'enrol']);
     if (pending.stage === 'enrol') return kit.page(ctx, 'mfa-enrol', await enrolLocals(ctx, interaction.uid, clientName, pending));
-    kit.page(ctx, 'mfa-challenge', challengeLocals(ctx, interaction.uid, clientName));
+    kit.page(ctx, 'mfa-challenge', await challengeLocals(ctx, interaction.uid, clientName, pending));
   });
 
   router.post('/interaction/:uid/mfa', async function submitSecondFactor(ctx: Context) {
@@ -222,7 +235,7 @@ export function createMfaInteraction(router: Router, deps: MfaInteractionDeps, k
       const factor = await mfa.verifyTotp(pending.accountId, code);
       if (!factor) {
         await auditMfa(ctx, interaction, 'mfa', 'failure', pending.accountId, { method: 'otp' });
-        return kit.page(ctx, 'mfa-challenge', challengeLocals(ctx, interaction.uid, clientName, { error: INVALID_CODE }), 401);
+        return kit.page(ctx, 'mfa-challenge', await challengeLocals(ctx, interaction.uid, clientName, pending, { error: INVALID_CODE }), 401);
       }
       await limits.clear('mfaAccount', pending.accountId);
       await auditMfa(ctx, interaction, 'mfa', 'success', pending.accountId, { method: 'otp', factor: factor.id, step_up: pending.reason === 'step_up' });
@@ -232,7 +245,7 @@ export function createMfaInteraction(router: Router, deps: MfaInteractionDeps, k
       const used = await mfa.useRecoveryCode(pending.accountId, recovery);
       if (!used) {
         await auditMfa(ctx, interaction, 'mfa.recovery_code', 'failure', pending.accountId, { method: 'recovery_code' });
-        return kit.page(ctx, 'mfa-challenge', challengeLocals(ctx, interaction.uid, clientName, { error: 'That recovery code is not valid or was already used.', showRecovery: true }), 401);
+        return kit.page(ctx, 'mfa-challenge', await challengeLocals(ctx, interaction.uid, clientName, pending, { error: 'That recovery code is not valid or was already used.', showRecovery: true }), 401);
       }
       await limits.clear('mfaAccount', pending.accountId);
       await auditMfa(ctx, interaction, 'mfa.recovery_code', 'success', pending.accountId, { method: 'recovery_code', remaining: used.remaining });
@@ -243,7 +256,7 @@ export function createMfaInteraction(router: Router, deps: MfaInteractionDeps, k
       }
       return completeLogin(ctx, pending.accountId, pending.email, mfaResult(pending), { secondFactor: true });
     }
-    kit.page(ctx, 'mfa-challenge', challengeLocals(ctx, interaction.uid, clientName, { error: 'Enter the code from your authenticator app.' }), 400);
+    kit.page(ctx, 'mfa-challenge', await challengeLocals(ctx, interaction.uid, clientName, pending, { error: 'Enter the code from your authenticator app.' }), 400);
   });
 
   router.post('/interaction/:uid/mfa/enrol', async function confirmEnrolment(ctx: Context) {
@@ -280,6 +293,36 @@ export function createMfaInteraction(router: Router, deps: MfaInteractionDeps, k
     const { pending } = await loadStep(ctx, ['done']);
     await completeLogin(ctx, pending.accountId, pending.email, mfaResult(pending), { secondFactor: true });
   });
+
+  if (deps.passkeys) {
+    const { ceremonies } = deps.passkeys;
+    router.post('/interaction/:uid/mfa/passkey/options', async function secondFactorPasskeyOptions(ctx: Context) {
+      await readCeremonyBody(ctx);
+      const { interaction, pending } = await loadStep(ctx, ['challenge']);
+      ctx.body = await ceremonies.authenticationOptions('second_factor', interaction.uid, pending.accountId);
+    });
+
+    router.post('/interaction/:uid/mfa/passkey', async function submitPasskeySecondFactor(ctx: Context) {
+      const body = await readCeremonyBody(ctx);
+      const { interaction, pending } = await loadStep(ctx, ['challenge']);
+      // A passkey attempt is a second-factor guess like a code: counted before it is checked.
+      await takeGuess(ctx, interaction, pending);
+      let verified;
+      try {
+        verified = await ceremonies.authenticate('second_factor', { uid: interaction.uid, userId: pending.accountId }, body.response);
+      } catch (err) {
+        if (!(err instanceof PasskeyRefused)) throw err;
+        await auditMfa(ctx, interaction, 'mfa', 'failure', pending.accountId, { method: 'passkey', reason: err.reason, ...(err.passkey ? { factor: err.passkey.id } : {}) });
+        throw refusalError(err);
+      }
+      await limits.clear('mfaAccount', pending.accountId);
+      await auditMfa(ctx, interaction, 'mfa', 'success', pending.accountId, { method: 'passkey', factor: verified.passkey.id, user_verified: verified.userVerified, step_up: pending.reason === 'step_up' });
+      await completeLogin(ctx, pending.accountId, pending.email, {
+        login: { accountId: pending.accountId, amr: passkeyAmr(verified.userVerified, pending.firstFactor ?? 'pwd'), acr: ACR_MFA, remember: true },
+      }, { secondFactor: true });
+      answerWithLocation(ctx);
+    });
+  }
 
   return { afterPassword, startStepUp, completeLogin };
 }

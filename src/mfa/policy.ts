@@ -13,6 +13,19 @@ export const AMR_MFA = ['pwd', 'otp', 'mfa'];
 /** RFC 8176 has no value for "federated"; `fed` is what Entra ID and others use for it. */
 export const AMR_FEDERATED = 'fed';
 
+/**
+ * RFC 8176 values for a passkey (issue 19): `hwk`, proof of possession of a hardware-secured key;
+ * `user` when the authenticator also verified the person (WebAuthn's UV flag: a PIN or biometric).
+ * A user-verified passkey is two factors by itself (what you have, and what you know or are), so it
+ * signs in at ACR_MFA with `mfa`; as a second factor after a password, `mfa` comes from the pair.
+ */
+export const AMR_PASSKEY = 'hwk';
+export const AMR_USER_VERIFIED = 'user';
+export function passkeyAmr(userVerified: boolean, firstFactor?: string): string[] {
+  const passkey = userVerified ? [AMR_PASSKEY, AMR_USER_VERIFIED] : [AMR_PASSKEY];
+  return firstFactor ? [firstFactor, ...passkey, 'mfa'] : userVerified ? [...passkey, 'mfa'] : passkey;
+}
+
 /** The reason Gatehouse's login-prompt check reports when a session lacks the second factor. */
 export const STEP_UP_REASON = 'mfa_required';
 
