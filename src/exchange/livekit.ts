@@ -1,7 +1,7 @@
 // LiveKit room tokens: identity, room choice and video grant come from the user and policy, never
 // from the request. Shared by the token-exchange grant and POST /livekit/connection-details.
 import crypto from 'node:crypto';
-import { AccessToken, RoomAgentDispatch, RoomConfiguration } from 'livekit-server-sdk';
+import { livekitSdk } from '../livekit/sdk.ts';
 import type { Config } from '../config/index.ts';
 import { ACR_MFA } from '../mfa/policy.ts';
 import { insufficientUserAuthentication, invalidRequest, invalidTarget } from './errors.ts';
@@ -138,6 +138,7 @@ export async function mintLivekitToken(
   /** Where the token is recorded, and the origin it came from (client, grant, session). */
   issued: { store: IssuedRoomTokens; clientId?: string; gid?: string; sid?: string },
 ): Promise<{ token: string; expiresIn: number }> {
+  const { AccessToken, RoomAgentDispatch, RoomConfiguration } = await livekitSdk();
   const ttl = Math.min(s.ttl, extra.ttl ?? s.ttl);
   const tokenId = crypto.randomBytes(16).toString('base64url');
   const metadata = p.kind === 'user'

@@ -5,7 +5,8 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import Router from '@koa/router';
 import type { Context, Next } from 'koa';
-import pug from 'pug';
+import type Pug from 'pug';
+import { pug } from '../http/pug.ts';
 import type Provider from 'oidc-provider';
 import type { InteractionResults } from 'oidc-provider';
 import type { Config } from '../config/index.ts';
@@ -64,12 +65,12 @@ const MAX_LOGIN_DELAY_MS = 5000;
 
 export const VIEWS_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../views');
 
-const compiled = new Map<string, pug.compileTemplate>();
+const compiled = new Map<string, Pug.compileTemplate>();
 /** Render views/<name>.pug; each template is compiled once per process. */
 export function renderView(name: string, locals: Record<string, unknown>): string {
   let template = compiled.get(name);
   if (!template) {
-    template = pug.compileFile(path.join(VIEWS_DIR, `${name}.pug`));
+    template = pug().compileFile(path.join(VIEWS_DIR, `${name}.pug`));
     compiled.set(name, template);
   }
   return template(locals);

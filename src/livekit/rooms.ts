@@ -6,7 +6,8 @@
 import Router from '@koa/router';
 import type { Context } from 'koa';
 import type Provider from 'oidc-provider';
-import { RoomServiceClient } from 'livekit-server-sdk';
+import type { RoomServiceClient } from 'livekit-server-sdk';
+import { livekitSdk } from './sdk.ts';
 import type { Config } from '../config/index.ts';
 import type { Queryable } from '../store/db.ts';
 import type { Kv } from '../store/kv.ts';
@@ -173,7 +174,8 @@ export interface ParticipantRemoverDeps {
 export function createParticipantRemover(deps: ParticipantRemoverDeps): ParticipantRemover | undefined {
   const { config, log } = deps;
   if (!config.LIVEKIT_URL || !config.LIVEKIT_API_KEY || !config.LIVEKIT_API_SECRET) return undefined;
-  const client = new RoomServiceClient(config.LIVEKIT_URL, config.LIVEKIT_API_KEY, config.LIVEKIT_API_SECRET, { requestTimeout: 5, failover: false } as never);
+  const { LIVEKIT_URL: url, LIVEKIT_API_KEY: key, LIVEKIT_API_SECRET: secret } = config;
+  let client: Promise<RoomServiceClient> | undefined;
   const delays = deps.retryDelaysMs ?? [500, 2000, 5000];
   let stopped = false;
 
@@ -185,7 +187,8 @@ export function createParticipantRemover(deps: ParticipantRemoverDeps): Particip
   /** One attempt: true when done (removed, or already gone), false to retry. */
   async function attempt(t: RemovalTarget, n: number): Promise<unknown> {
     try {
-      await client.removeParticipant(t.room, t.identity);
+      client ??= livekitSdk().then((sdk) => new sdk.RoomServiceClient(url, key, secret, { requestTimeout: 5, failover: false } as never));
+      await (await client).removeParticipant(t.room, t.identity);
       await deps.rooms.recordRemoval(t).catch((err) => log.warn({ err, room: t.room }, 'recording a participant removal failed'));
       audit(t, { attempts: n });
       return undefined;

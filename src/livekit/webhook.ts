@@ -5,7 +5,8 @@
 // is revoked, or, in Gatehouse-only rooms, whose token Gatehouse never minted, is removed again.
 import Router from '@koa/router';
 import type { Context } from 'koa';
-import { WebhookReceiver } from 'livekit-server-sdk';
+import type { WebhookReceiver } from 'livekit-server-sdk';
+import { livekitSdk } from './sdk.ts';
 import type { Config } from '../config/index.ts';
 import type { Audit } from '../audit/index.ts';
 import type { Logger } from '../http/log.ts';
@@ -27,15 +28,17 @@ function at(seconds: unknown): Date {
 export function createWebhookRouter(deps: { config: Config; rooms: RoomSessions; audit: Audit; log: Logger; rejoin?: RejoinGuard }): Router {
   const router = new Router({ prefix: '/livekit' });
   const { config } = deps;
-  const receiver = config.LIVEKIT_API_KEY && config.LIVEKIT_API_SECRET ? new WebhookReceiver(config.LIVEKIT_API_KEY, config.LIVEKIT_API_SECRET) : undefined;
+  const { LIVEKIT_API_KEY: key, LIVEKIT_API_SECRET: secret } = config;
+  let receiver: Promise<WebhookReceiver> | undefined;
 
   router.post('/webhook', async function receiveLivekitWebhook(ctx) {
     ctx.set('Cache-Control', 'no-store');
-    if (!receiver) throw new NotFound('LiveKit is not configured on this server');
+    if (!key || !secret) throw new NotFound('LiveKit is not configured on this server');
+    receiver ??= livekitSdk().then((sdk) => new sdk.WebhookReceiver(key, secret));
     const raw = await readRawBody(ctx, WEBHOOK_LIMIT);
     let event;
     try {
-      event = await receiver.receive(raw, ctx.get('authorization') || undefined);
+      event = await (await receiver).receive(raw, ctx.get('authorization') || undefined);
     } catch (err) {
       deps.log.info({ err: (err as Error).message, requestId: ctx.state.requestId }, 'livekit webhook refused');
       throw new HttpError(401, 'invalid_token', 'webhook signature is missing or invalid');

@@ -10,7 +10,6 @@
 //   offline search is hopeless even at GPU speed, so one fast hash is enough and keeps a login cheap.
 import crypto from 'node:crypto';
 import { generateSecret, generateURI, verify } from 'otplib';
-import QRCode from 'qrcode';
 import type { Queryable } from '../store/db.ts';
 import type { SecretBox } from '../crypto/secretbox.ts';
 
@@ -83,6 +82,8 @@ export function createMfa(db: Queryable, box: SecretBox, opts: { issuer: string 
   /** The otpauth:// URI and a QR code of it as a PNG data: URL (our CSP allows img-src data:). */
   async function enrolmentQr(secret: string, accountLabel: string): Promise<{ uri: string; qr: string }> {
     const uri = generateURI({ issuer: opts.issuer, label: accountLabel, secret });
+    // qrcode (and its PNG encoder) loads at the first enrolment, not at start.
+    const { default: QRCode } = await import('qrcode');
     const qr = await QRCode.toDataURL(uri, { errorCorrectionLevel: 'M', margin: 2, width: 220 });
     return { uri, qr };
   }

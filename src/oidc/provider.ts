@@ -1,7 +1,7 @@
 // oidc-provider configuration. oidc-provider does the protocol; this file only says how Gatehouse
 // wants it: storage, accounts, keys, lifetimes, features, pages. Anything it can do, we configure
 // rather than re-implement.
-import pug from 'pug';
+import { pug } from '../http/pug.ts';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import Provider, { errors, interactionPolicy, type Configuration, type KoaContextWithOIDC } from 'oidc-provider';
@@ -40,7 +40,7 @@ export interface ProviderDeps {
 
 const VIEWS = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../views');
 const renderView = (name: string, locals: Record<string, unknown>) =>
-  pug.renderFile(path.join(VIEWS, `${name}.pug`), { cache: true, ...locals });
+  pug().renderFile(path.join(VIEWS, `${name}.pug`), { cache: true, ...locals });
 
 /** acr values Gatehouse issues (defined with the MFA policy, issue 7). */
 export { ACR_MFA, ACR_PASSWORD };
