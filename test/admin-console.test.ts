@@ -106,6 +106,30 @@ describe('admin console', () => {
     expect(refused.html).toContain('only active administrator');
   });
 
+  it("lists a user's passkeys and removes one (audited, no key material shown)", async () => {
+    // Registered through the store (test/passkeys-browser.test.ts registers real ones in Chromium).
+    const add = (name: string, credentialId: string) => gh.deps.passkeys.add({
+      userId: ivyId, name, credentialId, publicKey: new Uint8Array([165, 1, 2]), signCount: 0, transports: ['internal'], deviceType: 'multiDevice', backedUp: true,
+    });
+    const phone = await add('Ivy phone', 'cred-ivy-phone');
+    await add('Ivy key', 'cred-ivy-key');
+    const detail = await admin.follow(`${gh.url}/admin/users/${ivyId}`, gh.url);
+    expect([...detail.html!.matchAll(/class="passkey-name">([^<]+)</g)].map((m) => m[1])).toEqual(['Ivy phone', 'Ivy key']);
+    expect(detail.html).not.toContain('cred-ivy');
+    const removed = await post(gh, admin, detail.html!, `/admin/users/${ivyId}/passkeys/${phone.id}/remove`);
+    expect(removed.url).toBe(`${gh.url}/admin/users/${ivyId}?done=passkey-removed`);
+    expect(removed.html).toContain('The passkey was removed');
+    expect((await gh.deps.passkeys.list(ivyId)).map((p) => p.name)).toEqual(['Ivy key']);
+    const { rows } = await gh.deps.db.query<{ actor: string; details: Record<string, unknown> }>("SELECT actor, details FROM audit_events WHERE type = 'admin.user.remove_passkey'");
+    expect(rows).toEqual([{ actor: expect.stringMatching(/^user:/), details: { factor: phone.id, name: 'Ivy phone' } }]);
+    // The same one again: already gone, a clear 404 and nothing else removed.
+    const csrf = /name="_csrf" value="([^"]+)"/.exec(removed.html!)![1];
+    const again = await admin.follow(`${gh.url}/admin/users/${ivyId}/passkeys/${phone.id}/remove`, gh.url, { form: { _csrf: csrf } });
+    expect(again.res.status).toBe(404);
+    expect(again.html).toContain('has no passkey');
+    expect((await gh.deps.passkeys.list(ivyId)).map((p) => p.name)).toEqual(['Ivy key']);
+  });
+
   it('shows the audit log, filtered by type and by who', async () => {
     const page = await admin.follow(`${gh.url}/admin/audit?type=admin.user.delete`, gh.url);
     expect(page.res.status).toBe(200);

@@ -6,11 +6,11 @@
 // authenticator (sign count going back) is refused; the admin removes it and it no longer signs in.
 import fs from 'node:fs';
 import http from 'node:http';
-import net, { type AddressInfo } from 'node:net';
+import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { chromium, type Browser, type BrowserContext, type CDPSession, type Page } from 'playwright-core';
 import * as oidc from 'openid-client';
-import { describeEachMode, rpConfig, startTestGatehouse, type TestGatehouse } from './helpers/gatehouse.ts';
+import { describeEachMode, rpConfig, localhostIssuer, startTestGatehouse, type TestGatehouse } from './helpers/gatehouse.ts';
 
 const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
 const haveChromium = fs.existsSync(CHROMIUM);
@@ -18,15 +18,6 @@ if (!haveChromium && process.env.REQUIRE_SERVICES === '1') throw new Error(`Chro
 const CHROMIUM_ARGS = ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run', '--disable-quic'];
 
 const ALICE = { email: 'alice@example.com', password: 'a long and private passphrase' };
-
-/** WebAuthn needs a host name (browsers refuse IP addresses as RP IDs): the issuer is localhost on a known port. */
-async function freePort(): Promise<number> {
-  const s = net.createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const { port } = s.address() as AddressInfo;
-  await new Promise((r) => s.close(r));
-  return port;
-}
 
 describeEachMode('passkeys in Chromium', (mode) => {
   if (!haveChromium) return void it.skip('needs Chromium');
@@ -45,8 +36,7 @@ describeEachMode('passkeys in Chromium', (mode) => {
   const errors: string[] = [];
 
   beforeAll(async () => {
-    const port = await freePort();
-    gh = await startTestGatehouse({ mode, env: { PORT: String(port), ISSUER: `http://localhost:${port}`, LOGIN_DELAY_MS: '0' } });
+    gh = await startTestGatehouse({ mode, env: { ...(await localhostIssuer()), LOGIN_DELAY_MS: '0' } });
     rp = http.createServer((req, res) => {
       if (req.url!.startsWith('/callback')) received.push(new URL(req.url!, rpUrl));
       res.writeHead(200, { 'content-type': 'text/html' }).end('<h1>signed in</h1>');
@@ -128,6 +118,12 @@ describeEachMode('passkeys in Chromium', (mode) => {
     const registered = await audit('passkey.register');
     expect(registered.at(-1)).toMatchObject({ outcome: 'success', details: { name: 'Work laptop' } });
     expect(JSON.stringify(registered)).not.toContain(credentials[0].credentialId);
+    // Renamed on the same page.
+    await page.getByText('Rename Work laptop').click();
+    await page.getByLabel('New name').fill('Laptop');
+    await page.getByRole('button', { name: 'Rename', exact: true }).click();
+    await page.waitForURL(/\/account\/security$/);
+    expect(await page.locator('.passkey-name').allInnerTexts()).toEqual(['Laptop']);
     await signOut();
 
     // 2. Sign in with the passkey alone: no email, no password. The login page asks for a passkey
@@ -200,12 +196,24 @@ describeEachMode('passkeys in Chromium', (mode) => {
     expect((await finish()).sub).toBe(alice.id);
     await signOut();
 
-    // 3. The admin lists alice's passkeys and removes this one; it no longer signs in.
-    const listed = await gh.cli('user', 'passkeys', '--id', alice.id);
-    expect(listed.passkeys).toEqual([expect.objectContaining({ name: 'Work laptop', userId: alice.id })]);
+    // 3. The admin (a service account of the admin API) lists alice's passkeys and removes this
+    // one; it no longer signs in.
+    const robot = await gh.cli('client', 'create', '--name', 'provisioning', '--grant', 'client_credentials');
+    await gh.cli('client', 'admin-api', robot.client_id, '--full');
+    const { access_token: token } = await (await fetch(`${gh.url}/token`, {
+      method: 'POST',
+      headers: { authorization: `Basic ${Buffer.from(`${robot.client_id}:${robot.client_secret}`).toString('base64')}`, 'content-type': 'application/x-www-form-urlencoded' },
+      body: new URLSearchParams({ grant_type: 'client_credentials', resource: `${gh.url}/admin/api`, scope: 'gatehouse:admin' }),
+    })).json();
+    const api = (method: string, path: string) => fetch(`${gh.url}/admin/api${path}`, { method, headers: { authorization: `Bearer ${token}` } });
+    const res = await api('GET', `/users/${alice.id}/passkeys`);
+    expect(res.status).toBe(200);
+    const listed = await res.json();
+    expect(listed.passkeys).toEqual([expect.objectContaining({ name: 'Laptop', userId: alice.id, deviceType: expect.any(String) })]);
     expect(JSON.stringify(listed)).not.toContain(credential.credentialId);
-    await gh.cli('user', 'remove-passkey', '--id', alice.id, '--passkey', listed.passkeys[0].id);
-    expect((await audit('admin.user.remove_passkey')).at(-1)).toMatchObject({ outcome: 'success', details: { factor: listed.passkeys[0].id } });
+    expect((await api('DELETE', `/users/${alice.id}/passkeys/${listed.passkeys[0].id}`)).status).toBe(204);
+    expect((await api('DELETE', `/users/${alice.id}/passkeys/${listed.passkeys[0].id}`)).status).toBe(404);
+    expect((await audit('admin.user.remove_passkey')).at(-1)).toMatchObject({ outcome: 'success', details: { factor: listed.passkeys[0].id, name: 'Laptop' } });
     await start();
     await expect.poll(() => page.locator('#passkey-error').innerText()).toMatch(/not accepted/);
     expect((await audit('login')).at(-1)).toMatchObject({ outcome: 'failure', details: { method: 'passkey', reason: 'unknown_credential' } });

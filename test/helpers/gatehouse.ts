@@ -3,6 +3,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import net, { type AddressInfo } from 'node:net';
 import { CookieJar } from 'tough-cookie';
 import * as oidc from 'openid-client';
 import { startGatehouse, type RunningGatehouse } from '../../src/server.ts';
@@ -229,4 +230,16 @@ export async function approveDevice(gh: { url: string }, userCode: string, creds
     step = await browser.follow(new URL(form.action, gh.url).href, gh.url, { form: fields });
   }
   if (!/device connected/i.test(step.html ?? '')) throw new Error(`device sign-in did not finish (${step.res.status}):\n${(step.html ?? '').slice(0, 1500)}`);
+}
+
+/**
+ * PORT and ISSUER for a Gatehouse at http://localhost:<a free port>: WebAuthn needs a host name for
+ * the relying-party ID (browsers refuse IP addresses), so passkey tests cannot use 127.0.0.1.
+ */
+export async function localhostIssuer(): Promise<{ PORT: string; ISSUER: string }> {
+  const s = net.createServer();
+  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
+  const { port } = s.address() as AddressInfo;
+  await new Promise((r) => s.close(r));
+  return { PORT: String(port), ISSUER: `http://localhost:${port}` };
 }

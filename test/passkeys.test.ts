@@ -1,0 +1,140 @@
+// Passkey sign-in over plain HTTP (issue 19), with a software authenticator: a P-256 key made here
+// signs assertions exactly as WebAuthn L3 §6.3.3 lays them out. What a browser cannot show cheaply:
+// bad input at the JSON endpoints answers 4xx (never 500), a challenge serves only its own sign-in,
+// sign-in alone needs user verification, and the account lockout holds passkeys back too (both modes).
+import crypto from 'node:crypto';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import * as oidc from 'openid-client';
+import { isoCBOR } from '@simplewebauthn/server/helpers';
+import { Browser, CALLBACK, describeEachMode, formOf, rpConfig, localhostIssuer, startTestGatehouse, type TestGatehouse } from './helpers/gatehouse.ts';
+
+const BOB = { email: 'bob@example.com', password: 'bob has a long password' };
+
+const b64u = (b: Buffer | Uint8Array) => Buffer.from(b).toString('base64url');
+
+/** One authenticator: a key pair and a counter; `assert` signs authenticatorData ‖ SHA-256(clientDataJSON). */
+function softwareAuthenticator(rpId: string, origin: string) {
+  const { privateKey, publicKey } = crypto.generateKeyPairSync('ec', { namedCurve: 'P-256' });
+  const jwk = publicKey.export({ format: 'jwk' });
+  // RFC 9053 COSE_Key: kty EC2 (2), alg ES256 (-7), crv P-256 (1), x, y.
+  const cose = isoCBOR.encode(new Map<number, number | Uint8Array>([[1, 2], [3, -7], [-1, 1], [-2, Buffer.from(jwk.x!, 'base64url')], [-3, Buffer.from(jwk.y!, 'base64url')]]));
+  const credentialId = b64u(crypto.randomBytes(16));
+  let counter = 0;
+  return {
+    credentialId,
+    publicKey: new Uint8Array(cose),
+    assert(challenge: string, userHandle: string, opts: { userVerified?: boolean } = {}) {
+      const clientDataJSON = Buffer.from(JSON.stringify({ type: 'webauthn.get', challenge, origin, crossOrigin: false }));
+      const flags = 0x01 | (opts.userVerified === false ? 0 : 0x04); // UP, UV
+      const count = Buffer.alloc(4);
+      count.writeUInt32BE(++counter);
+      const authenticatorData = Buffer.concat([crypto.createHash('sha256').update(rpId).digest(), Buffer.from([flags]), count]);
+      const signature = crypto.sign('sha256', Buffer.concat([authenticatorData, crypto.createHash('sha256').update(clientDataJSON).digest()]), privateKey);
+      return {
+        id: credentialId, rawId: credentialId, type: 'public-key', clientExtensionResults: {},
+        response: { clientDataJSON: b64u(clientDataJSON), authenticatorData: b64u(authenticatorData), signature: b64u(signature), userHandle: b64u(Buffer.from(userHandle)) },
+      };
+    },
+  };
+}
+
+describeEachMode('passkey sign-in over HTTP', (mode) => {
+  let gh: TestGatehouse;
+  let config: oidc.Configuration;
+  let bob: { id: string };
+  let key: ReturnType<typeof softwareAuthenticator>;
+
+  beforeAll(async () => {
+    gh = await startTestGatehouse({ mode, env: { ...(await localhostIssuer()), LOGIN_DELAY_MS: '0' } });
+    const client = await gh.cli('client', 'create', '--name', 'Notes', '--redirect-uri', CALLBACK, '--first-party');
+    config = await rpConfig(gh, client.client_id, client.client_secret);
+    bob = await gh.cli('user', 'create', '--email', BOB.email, '--password', BOB.password);
+    key = softwareAuthenticator('localhost', gh.url);
+    await gh.deps.passkeys.add({ userId: bob.id, name: 'Soft key', credentialId: key.credentialId, publicKey: key.publicKey, signCount: 0, transports: ['internal'], deviceType: 'singleDevice', backedUp: false });
+  }, 60_000);
+  afterAll(async () => gh?.close());
+
+  /** A browser at the login page of a fresh authorization request: its uid and CSRF token. */
+  async function loginPage(browser = new Browser()) {
+    const url = oidc.buildAuthorizationUrl(config, {
+      redirect_uri: CALLBACK, scope: 'openid', code_challenge: await oidc.calculatePKCECodeChallenge(oidc.randomPKCECodeVerifier()), code_challenge_method: 'S256',
+    });
+    const step = await browser.follow(url.href, gh.url);
+    const form = formOf(step.html!, '/login');
+    return { browser, html: step.html!, uid: /\/interaction\/([^/]+)\/login/.exec(form.action)![1], csrf: form.fields._csrf };
+  }
+
+  /** fetch with the browser's cookies; the Browser helper only sends forms. */
+  async function send(browser: Browser, path: string, body: string, contentType = 'application/json') {
+    const cookie = await browser.jar.getCookieString(`${gh.url}${path}`);
+    const res = await fetch(`${gh.url}${path}`, { method: 'POST', headers: { cookie, 'content-type': contentType, accept: 'application/json' }, body, redirect: 'manual' });
+    return { status: res.status, headers: res.headers, body: await res.json().catch(() => undefined) };
+  }
+  async function options(page: Awaited<ReturnType<typeof loginPage>>) {
+    const res = await send(page.browser, `/interaction/${page.uid}/passkey/options`, JSON.stringify({ _csrf: page.csrf }));
+    expect(res.status).toBe(200);
+    return res.body as { challenge: string; rpId: string; userVerification: string; allowCredentials: unknown[] };
+  }
+  const verify = (page: Awaited<ReturnType<typeof loginPage>>, response: unknown) =>
+    send(page.browser, `/interaction/${page.uid}/passkey`, JSON.stringify({ _csrf: page.csrf, response }));
+
+  it('signs in with a valid assertion; options ask for user verification and name no credential', async () => {
+    const page = await loginPage();
+    expect(page.html).toContain('autocomplete="username webauthn"');
+    const opts = await options(page);
+    expect(opts).toMatchObject({ rpId: 'localhost', userVerification: 'required', allowCredentials: [] });
+    const res = await verify(page, key.assert(opts.challenge, bob.id));
+    expect(res.status, JSON.stringify(res.body)).toBe(200);
+    expect(res.body.location).toMatch(/\/auth\//);
+    expect(res.headers.get('cache-control')).toBe('no-store');
+  });
+
+  it('answers bad input with 4xx and a clear error, never 500', async () => {
+    const page = await loginPage();
+    const path = `/interaction/${page.uid}/passkey`;
+    expect((await send(page.browser, path, JSON.stringify({ response: {} }))).status).toBe(403); // no CSRF token
+    expect((await send(page.browser, path, `_csrf=${page.csrf}`, 'application/x-www-form-urlencoded')).status).toBe(415);
+    expect((await send(page.browser, path, '{"_csrf":')).status).toBe(400);
+    expect((await send(page.browser, path, '[]')).status).toBe(400);
+    for (const response of [undefined, 'x', {}, { id: 'a', rawId: 'a', type: 'public-key', response: { clientDataJSON: '!!' } },
+      { id: 'a', rawId: 'a', type: 'public-key', response: { clientDataJSON: b64u(Buffer.from('not json')), authenticatorData: 'AA', signature: 'AA' } }]) {
+      const res = await send(page.browser, path, JSON.stringify({ _csrf: page.csrf, response }));
+      expect(res.status, JSON.stringify(response)).toBe(400);
+      expect(res.body).toMatchObject({ error: 'invalid_request', error_description: expect.any(String) });
+    }
+    // A well-formed answer to a challenge nobody issued.
+    const res = await verify(page, key.assert(b64u(crypto.randomBytes(32)), bob.id));
+    expect(res).toMatchObject({ status: 400, body: { error: 'invalid_request', error_description: expect.stringMatching(/expired or was already used/) } });
+  });
+
+  it("refuses a challenge issued to another sign-in, and an assertion without user verification", async () => {
+    const mine = await loginPage();
+    const theirs = await loginPage();
+    // Their challenge, presented in my sign-in: spent, and refused.
+    const stolen = await options(theirs);
+    expect((await verify(mine, key.assert(stolen.challenge, bob.id))).status).toBe(400);
+    expect((await verify(theirs, key.assert(stolen.challenge, bob.id))).status).toBe(400);
+    // Presence only (no PIN or biometric): not enough to sign in with a passkey alone.
+    const opts = await options(mine);
+    const res = await verify(mine, key.assert(opts.challenge, bob.id, { userVerified: false }));
+    expect(res).toMatchObject({ status: 401, body: { error: 'access_denied' } });
+    const { rows } = await gh.deps.db.query<{ details: Record<string, unknown> }>("SELECT details FROM audit_events WHERE type = 'login' AND outcome = 'failure' ORDER BY id DESC LIMIT 1");
+    expect(rows[0].details).toMatchObject({ method: 'passkey', reason: 'invalid' });
+  });
+
+  it("is held back by the account's lockout like a password (429 with Retry-After), from a device new to the account", async () => {
+    // Five wrong passwords (RATE_LIMIT_LOGIN_ACCOUNT's production default, 5/15m) lock bob.
+    for (let i = 0; i < 6; i++) {
+      const page = await loginPage();
+      const form = formOf(page.html, '/login');
+      await page.browser.follow(new URL(form.action, gh.url).href, gh.url, { form: { ...form.fields, email: BOB.email, password: `wrong ${i}` } });
+    }
+    const page = await loginPage();
+    const opts = await options(page);
+    const res = await verify(page, key.assert(opts.challenge, bob.id));
+    expect(res.status, JSON.stringify(res.body)).toBe(429);
+    expect(Number(res.headers.get('retry-after'))).toBeGreaterThan(0);
+    const { rows } = await gh.deps.db.query<{ subject: string; details: Record<string, unknown> }>("SELECT subject, details FROM audit_events WHERE type = 'login' ORDER BY id DESC LIMIT 1");
+    expect(rows[0]).toMatchObject({ subject: bob.id, details: { method: 'passkey', reason: 'locked' } });
+  });
+});
