@@ -4,11 +4,13 @@
 // (act = the agent), bounded by the resource and the user's permissions, once. On the embedded
 // store and on PostgreSQL + Redis.
 import http from 'node:http';
+import https from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createRemoteJWKSet, jwtVerify } from 'jose';
 import { Browser, formOf, startTestGatehouse, type TestGatehouse } from './helpers/gatehouse.ts';
 import { servicesFor } from './helpers/databases.ts';
+import { selfSignedLocalhost } from './helpers/client-auth.ts';
 
 const CIBA = 'urn:openid:params:grant-type:ciba';
 const MCP = 'https://bank-tools.example.com/mcp';
@@ -33,17 +35,46 @@ describe.each(modes)('CIBA in-call approvals (%s)', (mode) => {
     });
   });
 
-  const post = async (path: string, params: Record<string, string>) => {
+  const post = async (path: string, params: Record<string, string>, as = agent) => {
     const res = await fetch(`${gh.url}${path}`, {
       method: 'POST',
-      headers: { authorization: `Basic ${Buffer.from(`${agent.client_id}:${agent.client_secret}`).toString('base64')}`, 'content-type': 'application/x-www-form-urlencoded' },
+      headers: { authorization: `Basic ${Buffer.from(`${as.client_id}:${as.client_secret}`).toString('base64')}`, 'content-type': 'application/x-www-form-urlencoded' },
       body: new URLSearchParams(params),
     });
     return { status: res.status, body: (await res.json()) as Record<string, any> };
   };
-  const ask = (extra: Record<string, string> = {}) =>
-    post('/backchannel', { scope: 'openid tools:transfer', resource: MCP, login_hint: ALICE.email, binding_message: 'Transfer 20 EUR to Bob', ...extra });
-  const poll = (authReqId: string) => post('/token', { grant_type: CIBA, auth_req_id: authReqId });
+  const ask = (extra: Record<string, string> = {}, as = agent) =>
+    post('/backchannel', { scope: 'openid tools:transfer', resource: MCP, login_hint: ALICE.email, binding_message: 'Transfer 20 EUR to Bob', ...extra }, as);
+  const poll = (authReqId: string, as = agent) => post('/token', { grant_type: CIBA, auth_req_id: authReqId }, as);
+
+  // A ping-mode agent's notification endpoint (CIBA Core §10.2; https, §4): records each ping;
+  // answers 500 to the next `failNext` of them.
+  const tlsFiles = selfSignedLocalhost();
+  const pings: { authorization?: string; body: Record<string, unknown> }[] = [];
+  let failNext = 0;
+  let pingAgent: { client_id: string; client_secret: string };
+  const notifications = https.createServer({ key: tlsFiles.key, cert: tlsFiles.cert }, (req, res) => {
+    let body = '';
+    req.on('data', (d) => (body += d));
+    req.on('end', () => {
+      pings.push({ authorization: req.headers.authorization, body: JSON.parse(body) });
+      if (failNext > 0) {
+        failNext--;
+        res.writeHead(500).end();
+      } else res.writeHead(204).end();
+    });
+  });
+  /** The ping audit event of one approval, once the background retries have ended. */
+  async function pingAudit(since: number) {
+    for (let i = 0; i < 200; i++) {
+      const rows = (await gh.deps.db.query<{ outcome: string; client_id: string; details: any }>(
+        "SELECT outcome, client_id, details FROM audit_events WHERE type = 'ciba.ping' AND id > $1 ORDER BY id", [since])).rows;
+      if (rows.length) return rows;
+      await sleep(50);
+    }
+    throw new Error('no ciba.ping audit event');
+  }
+  const lastAuditId = async () => Number((await gh.deps.db.query<{ id: number }>('SELECT coalesce(max(id), 0) AS id FROM audit_events')).rows[0].id);
 
   /** Alice's approvals page, signing in on the way. */
   async function approvals() {
@@ -64,21 +95,26 @@ describe.each(modes)('CIBA in-call approvals (%s)', (mode) => {
     // Polls faster than the interval get slow_down: the tests wait out a one-second interval.
     await new Promise<void>((r) => push.listen(0, '127.0.0.1', r));
     const CIBA_WEBHOOK_URL = `http://127.0.0.1:${(push.address() as AddressInfo).port}/push`;
-    gh = await startTestGatehouse({ mode, env: { DEVICE_POLL_INTERVAL: '1', RATE_LIMITS: 'off', CIBA_WEBHOOK_URL } });
+    gh = await startTestGatehouse({ mode, env: { DEVICE_POLL_INTERVAL: '1', RATE_LIMITS: 'off', CIBA_WEBHOOK_URL, BACKCHANNEL_CA_FILE: tlsFiles.ca } });
     await gh.cli('resource', 'create', '--uri', MCP, '--scope', 'tools:read', '--scope', 'tools:transfer');
     await gh.cli('role', 'create', 'banking', '--permission', 'tools:transfer');
     alice = (await gh.cli('user', 'create', '--email', ALICE.email, '--password', ALICE.password, '--role', 'user', '--role', 'banking', '--verified')).id;
     agent = await gh.cli('client', 'create', '--name', 'Bank voice agent', '--grant', CIBA, '--grant', 'client_credentials');
+    await new Promise<void>((r) => notifications.listen(0, '127.0.0.1', r));
+    pingAgent = await gh.cli('client', 'create', '--name', 'Pinged agent', '--grant', CIBA,
+      '--ciba-notification-endpoint', `https://localhost:${(notifications.address() as AddressInfo).port}/ciba`);
   });
   afterAll(async () => {
     await gh?.close();
     await new Promise<void>((r) => push.close(() => r()));
+    await new Promise<void>((r) => notifications.close(() => r()));
+    tlsFiles.remove();
   });
 
-  it('advertises the backchannel endpoint and poll delivery', async () => {
+  it('advertises the backchannel endpoint, poll and ping delivery', async () => {
     const d = (await (await fetch(`${gh.url}/.well-known/openid-configuration`)).json()) as Record<string, any>;
     expect(d.backchannel_authentication_endpoint).toBe(`${gh.url}/backchannel`);
-    expect(d.backchannel_token_delivery_modes_supported).toEqual(['poll']);
+    expect(d.backchannel_token_delivery_modes_supported).toEqual(['poll', 'ping']);
     expect(d.grant_types_supported).toContain(CIBA);
   });
 
@@ -119,6 +155,51 @@ describe.each(modes)('CIBA in-call approvals (%s)', (mode) => {
     await answer(html, 'deny');
     await sleep(1100);
     expect(await poll(started.body.auth_req_id)).toMatchObject({ status: 400, body: { error: 'access_denied' } });
+  });
+
+  it('ping mode: the answer is announced at the notification endpoint with the bearer token, then fetched by poll', async () => {
+    const since = await lastAuditId();
+    // CIBA Core §7.1: a ping client must send its notification token.
+    expect((await ask({ binding_message: 'No token' }, pingAgent)).body.error).toBe('invalid_request');
+    const started = await ask({ binding_message: 'Pay the rent', client_notification_token: 'ntok-approve-0123456789' }, pingAgent);
+    expect(started.status, JSON.stringify(started.body)).toBe(200);
+    pings.length = 0;
+    await answer(await approvals(), 'approve');
+    expect(pings).toEqual([{ authorization: 'Bearer ntok-approve-0123456789', body: { auth_req_id: started.body.auth_req_id } }]);
+    const token = await poll(started.body.auth_req_id, pingAgent);
+    expect(token.status, JSON.stringify(token.body)).toBe(200);
+    expect(token.body.token_type).toBe('Bearer');
+    expect(await pingAudit(since)).toMatchObject([{ outcome: 'success', client_id: pingAgent.client_id, details: { attempts: 1 } }]);
+    // Denied: announced the same way; the poll then says access_denied.
+    const denied = await ask({ binding_message: 'Pay twice', client_notification_token: 'ntok-deny-0123456789' }, pingAgent);
+    pings.length = 0;
+    await answer(await approvals(), 'deny');
+    expect(pings).toEqual([{ authorization: 'Bearer ntok-deny-0123456789', body: { auth_req_id: denied.body.auth_req_id } }]);
+    expect(await poll(denied.body.auth_req_id, pingAgent)).toMatchObject({ status: 400, body: { error: 'access_denied' } });
+  });
+
+  it('ping mode: a failing notification endpoint is retried briefly, each outcome audited, and the answer stands', async () => {
+    let since = await lastAuditId();
+    const started = await ask({ binding_message: 'Retry me', client_notification_token: 'ntok-retry-0123456789' }, pingAgent);
+    pings.length = 0;
+    failNext = 2;
+    expect((await answer(await approvals(), 'approve')).status).toBe(302);
+    expect(await pingAudit(since)).toMatchObject([{ outcome: 'success', details: { attempts: 3 } }]);
+    expect(pings.map((p) => p.body.auth_req_id)).toEqual([started.body.auth_req_id, started.body.auth_req_id, started.body.auth_req_id]);
+    expect((await poll(started.body.auth_req_id, pingAgent)).status).toBe(200);
+
+    since = await lastAuditId();
+    const unheard = await ask({ binding_message: 'Nobody listens', client_notification_token: 'ntok-lost-0123456789' }, pingAgent);
+    failNext = 100;
+    expect((await answer(await approvals(), 'approve')).status).toBe(302);
+    const [row] = await pingAudit(since);
+    failNext = 0;
+    expect(row).toMatchObject({ outcome: 'failure', details: { attempts: 4, error: expect.stringMatching(/500/) } });
+    // Never the notification token (a credential of the agent's) in the audit log.
+    const log = JSON.stringify((await gh.deps.db.query('SELECT details FROM audit_events')).rows);
+    expect(log).not.toContain('ntok-');
+    // The agent can still fetch its token by polling.
+    expect((await poll(unheard.body.auth_req_id, pingAgent)).status).toBe(200);
   });
 
   it('polling faster than the interval is slow_down', async () => {

@@ -6,6 +6,7 @@
 // without a case here fails the suite, and so does a case for something no longer advertised.
 // Runs on PGlite and on PostgreSQL + Redis (clients, codes, sessions and used jtis live there).
 import http from 'node:http';
+import https from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import * as oidc from 'openid-client';
@@ -15,7 +16,7 @@ import { generate } from 'otplib';
 import { TokenVerifier } from 'livekit-server-sdk';
 import { ADMIN, Browser, CALLBACK, authorize, codeFlow, formOf, rpConfig, startTestGatehouse, type Mode, type TestGatehouse } from './helpers/gatehouse.ts';
 import { servicesFor } from './helpers/databases.ts';
-import { assertion, clientKey, jwksOf, postForm, startJwksServer, type Auth, type KeyAlg } from './helpers/client-auth.ts';
+import { assertion, clientKey, jwksOf, postForm, selfSignedLocalhost, startJwksServer, type Auth, type KeyAlg } from './helpers/client-auth.ts';
 
 const modes: { mode: Mode; run: boolean }[] = [
   { mode: 'embedded', run: true },
@@ -51,6 +52,11 @@ describe.each(modes)('discovery tells the truth ($mode)', ({ mode, run }) => {
   let rp: http.Server;
   let rpUrl: string;
   const logoutTokens: string[] = [];
+  // A CIBA ping client's notification endpoint (https, with its own CA: BACKCHANNEL_CA_FILE).
+  const pingTls = selfSignedLocalhost();
+  const pings: { authorization?: string; body: string }[] = [];
+  let pingServer: https.Server;
+  let pingUrl: string;
   let web: { client_id: string; client_secret: string };
   let webConfig: oidc.Configuration;
 
@@ -66,11 +72,18 @@ describe.each(modes)('discovery tells the truth ($mode)', ({ mode, run }) => {
     await new Promise<void>((resolve) => rp.listen(0, '127.0.0.1', resolve));
     rpUrl = `http://127.0.0.1:${(rp.address() as AddressInfo).port}/backchannel-logout`;
     docs = await startJwksServer();
+    pingServer = https.createServer({ key: pingTls.key, cert: pingTls.cert }, (req, res) => {
+      let body = '';
+      req.on('data', (c) => { body += c; });
+      req.on('end', () => { pings.push({ authorization: req.headers.authorization, body }); res.writeHead(204).end(); });
+    });
+    await new Promise<void>((resolve) => pingServer.listen(0, '127.0.0.1', resolve));
+    pingUrl = `https://localhost:${(pingServer.address() as AddressInfo).port}/ciba`;
     // Every optional feature on, so every field it adds is in the document and in this table. It signs
     // in as ADMIN many times a minute from one IP: the MFA policy and the limits have their own suites.
     gh = await startTestGatehouse({
       mode,
-      env: { MFA_REQUIRED_ROLES: 'none', RATE_LIMITS: 'off', LIVEKIT_URL: LK.url, LIVEKIT_API_KEY: LK.key, LIVEKIT_API_SECRET: LK.secret, REGISTRATION: 'open', CIMD_ALLOWED_HOSTS: docs.host, CIMD_CA_FILE: docs.ca, CIMD_ALLOW_PRIVATE_ADDRESSES: 'true' },
+      env: { MFA_REQUIRED_ROLES: 'none', RATE_LIMITS: 'off', LIVEKIT_URL: LK.url, LIVEKIT_API_KEY: LK.key, LIVEKIT_API_SECRET: LK.secret, REGISTRATION: 'open', CIMD_ALLOWED_HOSTS: docs.host, CIMD_CA_FILE: docs.ca, CIMD_ALLOW_PRIVATE_ADDRESSES: 'true', BACKCHANNEL_CA_FILE: pingTls.ca },
     });
     doc = await (await fetch(`${gh.url}/.well-known/openid-configuration`)).json();
     await gh.cli('resource', 'create', '--uri', MCP, '--scope', 'tools:read');
@@ -85,6 +98,8 @@ describe.each(modes)('discovery tells the truth ($mode)', ({ mode, run }) => {
     await gh?.close();
     await docs?.close();
     await new Promise<void>((resolve) => rp?.close(() => resolve()));
+    await new Promise<void>((resolve) => (pingServer ? pingServer.close(() => resolve()) : resolve()));
+    pingTls.remove();
   }, 30_000);
 
   // --- helpers: the RP's side of each flow ---
@@ -251,10 +266,12 @@ describe.each(modes)('discovery tells the truth ($mode)', ({ mode, run }) => {
   }
 
   /** CIBA (issue 19): an agent asks, the person approves on /account/approvals, the agent's poll gets a token. */
-  async function cibaApproval() {
-    const agent = await gh.cli('client', 'create', '--name', 'Voice agent', '--grant', CIBA);
+  async function cibaApproval(opts: { ping?: boolean } = {}) {
+    const agent = await gh.cli('client', 'create', '--name', 'Voice agent', '--grant', CIBA, ...(opts.ping ? ['--ciba-notification-endpoint', pingUrl] : []));
     const auth: Auth = { method: 'client_secret_basic', clientId: agent.client_id, secret: agent.client_secret };
-    const started = await postForm(doc.backchannel_authentication_endpoint, auth, { scope: 'openid', login_hint: ADMIN.email, binding_message: 'Discovery check' });
+    const started = await postForm(doc.backchannel_authentication_endpoint, auth, {
+      scope: 'openid', login_hint: ADMIN.email, binding_message: 'Discovery check', ...(opts.ping ? { client_notification_token: 'discovery-ping-token' } : {}),
+    });
     expect(started.status, JSON.stringify(started.body)).toBe(200);
     const browser = new Browser();
     let step = await browser.follow(`${gh.url}/account/approvals`, gh.url);
@@ -263,6 +280,8 @@ describe.each(modes)('discovery tells the truth ($mode)', ({ mode, run }) => {
     expect(step.html).toContain('Discovery check');
     const approve = formOf(step.html!, '/approve');
     expect((await browser.request(new URL(approve.action, gh.url).href, { form: approve.fields })).status).toBe(302);
+    // Ping mode (CIBA Core §10.2): told before the approval page answers, then the token by poll.
+    if (opts.ping) expect(pings).toContainEqual({ authorization: 'Bearer discovery-ping-token', body: JSON.stringify({ auth_req_id: started.body.auth_req_id }) });
     const token = await postForm(doc.token_endpoint, auth, { grant_type: CIBA, auth_req_id: started.body.auth_req_id });
     expect(token.status, JSON.stringify(token.body)).toBe(200);
     return token.body;
@@ -275,6 +294,7 @@ describe.each(modes)('discovery tells the truth ($mode)', ({ mode, run }) => {
     },
     backchannel_token_delivery_modes_supported: {
       poll: async () => { expect((await cibaApproval()).access_token).toEqual(expect.any(String)); },
+      ping: async () => { expect((await cibaApproval({ ping: true })).access_token).toEqual(expect.any(String)); },
     },
     backchannel_user_code_parameter_supported: async () => {
       expect(doc.backchannel_user_code_parameter_supported).toBe(false);

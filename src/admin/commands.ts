@@ -158,6 +158,7 @@ const commands: Record<string, Handler> = {
     const { values } = parse(args, {
       name: one, type: one, 'redirect-uri': many, 'post-logout-redirect-uri': many, grant: many,
       'auth-method': one, 'first-party': flag, scope: one, 'backchannel-logout-uri': one, 'jwks-uri': one, jwks: one,
+      'ciba-notification-endpoint': one,
     });
     if (!values.name) throw new CommandError('--name is required');
     const { client, clientSecret } = await deps.clients.createClient({
@@ -170,6 +171,7 @@ const commands: Record<string, Handler> = {
       firstParty: Boolean(values['first-party']),
       scope: values.scope,
       backchannelLogoutUri: values['backchannel-logout-uri'],
+      cibaNotificationEndpoint: values['ciba-notification-endpoint'],
       jwksUri: values['jwks-uri'],
       jwks: values.jwks === undefined ? undefined : parseJwksOption(values.jwks) as never, // shape checked by clientInput
     });
@@ -387,6 +389,7 @@ export function usage(): string {
     '                [--post-logout-redirect-uri U ...] [--auth-method client_secret_basic|client_secret_post|client_secret_jwt|private_key_jwt]',
     '                [--jwks-uri URL | --jwks JSON|@file] [--first-party]   (keys mean private_key_jwt; docs/clients.md)',
     '                [--backchannel-logout-uri U]   (OIDC back-channel logout: a logout token when a session ends)',
+    '                [--ciba-notification-endpoint U] (CIBA ping mode: told there when an approval is answered)',
     '  client update ID [--name N] [--redirect-uri U ... (replaces) | --add-redirect-uri U | --remove-redirect-uri U | --clear-redirect-uris]',
     '                [--post-logout-redirect-uri U ... | --clear-post-logout-redirect-uris] [--grant G ... (replaces) | --add-grant G | --remove-grant G]',
     '                [--scope S | --clear-scope] [--first-party on|off] [--backchannel-logout-uri U | --clear-backchannel-logout-uri]',

@@ -1,5 +1,5 @@
 // In-call approvals (issue 19): OpenID Connect Client-Initiated Backchannel Authentication (CIBA
-// Core 1.0), poll mode, through oidc-provider's `features.ciba`. A voice agent that needs a
+// Core 1.0), poll and ping modes, through oidc-provider's `features.ciba`. A voice agent that needs a
 // stronger right mid-call starts a backchannel request for the user it serves (`login_hint` = the
 // user's id or e-mail, or `login_hint_token` = the delegation token from the room), with a
 // `binding_message` the user sees. Gatehouse tells the user (the account page's pending approvals,
@@ -9,7 +9,8 @@
 //
 // Steps, in the order oidc-provider calls them: resolveLoginHint / resolveLoginHintToken →
 // checkBindingMessage → notifyUser; then, from the user's side, the approvals router:
-// listPending → approve (decideScopes → recordGrant → backchannelResult) or deny.
+// listPending → approve (decideScopes → recordGrant → answerRequest) or deny (answerRequest); for a
+// ping client, answerRequest also tells the client's notification endpoint (pingClient, retried).
 import crypto from 'node:crypto';
 import Router from '@koa/router';
 import type { Context, Next } from 'koa';
@@ -133,8 +134,8 @@ export function configureCiba(deps: CibaDeps) {
     const features = (configuration.features ??= {});
     features.ciba = {
       enabled: true,
-      // Poll only: ping needs a client notification endpoint, which clients cannot register here yet.
-      deliveryModes: ['poll'],
+      // Ping (CIBA Core §10.2): for clients an operator registered with --ciba-notification-endpoint.
+      deliveryModes: ['poll', 'ping'],
       async processLoginHint(_ctx: unknown, hint: string) {
         return resolveLoginHint(deps, hint);
       },
@@ -198,6 +199,54 @@ export interface ApprovalsDeps extends CibaDeps {
   secureCookies: boolean;
 }
 
+/** Pauses between the retries of a failed ping (CIBA Core §10.2 leaves retrying to the server): brief, the agent also polls. */
+export const PING_RETRY_DELAYS_MS = [500, 1000, 2000];
+
+/**
+ * Record the user's answer (oidc-provider's backchannelResult). For a ping client oidc-provider then
+ * POSTs {auth_req_id} to its notification endpoint with the client_notification_token as bearer
+ * token (CIBA Core §10.2), once; the answer stands whatever the ping does, so a failed ping is
+ * retried in the background, without holding up the user's page, and the outcome is audited.
+ */
+async function answerRequest(deps: ApprovalsDeps, ctx: Context, row: Row, result: Parameters<Provider['backchannelResult']>[1], extra?: Parameters<Provider['backchannelResult']>[2]) {
+  const client = await deps.clients.findMetadata(row.payload.clientId);
+  const ping = client?.backchannel_token_delivery_mode === 'ping';
+  const audit = (outcome: 'success' | 'failure', attempts: number, error?: string) => deps.audit.record({
+    type: 'ciba.ping', outcome, subject: row.payload.accountId, clientId: row.payload.clientId, ip: ctx.ip, requestId: ctx.state.requestId ?? null,
+    details: { approval: approvalId(row.id), attempts, ...(error ? { error } : {}) },
+  });
+  try {
+    await deps.provider().backchannelResult(row.id, result, extra);
+  } catch (err) {
+    const saved = await deps.provider().BackchannelAuthenticationRequest.find(row.id) as unknown as { grantId?: string; error?: string } | undefined;
+    if (!ping || !(saved?.grantId || saved?.error)) throw err;
+    deps.log.warn({ err: { message: (err as Error).message }, clientId: row.payload.clientId }, 'CIBA ping failed; retrying');
+    void retryPing(deps, row, (err as Error).message).then(({ attempts, error }) => audit(error ? 'failure' : 'success', attempts, error));
+    return;
+  }
+  if (ping) await audit('success', 1);
+}
+
+async function retryPing(deps: ApprovalsDeps, row: Row, firstError: string): Promise<{ attempts: number; error?: string }> {
+  let error = firstError;
+  let attempts = 1;
+  for (const delay of PING_RETRY_DELAYS_MS) {
+    await new Promise((resolve) => setTimeout(resolve, delay).unref());
+    attempts++;
+    try {
+      const provider = deps.provider();
+      const [client, request] = await Promise.all([provider.Client.find(row.payload.clientId), provider.BackchannelAuthenticationRequest.find(row.id)]);
+      if (!client || !request) return { attempts, error: 'the client or the request is gone' };
+      await (client as unknown as { backchannelPing(r: unknown): Promise<void> }).backchannelPing(request);
+      return { attempts };
+    } catch (err) {
+      error = (err as Error).message;
+    }
+  }
+  deps.log.warn({ clientId: row.payload.clientId, attempts }, 'CIBA ping failed; the client can still poll');
+  return { attempts, error };
+}
+
 export function createApprovalsRouter(deps: ApprovalsDeps): Router {
   const router = new Router({ prefix: '/account/approvals' });
 
@@ -258,12 +307,19 @@ export function createApprovalsRouter(deps: ApprovalsDeps): Router {
     });
   });
 
-  router.post('/:id/approve', async function approve(ctx: Context) {
+  /** The preamble of approve and deny: the form's CSRF token, the signed-in user, their pending request. */
+  async function answering(ctx: Context) {
     const form = await readForm(ctx);
     assertCsrf(ctx, form.get(CSRF_FIELD));
     const user = await signedIn(ctx);
-    if (!user) return;
-    const row = await findOwn(user.id, String(ctx.params.id));
+    if (!user) return undefined;
+    return { user, row: await findOwn(user.id, String(ctx.params.id)) };
+  }
+
+  router.post('/:id/approve', async function approve(ctx: Context) {
+    const pending = await answering(ctx);
+    if (!pending) return;
+    const { user, row } = pending;
     const provider = deps.provider();
     const request = row.payload;
     // decideScopes: OIDC scopes as asked; a resource's scopes bounded by the resource and by what the
@@ -285,18 +341,16 @@ export function createApprovalsRouter(deps: ApprovalsDeps): Router {
       grant.addResourceScope(rs.uri, scopes.join(' '));
     }
     await grant.save();
-    await provider.backchannelResult(row.id, grant, { acr: user.acr, amr: user.amr, authTime: user.authTime });
+    await answerRequest(deps, ctx, row, grant, { acr: user.acr, amr: user.amr, authTime: user.authTime });
     await deps.audit.record({ type: 'ciba.approve', subject: user.id, clientId: request.clientId, ip: ctx.ip, requestId: ctx.state.requestId ?? null, details: { approval: approvalId(row.id), grant_id: grant.jti } });
     ctx.redirect('/account/approvals');
   });
 
   router.post('/:id/deny', async function deny(ctx: Context) {
-    const form = await readForm(ctx);
-    assertCsrf(ctx, form.get(CSRF_FIELD));
-    const user = await signedIn(ctx);
-    if (!user) return;
-    const row = await findOwn(user.id, String(ctx.params.id));
-    await deps.provider().backchannelResult(row.id, new errors.AccessDenied('the user denied the request'));
+    const pending = await answering(ctx);
+    if (!pending) return;
+    const { user, row } = pending;
+    await answerRequest(deps, ctx, row, new errors.AccessDenied('the user denied the request'));
     await deps.audit.record({ type: 'ciba.deny', subject: user.id, clientId: row.payload.clientId, ip: ctx.ip, requestId: ctx.state.requestId ?? null, details: { approval: approvalId(row.id) } });
     ctx.redirect('/account/approvals');
   });

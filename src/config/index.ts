@@ -96,6 +96,9 @@ export const envSchema = z.object({
   // In-call approvals (CIBA): each pending request is also POSTed here as JSON (user, client, binding
   // message, approval link; never the auth_req_id), for an app to turn into a push. Unset → none.
   CIBA_WEBHOOK_URL: z.string().url().regex(/^https?:\/\//, 'must be an http(s) URL').optional(),
+  // Extra CA certificates (PEM file) trusted for calls to endpoints an operator set on a client:
+  // back-channel logout URIs and CIBA notification endpoints (https only), e.g. an internal PKI.
+  BACKCHANNEL_CA_FILE: z.string().optional(),
   // How long a reset link works (30 min) and a verification link (1 day), in seconds.
   PASSWORD_RESET_TTL: seconds(1800),
   EMAIL_VERIFICATION_TTL: seconds(86400),

@@ -4,7 +4,11 @@
 // are audited (`backchannel.logout`); a token never is.
 import type Provider from 'oidc-provider';
 import type { Configuration, KoaContextWithOIDC } from 'oidc-provider';
+import fs from 'node:fs';
+import tls from 'node:tls';
+import type { Config } from '../config/index.ts';
 import type { Audit } from '../audit/index.ts';
+import { undiciAgent } from './cimd.ts';
 import type { Logger } from '../http/log.ts';
 import type { EndedSession } from '../revocation/session-ends.ts';
 
@@ -44,18 +48,34 @@ export function auditProviderBackchannel(provider: Provider, audit: Audit) {
 
 /**
  * oidc-provider refuses outbound requests to private and loopback addresses (its SSRF guard). A
- * back-channel logout URI is set only by an operator (`client create --backchannel-logout-uri`;
- * dynamic registration and metadata documents may not set one), and internal apps on a private
- * network are what it is for, so logout tokens may go there. Every other request keeps the guard.
+ * back-channel logout URI and a CIBA notification endpoint are set only by an operator (`client
+ * create --backchannel-logout-uri` / `--ciba-notification-endpoint`; dynamic registration and
+ * metadata documents may set neither), and internal apps on a private network are what they are
+ * for, so logout tokens and CIBA pings may go there. Every other request keeps the guard.
  */
-export function allowPrivateBackchannel(configuration: Configuration) {
+export function allowPrivateBackchannel(configuration: Configuration, config: Pick<Config, 'BACKCHANNEL_CA_FILE'> = {}) {
   const inner = configuration.fetch ?? ((url: URL | string, options: RequestInit) => globalThis.fetch(url, options));
+  // BACKCHANNEL_CA_FILE: the operator's internal CA, trusted beside the public ones for these calls only.
+  const Agent = config.BACKCHANNEL_CA_FILE ? undiciAgent() : undefined;
+  const dispatcher = Agent && new Agent({ connect: { ca: [...tls.rootCertificates, fs.readFileSync(config.BACKCHANNEL_CA_FILE!, 'utf8')] } });
   configuration.fetch = (async (url: URL | string, options: RequestInit & { dispatcher?: unknown }) => {
-    const isLogoutToken = options.method === 'POST' && options.body instanceof URLSearchParams && options.body.has('logout_token');
-    if (!isLogoutToken) return inner(url, options);
+    if (!isLogoutToken(options) && !isCibaPing(options)) return inner(url, options);
     // Straight to Node's fetch (oidc-provider already set its 2.5 s timeout): neither its guard nor
     // the client-ID-metadata-document guard (src/oidc/cimd.ts) applies to an operator's URI.
     const { dispatcher: _guard, ...rest } = options;
-    return globalThis.fetch(url, rest);
+    return globalThis.fetch(url, dispatcher ? { ...rest, dispatcher } as RequestInit : rest);
   }) as never;
+}
+
+const isLogoutToken = (o: RequestInit) => o.method === 'POST' && o.body instanceof URLSearchParams && o.body.has('logout_token');
+
+/** CIBA Core §10.2: a JSON POST of {auth_req_id} with the client's notification token as a bearer token. */
+function isCibaPing(o: RequestInit) {
+  if (o.method !== 'POST' || typeof o.body !== 'string') return false;
+  const auth = new Headers(o.headers).get('authorization');
+  try {
+    return Boolean(auth?.startsWith('Bearer ')) && Object.keys(JSON.parse(o.body)).join() === 'auth_req_id';
+  } catch {
+    return false;
+  }
 }

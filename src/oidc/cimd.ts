@@ -61,7 +61,7 @@ function guardedLookup(hostname: string, options: dns.LookupOptions, callback: (
 }
 
 /** undici's Agent, the class behind Node's fetch (the same route oidc-provider takes to it). */
-function undiciAgent(): (new (opts: object) => object) | undefined {
+export function undiciAgent(): (new (opts: object) => object) | undefined {
   void Response; // loads Node's bundled undici, which sets the global dispatcher
   const g = globalThis as Record<symbol, { constructor: new (opts: object) => object } | undefined>;
   return (g[Symbol.for('undici.globalDispatcher.2')] ?? g[Symbol.for('undici.globalDispatcher.1')])?.constructor;

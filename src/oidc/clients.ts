@@ -82,6 +82,8 @@ export const clientInput = z.object({
     const u = new URL(s);
     return !u.hash && (u.protocol === 'https:' || isLoopback(u.hostname));
   }, 'the back-channel logout URI must be https (http only on loopback), without a fragment').optional(),
+  /** CIBA Core §10.2 ping mode: where Gatehouse tells the agent its answer is ready (operator-set only; §4: https). */
+  cibaNotificationEndpoint: z.url({ protocol: /^https$/ }).refine((s) => !new URL(s).hash, 'the CIBA notification endpoint must be https, without a fragment').optional(),
   origin: z.string().default('cli'),
 }).superRefine((c, ctx) => {
   if (c.grantTypes.includes('authorization_code') && c.redirectUris.length === 0) {
@@ -89,6 +91,9 @@ export const clientInput = z.object({
   }
   if (c.type === 'public' && c.grantTypes.includes('client_credentials')) {
     ctx.addIssue({ code: 'custom', path: ['grantTypes'], message: 'public clients cannot use client_credentials' });
+  }
+  if (c.cibaNotificationEndpoint && !c.grantTypes.includes('urn:openid:params:grant-type:ciba')) {
+    ctx.addIssue({ code: 'custom', path: ['cibaNotificationEndpoint'], message: 'a CIBA notification endpoint needs the grant urn:openid:params:grant-type:ciba' });
   }
   const hasKeys = c.jwks !== undefined || c.jwksUri !== undefined;
   if (c.jwks !== undefined && c.jwksUri !== undefined) {
@@ -177,8 +182,13 @@ export function createClients(db: Queryable, box: SecretBox) {
         ...(c.scope ? { scope: c.scope } : {}),
         // The logout token names the session (sid), so the RP can end exactly that one.
         ...(c.backchannelLogoutUri ? { backchannel_logout_uri: c.backchannelLogoutUri, backchannel_logout_session_required: true } : {}),
-        // CIBA Core §4: a client using the grant names its delivery mode; poll needs no endpoint of its own.
-        ...(c.grantTypes.includes('urn:openid:params:grant-type:ciba') ? { backchannel_token_delivery_mode: 'poll' } : {}),
+        // CIBA Core §4: a client using the grant names its delivery mode; poll needs no endpoint of its
+        // own, ping (§10.2) is told at its notification endpoint when to fetch the token.
+        ...(c.grantTypes.includes('urn:openid:params:grant-type:ciba')
+          ? c.cibaNotificationEndpoint
+            ? { backchannel_token_delivery_mode: 'ping', backchannel_client_notification_endpoint: c.cibaNotificationEndpoint }
+            : { backchannel_token_delivery_mode: 'poll' }
+          : {}),
       };
       const r = await db.query<Row>(
         `INSERT INTO clients (client_id, client_secret_enc, metadata, first_party, origin)

@@ -348,7 +348,7 @@ export function buildProvider(deps: ProviderDeps): Provider {
   };
 
   deps.extend?.(configuration);
-  allowPrivateBackchannel(configuration);
+  allowPrivateBackchannel(configuration, config);
   const provider = new Provider(config.ISSUER, configuration);
   provider.proxy = config.TRUST_PROXY;
   // client_assertion and DPoP proof jti: used once, also under parallel requests (adapter.ts).

@@ -58,15 +58,24 @@ export async function postForm(url: string, auth: Auth, params: Record<string, s
   return { status: res.status, headers: res.headers, body: (text ? JSON.parse(text) : {}) as Record<string, any> };
 }
 
-/** An https server for `localhost` with its own certificate (pass `ca` as CIMD_CA_FILE); serves `keys` at /jwks. */
-export async function startJwksServer() {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'gh-jwks-'));
+/** A certificate for `localhost`, signed by itself: `ca` is the file to trust it by (its own cert). */
+export function selfSignedLocalhost() {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'gh-tls-'));
   execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-days', '1',
     '-subj', '/CN=localhost', '-addext', 'subjectAltName=DNS:localhost',
     '-keyout', path.join(dir, 'key.pem'), '-out', path.join(dir, 'cert.pem')], { stdio: 'ignore' });
+  return {
+    key: fs.readFileSync(path.join(dir, 'key.pem')), cert: fs.readFileSync(path.join(dir, 'cert.pem')), ca: path.join(dir, 'cert.pem'),
+    remove: () => fs.rmSync(dir, { recursive: true, force: true }),
+  };
+}
+
+/** An https server for `localhost` with its own certificate (pass `ca` as CIMD_CA_FILE); serves `keys` at /jwks. */
+export async function startJwksServer() {
+  const tlsFiles = selfSignedLocalhost();
   const sets = new Map<string, unknown>();
   const hits = new Map<string, number>();
-  const server = https.createServer({ key: fs.readFileSync(path.join(dir, 'key.pem')), cert: fs.readFileSync(path.join(dir, 'cert.pem')) }, (req, res) => {
+  const server = https.createServer({ key: tlsFiles.key, cert: tlsFiles.cert }, (req, res) => {
     const p = req.url ?? '';
     hits.set(p, (hits.get(p) ?? 0) + 1);
     const set = sets.get(p);
@@ -77,7 +86,7 @@ export async function startJwksServer() {
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const base = `https://localhost:${(server.address() as AddressInfo).port}`;
   return {
-    ca: path.join(dir, 'cert.pem'),
+    ca: tlsFiles.ca,
     /** Serve a key set (or any JSON document, given its own URL) at a fresh path; returns its URL. */
     serve(doc: { keys: JWK[] } | ((url: string) => unknown)): string {
       const p = `/doc/${crypto.randomUUID()}`;
@@ -94,7 +103,7 @@ export async function startJwksServer() {
     hits: (url: string) => hits.get(new URL(url).pathname) ?? 0,
     async close() {
       await new Promise<void>((resolve) => server.close(() => resolve()));
-      fs.rmSync(dir, { recursive: true, force: true });
+      tlsFiles.remove();
     },
   };
 }
