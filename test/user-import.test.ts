@@ -9,13 +9,14 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { afterAll, beforeAll, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import * as oidc from 'openid-client';
 import argon2 from 'argon2';
 import bcrypt from 'bcryptjs';
 import { Browser, CALLBACK, codeFlow, describeEachMode, formOf, rpConfig, startTestGatehouse, type TestGatehouse } from './helpers/gatehouse.ts';
 import { runUserImport } from '../src/admin/import-command.ts';
 import { ARGON2_PARAMS } from '../src/accounts/passwords.ts';
+import { runCli, spawnGatehouse, stopProcess } from './helpers/process.ts';
 
 // Short passwords, as home-grown set-ups allowed: a sign-in checks the hash, not today's policy.
 const PASSWORD = (kind: string) => `pw-${kind}-9`;
@@ -240,4 +241,26 @@ describeEachMode('user import', (mode) => {
     const noType = await post(line, 'text/plain');
     expect(noType.status).toBe(415);
   });
+});
+
+describe('npx gatehouse user import, beside a running embedded server', () => {
+  it('streams a file far larger than a command to the server over the control socket', async () => {
+    const dataDir = fs.mkdtempSync(path.join(tmp, 'data-'));
+    const server = await spawnGatehouse({ DATA_DIR: dataDir });
+    try {
+      // 800 users, ~100 kB: more than the control socket takes as a command (64 kB).
+      const big = path.join(tmp, 'many.jsonl');
+      const hash = await bcrypt.hash('many-users-password', 4);
+      fs.writeFileSync(big, Array.from({ length: 800 }, (_, i) => JSON.stringify({ id: `u${i}`, email: `user${i}@many.example`, name: `User ${i}`, password_hash: hash })).join('\n'));
+      expect(fs.statSync(big).size).toBeGreaterThan(90_000);
+      const env = { DATA_DIR: dataDir };
+      // The server holds the data directory; the CLI reaches it through its socket.
+      expect(fs.existsSync(path.join(dataDir, 'control.sock'))).toBe(true);
+      expect(runCli(env, 'user', 'import', big, '--dry-run')).toMatchObject({ dry_run: true, lines: 800, created: 800 });
+      expect(runCli(env, 'user', 'import', big)).toMatchObject({ dry_run: false, lines: 800, created: 800, refused: 0 });
+      expect(runCli(env, 'user', 'get', '--id', 'u799')).toMatchObject({ id: 'u799', email: 'user799@many.example', name: 'User 799' });
+    } finally {
+      await stopProcess(server.proc);
+    }
+  }, 120_000); // a server and three CLI processes start
 });

@@ -273,6 +273,7 @@ const digestOf = (hash: string) => crypto.createHash('sha256').update(hash).dige
 interface ExistingUser {
   id: string;
   email: string;
+  email_key: string;
   name: string | null;
   active: boolean;
   email_verified: boolean;
@@ -282,15 +283,17 @@ interface ExistingUser {
   is_admin: boolean;
 }
 
-async function findExisting(q: Queryable, column: 'id' | 'email_key', value: string, lock: boolean): Promise<ExistingUser | undefined> {
+/** The accounts with the line's id and with its address (one, two or none), in one query. */
+async function findExisting(q: Queryable, id: string | undefined, key: string, lock: boolean) {
   const { rows } = await q.query<ExistingUser>(
-    `SELECT u.id, u.email, u.name, u.active, u.email_verified, u.password_hash, i.password_hash_sha256,
+    `SELECT u.id, u.email, u.email_key, u.name, u.active, u.email_verified, u.password_hash, i.password_hash_sha256,
             ARRAY(SELECT role FROM user_roles WHERE user_id = u.id ORDER BY role) AS roles,
             EXISTS (SELECT 1 FROM user_roles WHERE user_id = u.id AND role = 'admin') AS is_admin
-       FROM users u LEFT JOIN user_imports i ON i.user_id = u.id WHERE u.${column} = $1${lock ? ' FOR UPDATE OF u' : ''}`,
-    [value],
+       FROM users u LEFT JOIN user_imports i ON i.user_id = u.id
+      WHERE u.id = $1 OR u.email_key = $2${lock ? ' FOR UPDATE OF u' : ''}`,
+    [id ?? null, key],
   );
-  return rows[0];
+  return { byId: id === undefined ? undefined : rows.find((r) => r.id === id), byEmail: rows.find((r) => r.email_key === key) };
 }
 
 /** What differs between the account and the line. A line without a hash never removes a password. */
@@ -312,14 +315,29 @@ type Outcome =
   | { outcome: 'unchanged'; id: string }
   | { outcome: 'differs' | 'updated'; id: string; fields: string[] };
 
+/** What a line would do to the accounts found for it, or LineRefused. */
+function decide(found: { byId?: ExistingUser; byEmail?: ExistingUser }, u: ImportedUser, update: boolean): { outcome: 'create' } | { outcome: 'unchanged'; current: ExistingUser } | { outcome: 'differs' | 'update'; current: ExistingUser; fields: string[] } {
+  const { byId, byEmail } = found;
+  if (byEmail && byId && byEmail.id !== byId.id) refuse(`the address is account ${byEmail.id}'s (the same address once normalised), not ${byId.id}'s`);
+  if (byEmail && !byId && u.id) refuse(`the address is account ${byEmail.id}'s (the same address once normalised); no account has id ${u.id}`);
+  const current = byId ?? byEmail;
+  if (!current) return { outcome: 'create' };
+  const fields = differences(current, u);
+  if (!fields.length) return { outcome: 'unchanged', current };
+  return { outcome: update ? 'update' : 'differs', current, fields };
+}
+
 function isUniqueViolation(err: unknown) {
   return (err as { code?: string })?.code === '23505';
 }
 
 export function createUserImport(db: Db) {
-  async function assertRoles(q: Queryable, roles: string[]) {
-    const { rows } = await q.query<{ name: string }>('SELECT name FROM roles WHERE name = ANY($1::text[])', [roles]);
-    const unknown = roles.filter((r) => !rows.some((row) => row.name === r));
+  // Role names are checked against this, read once per import and again only for a name it lacks.
+  let knownRoles: Set<string> | undefined;
+  async function assertRoles(roles: string[]) {
+    const missing = () => roles.filter((r) => !knownRoles!.has(r));
+    if (!knownRoles || missing().length) knownRoles = new Set((await db.query<{ name: string }>('SELECT name FROM roles')).rows.map((r) => r.name));
+    const unknown = missing();
     if (unknown.length) refuse(`unknown role${unknown.length > 1 ? 's' : ''} ${unknown.join(', ')} (gatehouse role create NAME makes one)`);
   }
 
@@ -332,15 +350,18 @@ export function createUserImport(db: Db) {
     if (!rows.length) refuse('the line would leave Gatehouse with no active administrator');
   }
 
-  async function insert(q: Queryable, u: ImportedUser, key: string): Promise<string> {
+  /** The account, its roles and its import record in one statement: all of it or, on a conflict, none. */
+  async function insert(u: ImportedUser, key: string): Promise<string> {
     const id = u.id ?? crypto.randomUUID();
-    await q.query(
-      `INSERT INTO users (id, email, email_key, name, password_hash, email_verified, active, created_at, password_changed_at)
-       VALUES ($1, $2, $3, $4, $5, $6, $7, COALESCE($8::timestamptz, now()), CASE WHEN $5::text IS NULL THEN NULL ELSE now() END)`,
-      [id, u.email, key, u.name, u.passwordHash, u.emailVerified, u.active, u.createdAt ?? null],
+    await db.query(
+      `WITH made AS (
+         INSERT INTO users (id, email, email_key, name, password_hash, email_verified, active, created_at, password_changed_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, COALESCE($8::timestamptz, now()), CASE WHEN $5::text IS NULL THEN NULL ELSE now() END)
+         RETURNING id),
+       given AS (INSERT INTO user_roles (user_id, role) SELECT made.id, r FROM made, unnest($9::text[]) AS r)
+       INSERT INTO user_imports (user_id, password_hash_sha256) SELECT made.id, $10 FROM made`,
+      [id, u.email, key, u.name, u.passwordHash, u.emailVerified, u.active, u.createdAt ?? null, u.roles, u.passwordHash ? digestOf(u.passwordHash) : null],
     );
-    for (const role of u.roles) await q.query('INSERT INTO user_roles (user_id, role) VALUES ($1, $2)', [id, role]);
-    await q.query('INSERT INTO user_imports (user_id, password_hash_sha256) VALUES ($1, $2)', [id, u.passwordHash ? digestOf(u.passwordHash) : null]);
     return id;
   }
 
@@ -353,7 +374,7 @@ export function createUserImport(db: Db) {
     );
     if (fields.includes('roles')) {
       await q.query('DELETE FROM user_roles WHERE user_id = $1', [current.id]);
-      for (const role of u.roles) await q.query('INSERT INTO user_roles (user_id, role) VALUES ($1, $2)', [current.id, role]);
+      await q.query('INSERT INTO user_roles (user_id, role) SELECT $1, unnest($2::text[])', [current.id, u.roles]);
     }
     await q.query(
       `INSERT INTO user_imports (user_id, password_hash_sha256) VALUES ($1, $2)
@@ -362,27 +383,30 @@ export function createUserImport(db: Db) {
     );
   }
 
-  /** One validated line against the database: read-only in a dry run, else one transaction. */
+  /**
+   * One validated line against the database. A dry run only reads. A new account is one statement;
+   * a change is one transaction that reads the account again under a row lock and decides again,
+   * so what it writes is decided on what is there.
+   */
   async function applyLine(u: ImportedUser, opts: ImportOptions): Promise<Outcome> {
     const key = emailKey(u.email);
-    const write = !opts.dryRun;
-    const work = async (q: Queryable): Promise<Outcome> => {
-      const byId = u.id ? await findExisting(q, 'id', u.id, write) : undefined;
-      const byEmail = await findExisting(q, 'email_key', key, write);
-      if (byEmail && byId && byEmail.id !== byId.id) refuse(`the address is account ${byEmail.id}'s (the same address once normalised), not ${byId.id}'s`);
-      if (byEmail && !byId && u.id) refuse(`the address is account ${byEmail.id}'s (the same address once normalised); no account has id ${u.id}`);
-      await assertRoles(q, u.roles);
-      const current = byId ?? byEmail;
-      if (!current) return { outcome: 'created', id: write ? await insert(q, u, key) : (u.id ?? '(new)') };
-      const fields = differences(current, u);
-      if (!fields.length) return { outcome: 'unchanged', id: current.id };
-      if (!opts.update) return { outcome: 'differs', id: current.id, fields };
-      await assertKeepsAnAdmin(q, current, u);
-      if (write) await update(q, current, u, key, fields);
-      return { outcome: 'updated', id: current.id, fields };
-    };
+    await assertRoles(u.roles);
+    const first = decide(await findExisting(db, u.id, key, false), u, Boolean(opts.update));
+    if (first.outcome === 'unchanged' || first.outcome === 'differs') return first.outcome === 'differs' ? { outcome: 'differs', id: first.current.id, fields: first.fields } : { outcome: 'unchanged', id: first.current.id };
     try {
-      return write ? await db.transaction(work) : await work(db);
+      if (first.outcome === 'create') return { outcome: 'created', id: opts.dryRun ? (u.id ?? '(new)') : await insert(u, key) };
+      if (opts.dryRun) {
+        await assertKeepsAnAdmin(db, first.current, u);
+        return { outcome: 'updated', id: first.current.id, fields: first.fields };
+      }
+      return await db.transaction(async (tx): Promise<Outcome> => {
+        const now = decide(await findExisting(tx, u.id, key, true), u, true);
+        if (now.outcome === 'create') refuse('the account went away while the line was applied; run the import again');
+        if (now.outcome !== 'update') return { outcome: 'unchanged', id: (now as { current: ExistingUser }).current.id };
+        await assertKeepsAnAdmin(tx, now.current, u);
+        await update(tx, now.current, u, key, now.fields);
+        return { outcome: 'updated', id: now.current.id, fields: now.fields };
+      });
     } catch (err) {
       // Another import or a sign-up made the account between our read and our write.
       if (isUniqueViolation(err)) refuse('the id or address was taken while the line was applied; run the import again');
@@ -392,6 +416,7 @@ export function createUserImport(db: Db) {
 
   /** Read, validate and apply every line of `input`, in order; the report says what became of each. */
   async function importUsers(input: AsyncIterable<string | Buffer>, format: ImportFormat, opts: ImportOptions = {}): Promise<ImportReport> {
+    knownRoles = undefined;
     const report: ImportReport = {
       dry_run: Boolean(opts.dryRun), update: Boolean(opts.update), lines: 0,
       created: 0, updated: 0, unchanged: 0, differs: 0, refused: 0, refusals: [], changes: [],
