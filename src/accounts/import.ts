@@ -10,7 +10,6 @@
 import crypto from 'node:crypto';
 import { Readable } from 'node:stream';
 import { StringDecoder } from 'node:string_decoder';
-import { parse as parseCsv } from 'csv-parse';
 import type { Db, Queryable } from '../store/db.ts';
 import { emailKey, parseEmail } from './email.ts';
 import { importableHashKind, UnsupportedHashError } from './legacy-hashes.ts';
@@ -140,6 +139,7 @@ async function* jsonLines(input: AsyncIterable<string | Buffer>): AsyncGenerator
 }
 
 async function* csvLines(input: AsyncIterable<string | Buffer>): AsyncGenerator<RawLine> {
+  const { parse: parseCsv } = await import('csv-parse');
   const parser = Readable.from(input).pipe(parseCsv({ bom: true, skip_empty_lines: true, relax_column_count: true, info: true, max_record_size: MAX_LINE_CHARS }));
   let header: string[] | undefined;
   try {

@@ -15,7 +15,6 @@
 // length is the stored key's; the comparison is node:crypto's timingSafeEqual.
 import crypto from 'node:crypto';
 import { promisify } from 'node:util';
-import bcrypt from 'bcryptjs';
 
 const pbkdf2 = promisify(crypto.pbkdf2);
 const scrypt = promisify(crypto.scrypt) as (password: crypto.BinaryLike, salt: crypto.BinaryLike, keylen: number, options: crypto.ScryptOptions) => Promise<Buffer>;
@@ -162,7 +161,8 @@ export async function verifyLegacyHash(hash: string, password: string): Promise<
   } catch {
     return false;
   }
-  if (parsed.kind === 'bcrypt') return bcrypt.compare(password, parsed.encoded);
+  // Loaded at the first imported bcrypt hash, not at every start (most servers never see one).
+  if (parsed.kind === 'bcrypt') return (await import('bcryptjs')).default.compare(password, parsed.encoded);
   const derived = parsed.kind === 'scrypt'
     ? await scrypt(password, parsed.salt, parsed.key.length, { N: parsed.N, r: parsed.r, p: parsed.p, maxmem: 128 * parsed.N * parsed.r * parsed.p + 1024 * 1024 })
     : await pbkdf2(password, parsed.salt, parsed.iterations, parsed.key.length, parsed.digest);
