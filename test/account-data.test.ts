@@ -74,6 +74,8 @@ describe('account data pages', () => {
   it('exports everything kept about the user as a JSON download, without a secret in it', async () => {
     const browser = new Browser();
     await open(browser, '/account', ERIN);
+    const erin = (await gh.deps.accounts.findUserByEmail(ERIN.email))!;
+    await gh.deps.passkeys.add({ userId: erin.id, name: 'Erin phone', credentialId: 'cred-erin', publicKey: new Uint8Array([7, 7, 7]), signCount: 0, transports: [], deviceType: 'multiDevice', backedUp: true });
     const res = await browser.request(`${gh.url}/account/export`);
     expect(res.status).toBe(200);
     expect(res.headers.get('content-type')).toMatch(/^application\/json/);
@@ -83,6 +85,8 @@ describe('account data pages', () => {
     expect(data.user).toMatchObject({ email: ERIN.email, name: 'Erin Example', active: true });
     expect(data).toMatchObject({ has_password: true, roles: ['user'], authenticators: [], linked_identities: [], room_sessions: [] });
     expect(data.permissions).toContain('notes:read');
+    expect(data.passkeys).toEqual([expect.objectContaining({ name: 'Erin phone', synced: true })]);
+    expect(text).not.toContain('cred-erin');
     // Her own history: the sign-ins and the access she removed.
     const types = data.audit_events.map((e: { type: string }) => e.type);
     expect(types).toEqual(expect.arrayContaining(['login', 'account.app_revoke']));

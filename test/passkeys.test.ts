@@ -6,7 +6,7 @@ import crypto from 'node:crypto';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import * as oidc from 'openid-client';
 import { isoCBOR } from '@simplewebauthn/server/helpers';
-import { Browser, CALLBACK, describeEachMode, formOf, rpConfig, localhostIssuer, startTestGatehouse, type TestGatehouse } from './helpers/gatehouse.ts';
+import { Browser, CALLBACK, codeFlow, describeEachMode, formOf, rpConfig, localhostIssuer, startTestGatehouse, type TestGatehouse } from './helpers/gatehouse.ts';
 
 const BOB = { email: 'bob@example.com', password: 'bob has a long password' };
 
@@ -120,6 +120,29 @@ describeEachMode('passkey sign-in over HTTP', (mode) => {
     expect(res).toMatchObject({ status: 401, body: { error: 'access_denied' } });
     const { rows } = await gh.deps.db.query<{ details: Record<string, unknown> }>("SELECT details FROM audit_events WHERE type = 'login' AND outcome = 'failure' ORDER BY id DESC LIMIT 1");
     expect(rows[0].details).toMatchObject({ method: 'passkey', reason: 'invalid' });
+  });
+
+  it('steps a password session up with the passkey as second factor (acr_values): amr pwd hwk user mfa', async () => {
+    const browser = new Browser();
+    const first = await codeFlow(gh, config, { creds: BOB, scope: 'openid', browser });
+    expect(first.tokens.claims()).toMatchObject({ amr: ['pwd'], acr: 'urn:gatehouse:acr:pwd' });
+    // The client asks for MFA: only the missing factor is asked for, and a passkey answers it.
+    const verifier = oidc.randomPKCECodeVerifier();
+    const url = oidc.buildAuthorizationUrl(config, {
+      redirect_uri: CALLBACK, scope: 'openid', acr_values: 'urn:gatehouse:acr:mfa', state: 'step-up',
+      code_challenge: await oidc.calculatePKCECodeChallenge(verifier), code_challenge_method: 'S256',
+    });
+    const step = await browser.follow(url.href, gh.url);
+    expect(step.html).toContain('Use a passkey');
+    const uid = /\/interaction\/([^/]+)\/mfa\/passkey\/options/.exec(step.html!)![1];
+    const csrf = /data-csrf="([^"]+)"/.exec(step.html!)![1];
+    const opts = (await send(browser, `/interaction/${uid}/mfa/passkey/options`, JSON.stringify({ _csrf: csrf }))).body;
+    expect(opts).toMatchObject({ userVerification: 'preferred', allowCredentials: [{ id: key.credentialId, transports: ['internal'] }] });
+    const done = await send(browser, `/interaction/${uid}/mfa/passkey`, JSON.stringify({ _csrf: csrf, response: key.assert(opts.challenge, bob.id) }));
+    expect(done.status, JSON.stringify(done.body)).toBe(200);
+    const back = await browser.follow(new URL(done.body.location, gh.url).href, gh.url);
+    const tokens = await oidc.authorizationCodeGrant(config, new URL(back.url), { pkceCodeVerifier: verifier, expectedState: 'step-up' });
+    expect(tokens.claims()).toMatchObject({ sub: bob.id, amr: ['pwd', 'hwk', 'user', 'mfa'], acr: 'urn:gatehouse:acr:mfa' });
   });
 
   it("is held back by the account's lockout like a password (429 with Retry-After), from a device new to the account", async () => {

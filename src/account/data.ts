@@ -107,7 +107,7 @@ export function addDataPages(router: Router, deps: AccountDeps, kit: AccountKit)
   router.get('/export', async function exportData(ctx: Context) {
     const user = await kit.signedIn(ctx);
     if (!user) return;
-    const [{ roles, permissions }, factors, recovery, devices, apps, links, rooms, events] = await Promise.all([
+    const [{ roles, permissions }, factors, recovery, devices, apps, links, rooms, events, passkeys] = await Promise.all([
       accounts.rolesAndPermissions(user.id),
       deps.mfa.listFactors(user.id),
       deps.mfa.remainingRecoveryCodes(user.id),
@@ -119,6 +119,7 @@ export function addDataPages(router: Router, deps: AccountDeps, kit: AccountKit)
         `SELECT at, type, outcome, client_id, ip, details FROM audit_events WHERE subject = $1 OR actor = $1 ORDER BY at DESC, id DESC LIMIT $2`,
         [user.id, EXPORT_AUDIT_LIMIT],
       ),
+      deps.passkeys.list(user.id),
     ]);
     await record(ctx, user, 'account.export', 'success');
     ctx.set('Content-Disposition', `attachment; filename="gatehouse-account-${new Date().toISOString().slice(0, 10)}.json"`);
@@ -133,6 +134,8 @@ export function addDataPages(router: Router, deps: AccountDeps, kit: AccountKit)
       // Names and dates only: seeds and recovery codes never leave the server.
       authenticators: factors.map((f) => ({ id: f.id, type: f.type, name: f.name, created_at: f.createdAt, last_used_at: f.lastUsedAt })),
       recovery_codes_remaining: recovery,
+      // Names and dates only, as for authenticators: no credential id, no public key.
+      passkeys: passkeys.map((p) => ({ id: p.id, name: p.name, synced: p.backedUp, created_at: p.createdAt, last_used_at: p.lastUsedAt })),
       devices: devices.rows,
       apps,
       linked_identities: links.rows,
