@@ -22,6 +22,7 @@ import type { RoomSessions } from '../livekit/rooms.ts';
 import { ACCOUNT_CLIENT_ID, accountClient } from './client.ts';
 import { addSecurityPages } from './security.ts';
 import { addDataPages } from './data.ts';
+import { addProfilePages } from './profile.ts';
 import { ACR_MFA } from '../mfa/policy.ts';
 import type { Queryable } from '../store/db.ts';
 import type { Logger } from '../http/log.ts';
@@ -132,15 +133,16 @@ export function createAccountRouter(deps: AccountDeps): Router {
     return undefined;
   }
 
-  router.get('/', async function showAccount(ctx: Context) {
+  async function showAccount(ctx: Context, nameError?: string, status = 200) {
     const user = await signedIn(ctx);
     if (!user) return;
     const { roles } = await deps.accounts.rolesAndPermissions(user.id);
     page(ctx, 'account', {
       title: 'Your account', user, roles, hasPassword: await deps.accounts.hasPassword(user.id), signOut: `/session/end?client_id=${ACCOUNT_CLIENT_ID}`,
-      canVerify: Boolean(deps.mailer) && !user.emailVerified, csrf: issueCsrf(ctx, { secure }),
-    });
-  });
+      canVerify: Boolean(deps.mailer) && !user.emailVerified, csrf: issueCsrf(ctx, { secure }), nameError,
+    }, status);
+  }
+  router.get('/', (ctx: Context) => showAccount(ctx));
 
   router.get('/password', async function showPasswordForm(ctx: Context) {
     const user = await signedIn(ctx);
@@ -179,6 +181,7 @@ export function createAccountRouter(deps: AccountDeps): Router {
   });
 
   addSecurityPages(router, deps, { page, signedIn, refusePassword });
+  addProfilePages(router, deps, { signedIn, showAccount });
   addDataPages(router, deps, { page, signedIn, refusePassword });
 
   return router;

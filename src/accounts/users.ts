@@ -193,6 +193,12 @@ export function createAccounts(db: Db, audit: Audit) {
     if (r.rows.length === 0) throw new UserNotFoundError(id);
   }
 
+  /** The profile's display name (the `name` claim, a LiveKit participant's name); empty clears it. */
+  async function setDisplayName(id: string, name: string): Promise<void> {
+    const r = await db.query('UPDATE users SET name = $2, updated_at = now() WHERE id = $1 RETURNING id', [id, name.trim() || null]);
+    if (r.rows.length === 0) throw new UserNotFoundError(id);
+  }
+
   async function setPassword(id: string, password: string): Promise<void> {
     const user = await findUserById(id);
     if (!user) throw new UserNotFoundError(id);
@@ -341,6 +347,7 @@ export function createAccounts(db: Db, audit: Audit) {
     findUserByEmail,
     listUsers,
     setActive,
+    setDisplayName,
     setPassword,
     setRoles,
     resetMfa,

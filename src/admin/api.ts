@@ -93,6 +93,9 @@ const rolePolicy = z.object({
   rooms: strs.optional(), publish: z.boolean().optional(), subscribe: z.boolean().optional(), data: z.boolean().optional(),
   room_admin: z.boolean().optional(), require_mfa: z.boolean().optional(),
 }).strict();
+const livekitOptions = z.object({
+  room_prefix: str.optional(), max_participants: z.number().int().optional(), empty_timeout: z.number().int().optional(), departure_timeout: z.number().int().optional(),
+}).strict();
 const connection = z.object({
   name: str.optional(), display_name: str.optional(), issuer: str.optional(), client_id: str.optional(), client_secret: str.nullable().optional(),
   scopes: strs.optional(), domains: strs.optional(), jit: z.boolean().optional(), link_by_email: z.boolean().optional(),
@@ -285,6 +288,20 @@ export function createAdminApi(deps: AdminApiDeps): Middleware {
     return run(['policy', 'role', 'set', ...flags({ room: b.rooms, publish: b.publish, subscribe: b.subscribe, data: b.data, 'room-admin': b.room_admin, 'require-mfa': b.require_mfa }), '--', param(ctx, 'role')]);
   });
   route('delete', '/policies/roles/:role', async (ctx, run) => { await run(['policy', 'role', 'delete', '--', param(ctx, 'role')]); });
+
+  // --- LiveKit options per client or role (src/admin/livekit-commands.ts) ---
+  route('get', '/livekit/options', (_ctx, run) => run(['livekit', 'options', 'list']));
+  for (const scope of ['client', 'role'] as const) {
+    const at = `/livekit/options/${scope}s/:name`;
+    route('get', at, (ctx, run) => run(['livekit', 'options', 'get', `--${scope}=${param(ctx, 'name')}`]));
+    route('put', at, async (ctx, run) => {
+      const b = await body(ctx, livekitOptions);
+      return run(['livekit', 'options', 'set', `--${scope}=${param(ctx, 'name')}`, ...flags({
+        'room-prefix': b.room_prefix, 'max-participants': b.max_participants, 'empty-timeout': b.empty_timeout, 'departure-timeout': b.departure_timeout,
+      })]);
+    });
+    route('delete', at, async (ctx, run) => { await run(['livekit', 'options', 'delete', `--${scope}=${param(ctx, 'name')}`]); });
+  }
 
   // --- enterprise SSO connections (the client secret is write-only: never in an answer) ---
   route('get', '/connections', (_ctx, run) => run(['connection', 'list']));

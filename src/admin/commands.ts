@@ -6,6 +6,7 @@ import type { Deps } from '../app.ts';
 import { POLICY_USAGE, policyCommands } from './policy-commands.ts';
 import { CONNECTION_USAGE, connectionCommands } from './connection-commands.ts';
 import { IMPORT_USAGE, importCommands } from './import-command.ts';
+import { LIVEKIT_USAGE, livekitCommands } from './livekit-commands.ts';
 import { revokeAsOperator } from '../revocation/admin.ts';
 import { hashId } from '../revocation/store.ts';
 import { isAdminApi } from './api-scopes.ts';
@@ -343,6 +344,7 @@ const commands: Record<string, Handler> = {
   ...policyCommands,
   ...connectionCommands,
   ...importCommands,
+  ...livekitCommands,
   // Issue 6: one revocation per call; a user may be named by id or email.
   async revoke(deps, args) {
     const { values } = parse(args, { user: one, grant: one, session: one, jti: one, ttl: one });
@@ -403,6 +405,7 @@ export function usage(): string {
     '  user passkeys --email E | --id ID   |   user remove-passkey --email E | --id ID --passkey PASSKEY_ID',
     '  revoke --user ID|EMAIL | --grant ID | --session ID | --jti JTI [--ttl SECONDS]',
     ...POLICY_USAGE,
+    ...LIVEKIT_USAGE,
     ...CONNECTION_USAGE,
     ...IMPORT_USAGE,
   ].join('\n');

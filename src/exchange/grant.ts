@@ -14,6 +14,7 @@ import { splitScope, type ClientPolicy, type PolicyStore, type UserFacts } from 
 import { claimsForResource, decideScope, ScopeRefused } from '../authz/scope-rule.ts';
 import { clientConsentFor, consentedInGrant } from './consent.ts';
 import { assertBoundToGatehouse, assertNotRevoked, lineageOf, mintAccessToken, originLifetimeLeft, verifyIssuedToken, type KeyRing, type VerifiedToken } from './tokens.ts';
+import type { LivekitOptionsStore } from './livekit-options.ts';
 import { decideRoom, LIVEKIT_TOKEN_TYPE, mintLivekitToken, userParticipant, type IssuedRoomTokens, type LivekitSettings } from './livekit.ts';
 
 export const GRANT_TYPE = 'urn:ietf:params:oauth:grant-type:token-exchange';
@@ -23,6 +24,7 @@ export const ACCESS_TOKEN_TYPE = 'urn:ietf:params:oauth:token-type:access_token'
 export const PARAMETERS = [
   'subject_token', 'subject_token_type', 'actor_token', 'actor_token_type', 'requested_token_type',
   'resource', 'audience', 'scope', 'room', 'participant_name', 'participant_metadata', 'agent_name',
+  'device_id',
 ];
 export const REPEATABLE = ['resource', 'audience', 'agent_name'];
 
@@ -48,6 +50,7 @@ export interface ExchangeDeps {
   livekit: LivekitSettings | undefined;
   /** Every minted room token is recorded, so LiveKit webhooks can be checked against it (issue 19.4). */
   roomTokens: IssuedRoomTokens;
+  livekitOptions: Pick<LivekitOptionsStore, 'resolve'>;
   rateLimit: ExchangeRateLimit;
 }
 
@@ -59,6 +62,7 @@ interface Params {
   scope?: string[];
   room?: string;
   participantName?: string;
+  deviceId?: string;
   participantMetadata?: string;
   agentNames: string[];
 }
@@ -104,6 +108,7 @@ function readParams(ctx: KoaContextWithOIDC): Params {
     scope: one(p.scope) ? splitScope(one(p.scope)) : undefined,
     room: one(p.room),
     participantName: one(p.participant_name),
+    deviceId: one(p.device_id),
     participantMetadata: one(p.participant_metadata),
     agentNames: many(p.agent_name),
   };
@@ -270,10 +275,11 @@ export function buildExchangeHandler(provider: Provider, deps: ExchangeDeps) {
   async function mintRoomToken(x: Exchange) {
     const p = x.params!;
     const lk = deps.livekit!;
-    const participant = userParticipant(lk, x.user!, p.participantName, x.subject!.acr);
+    const participant = userParticipant(lk, x.user!, p.participantName, x.subject!.acr, p.deviceId);
     const decision = await decideRoom(deps.policy, lk, participant, {
       room: p.room,
       agents: p.agentNames.map((agentName) => ({ agentName })),
+      options: await deps.livekitOptions.resolve(x.clientId, x.user!.roles),
     });
     x.room = decision.room;
     const { token, expiresIn } = await mintLivekitToken(lk, participant, decision, {

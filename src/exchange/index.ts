@@ -7,6 +7,7 @@ import { ExchangeError, toOidcError } from './errors.ts';
 import { buildExchangeHandler, GRANT_TYPE, noRateLimit, PARAMETERS, REPEATABLE, type ExchangeRateLimit } from './grant.ts';
 import { livekitSettings } from './livekit.ts';
 import { createPolicyStore } from './policy.ts';
+import { createLivekitOptions } from './livekit-options.ts';
 import { buildKeyRing, type KeyRing } from './tokens.ts';
 import { buildIdJagIssuer, isIdJagRequest } from './id-jag.ts';
 import { createRoomTokens } from '../livekit/room-tokens.ts';
@@ -38,6 +39,7 @@ export function registerTokenExchange(provider: Provider, deps: ExchangeAppDeps,
     keyRing: lazyKeyRing(deps),
     livekit: livekitSettings(deps.config),
     roomTokens: createRoomTokens(deps.db, { keepSeconds: originTtl(deps.config) }),
+    livekitOptions: createLivekitOptions(deps.db),
     rateLimit: opts.rateLimit ?? noRateLimit,
   };
   const { tokenExchangeGrant, auditProviderRefusal } = buildExchangeHandler(provider, exchangeDeps);

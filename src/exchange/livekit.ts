@@ -5,6 +5,7 @@ import { livekitSdk } from '../livekit/sdk.ts';
 import type { Config } from '../config/index.ts';
 import { ACR_MFA } from '../mfa/policy.ts';
 import { insufficientUserAuthentication, invalidRequest, invalidTarget } from './errors.ts';
+import type { LivekitOptions } from './livekit-options.ts';
 import { grantForRoom, roomNameProblem, type ClientPolicy, type LivekitGrant, type PolicyStore, type UserFacts } from './policy.ts';
 
 export const LIVEKIT_TOKEN_TYPE = 'urn:gatehouse:token-type:livekit';
@@ -40,23 +41,40 @@ export function livekitSettings(config: Config): LivekitSettings | undefined {
   };
 }
 
-/** Who joins: a user (bearer or subject token) or an anonymous guest. */
+/**
+ * Who joins: a user (bearer or subject token) or an anonymous guest. `person` is the user's identity
+ * (`user_<sub>`), which room policies (`{identity}`) and generated room names use; `identity` is the
+ * participant's, `user_<sub>_<device>` when the request names a device.
+ */
 export type Participant =
-  | { kind: 'user'; user: UserFacts; identity: string; name: string; /** the sign-in behind the token (issue 7) */ acr?: string }
-  | { kind: 'guest'; identity: string; name: string };
+  | { kind: 'user'; user: UserFacts; identity: string; person: string; name: string; /** the sign-in behind the token (issue 7) */ acr?: string }
+  | { kind: 'guest'; identity: string; person: string; name: string };
 
-export function userParticipant(s: LivekitSettings, user: UserFacts, requestedName?: string, acr?: string): Participant {
-  return { kind: 'user', user, identity: `${s.identityPrefix}${user.id}`, name: user.name || requestedName || user.email, ...(acr ? { acr } : {}) };
+/**
+ * A device id keeps one person's phone and laptop apart: LiveKit lets one identity into a room
+ * once, and a second join with it disconnects the first. Letters, digits and `-`: no `_`, so the
+ * identity still reads as prefix, user id, device.
+ */
+export const DEVICE_ID = /^[A-Za-z0-9-]{1,64}$/;
+
+export function userParticipant(s: LivekitSettings, user: UserFacts, requestedName?: string, acr?: string, deviceId?: string): Participant {
+  if (deviceId !== undefined && !DEVICE_ID.test(deviceId)) throw invalidRequest('device_id: 1 to 64 letters, digits and -');
+  const person = `${s.identityPrefix}${user.id}`;
+  return {
+    kind: 'user', user, person, identity: deviceId ? `${person}_${deviceId}` : person,
+    // The profile's name (the `name` claim, editable on the account page) first.
+    name: user.name || requestedName || user.email, ...(acr ? { acr } : {}),
+  };
 }
 
 export function guestParticipant(requestedName?: string): Participant {
   const id = crypto.randomBytes(9).toString('base64url').replace(/[-_]/g, 'x');
-  return { kind: 'guest', identity: `guest_${id}`, name: requestedName?.trim().slice(0, 128) || 'Guest' };
+  return { kind: 'guest', identity: `guest_${id}`, person: `guest_${id}`, name: requestedName?.trim().slice(0, 128) || 'Guest' };
 }
 
 /** `<prefix>_<epoch>_<random>`; the prefix defaults to the identity so the room is the participant's own. */
 export function generateRoomName(s: LivekitSettings, p: Participant): string {
-  return `${s.roomPrefix ?? p.identity}_${Math.floor(Date.now() / 1000)}_${crypto.randomBytes(6).toString('hex')}`;
+  return `${s.roomPrefix ?? p.person}_${Math.floor(Date.now() / 1000)}_${crypto.randomBytes(6).toString('hex')}`;
 }
 
 export interface RoomRequest {
@@ -65,12 +83,16 @@ export interface RoomRequest {
   participantMetadata?: string;
   participantAttributes?: Record<string, string>;
   agents: { agentName: string; metadata?: string }[];
+  /** The client's and roles' LiveKit options (./livekit-options.ts). */
+  options?: LivekitOptions;
 }
 
 export interface LivekitDecision {
   room: string;
   grant: LivekitGrant;
   agents: { agentName: string; metadata?: string; client?: ClientPolicy }[];
+  /** Carried in the token's roomConfig. */
+  roomConfig: Pick<LivekitOptions, 'maxParticipants' | 'emptyTimeout' | 'departureTimeout'>;
 }
 
 /**
@@ -78,12 +100,15 @@ export interface LivekitDecision {
  * the participant's role policies; every dispatched agent must be a registered agent client.
  */
 export async function decideRoom(policy: PolicyStore, s: LivekitSettings, p: Participant, req: RoomRequest): Promise<LivekitDecision> {
-  const room = req.room ?? generateRoomName(s, p);
+  const { roomPrefix, ...roomConfig } = req.options ?? {};
+  // A client's or role's prefix: a requested name without it gets it, so apps may send short names.
+  const named = req.room ?? generateRoomName(s, p);
+  const room = roomPrefix && !named.startsWith(roomPrefix) ? `${roomPrefix}${named}` : named;
   const problem = roomNameProblem(room);
   if (problem) throw invalidTarget(problem);
   const roles = p.kind === 'user' ? p.user.roles : ['guest'];
   const policies = await policy.rolePolicies(roles);
-  const vars = { identity: p.identity, sub: p.kind === 'user' ? p.user.id : p.identity };
+  const vars = { identity: p.person, sub: p.kind === 'user' ? p.user.id : p.identity };
   // Issue 7: a role policy with requireMfa counts only for a user signed in with a second factor.
   const mfa = p.kind === 'user' && p.acr === ACR_MFA;
   const grant = grantForRoom(policies.filter((r) => mfa || !r.requireMfa), room, vars);
@@ -100,7 +125,7 @@ export async function decideRoom(policy: PolicyStore, s: LivekitSettings, p: Par
   for (const n of names) {
     if (!clients.some((c) => c.agentName === n)) throw invalidTarget(`agent "${n}" is not a registered agent`);
   }
-  return { room, grant, agents: req.agents.map((a) => ({ ...a, client: clients.find((c) => c.agentName === a.agentName) })) };
+  return { room, grant, agents: req.agents.map((a) => ({ ...a, client: clients.find((c) => c.agentName === a.agentName) })), roomConfig };
 }
 
 export function checkAttributes(attrs: Record<string, string> | undefined): Record<string, string> {
@@ -160,9 +185,14 @@ export async function mintLivekitToken(
     canPublishData: d.grant.canPublishData,
     ...(d.grant.roomAdmin ? { roomAdmin: true } : {}),
   });
-  if (d.agents.length) {
+  const rc = d.roomConfig ?? {};
+  if (d.agents.length || Object.keys(rc).length) {
+    // Applied by LiveKit when this join creates the room (a room that exists keeps its own).
     at.roomConfig = new RoomConfiguration({
       agents: d.agents.map((a) => new RoomAgentDispatch({ agentName: a.agentName, metadata: a.metadata ?? '' })),
+      ...(rc.maxParticipants !== undefined ? { maxParticipants: rc.maxParticipants } : {}),
+      ...(rc.emptyTimeout !== undefined ? { emptyTimeout: rc.emptyTimeout } : {}),
+      ...(rc.departureTimeout !== undefined ? { departureTimeout: rc.departureTimeout } : {}),
     });
   }
   const token = await at.toJwt();

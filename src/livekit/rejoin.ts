@@ -19,7 +19,7 @@ import type { ParticipantRemover } from './rooms.ts';
 import { userIdOfIdentity } from './rooms.ts';
 import type { Queryable } from '../store/db.ts';
 import { originTtl } from '../revocation/ttl.ts';
-import { createRoomTokens } from './room-tokens.ts';
+import { createRoomTokens, type RoomTokenRecord } from './room-tokens.ts';
 
 export interface RejoinGuardDeps {
   config: Config;
@@ -71,8 +71,7 @@ export function createRejoinGuard(deps: RejoinGuardDeps) {
   }
 
   /** undefined: the participant may stay. */
-  async function decide(room: string, p: ParticipantInfo): Promise<Verdict | undefined> {
-    const rec = await findIssuedToken(room, p);
+  async function decide(room: string, p: ParticipantInfo, rec: RoomTokenRecord | undefined): Promise<Verdict | undefined> {
     if (rec) return rec.userId ? checkOriginNotRevoked({ sub: rec.userId, gid: rec.gid, sid: rec.sid, iat: Math.floor(rec.issuedAt.getTime() / 1000) }) : undefined;
     // Not a token Gatehouse minted, under a Gatehouse user's identity: any revocation of that user
     // in force (no issue time to compare: nothing of ours was issued to it) takes it out.
@@ -84,9 +83,11 @@ export function createRejoinGuard(deps: RejoinGuardDeps) {
   }
 
   return {
+    /** The record of the participant's room token, when it is one Gatehouse minted for this identity and room. */
+    identify: findIssuedToken,
     /** participant_joined / track_published: remove the participant when it should not be there. */
-    async checkParticipant(trigger: string, room: string, p: ParticipantInfo): Promise<Verdict | undefined> {
-      const verdict = await decide(room, p);
+    async checkParticipant(trigger: string, room: string, p: ParticipantInfo, rec: RoomTokenRecord | undefined): Promise<Verdict | undefined> {
+      const verdict = await decide(room, p, rec);
       if (verdict) {
         await deps.remover.remove({
           room, identity: p.identity, subject: verdict.subject, participantSid: p.sid || undefined, reason: verdict.reason,

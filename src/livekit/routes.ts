@@ -15,7 +15,7 @@ import { ExchangeError, toHttpError } from '../exchange/errors.ts';
 import { lazyKeyRing } from '../exchange/index.ts';
 import { noRateLimit, type ExchangeRateLimit } from '../exchange/grant.ts';
 import {
-  checkAttributes, decideRoom, DELEGATION_ATTRIBUTE_PREFIX, guestParticipant, livekitSettings, mintLivekitToken,
+  checkAttributes, decideRoom, DELEGATION_ATTRIBUTE_PREFIX, DEVICE_ID, guestParticipant, livekitSettings, mintLivekitToken,
   userParticipant, type LivekitDecision, type Participant,
 } from '../exchange/livekit.ts';
 import { createPolicyStore, type UserFacts } from '../exchange/policy.ts';
@@ -24,8 +24,23 @@ import { clientConsentFor } from '../exchange/consent.ts';
 import { decideScope, ScopeRefused } from '../authz/scope-rule.ts';
 import { originTtl } from '../revocation/ttl.ts';
 import { createRoomTokens } from './room-tokens.ts';
+import { createLivekitOptions } from '../exchange/livekit-options.ts';
+import type { Clients } from '../oidc/clients.ts';
 
-type LivekitDeps = Pick<Deps, 'config' | 'db' | 'audit' | 'resources' | 'revocations' | 'keys'> & { provider: () => Provider };
+type LivekitDeps = Pick<Deps, 'config' | 'db' | 'audit' | 'resources' | 'revocations' | 'keys'> & { provider: () => Provider; clients: Pick<Clients, 'findMetadata'> };
+
+/** The origins of a client's registered redirect URIs: where its pages run. */
+function redirectOrigins(metadata: Record<string, unknown> | undefined): string[] {
+  const uris = Array.isArray(metadata?.redirect_uris) ? metadata.redirect_uris as unknown[] : [];
+  return uris.flatMap((u) => {
+    try {
+      const o = new URL(String(u)).origin;
+      return o === 'null' ? [] : [o];
+    } catch {
+      return [];
+    }
+  });
+}
 
 /** livekit-client's TokenSource request body (snake_case, as the SDK sends it). */
 /** Names are one line of text: no control characters (tab and newline included). */
@@ -37,6 +52,8 @@ const connectionDetailsBody = z.object({
   participant_identity: z.string().max(1024).optional(),
   participant_metadata: z.string().max(16 * 1024).optional(),
   participant_attributes: z.record(z.string(), z.string()).optional(),
+  // One identity per device (user_<sub>_<device>), so a second device does not disconnect the first.
+  device_id: z.string().regex(DEVICE_ID, 'letters, digits and - (1 to 64)').optional(),
   room_config: z.object({
     agents: z.array(z.object({ agent_name: name(256).min(1), metadata: z.string().max(16 * 1024).optional() })).max(8).optional(),
   }).optional(),
@@ -46,6 +63,7 @@ export function createLivekitRouter(deps: LivekitDeps, opts: { rateLimit?: Excha
   const router = new Router({ prefix: '/livekit' });
   const policy = createPolicyStore(deps.db);
   const roomTokens = createRoomTokens(deps.db, { keepSeconds: originTtl(deps.config) });
+  const livekitOptions = createLivekitOptions(deps.db);
   const settings = livekitSettings(deps.config);
   const rateLimit = opts.rateLimit ?? noRateLimit;
   const guestRateLimit = opts.guestRateLimit ?? noRateLimit;
@@ -87,6 +105,34 @@ export function createLivekitRouter(deps: LivekitDeps, opts: { rateLimit?: Excha
     if (!clientPolicy?.livekit) throw new HttpError(403, 'unauthorized_client', 'the client this token was issued to may not obtain LiveKit tokens');
     return { token, user, lifetimeLeft };
   }
+
+  // CORS, as /token allows it (oidc-provider's clientBasedCORS): a browser app may call
+  // connection-details from the origin of one of its client's redirect URIs (or CORS_ORIGINS), so
+  // livekit-client's TokenSource works without extra configuration. A preflight carries no token:
+  // it is allowed for the origins of every LiveKit client; the request itself only for its own client's.
+  async function livekitClientOrigins(): Promise<Set<string>> {
+    const ids = (await policy.listClientPolicies()).filter((c) => c.livekit).map((c) => c.clientId);
+    const all = await Promise.all(ids.map(async (id) => redirectOrigins(await deps.clients.findMetadata(id))));
+    return new Set(all.flat());
+  }
+  async function allowOrigin(ctx: Context, origins: () => Promise<Set<string> | string[]>): Promise<boolean> {
+    const origin = ctx.get('origin');
+    ctx.vary('Origin');
+    if (!origin) return false;
+    const ok = deps.config.CORS_ORIGINS.includes(origin) || [...await origins()].includes(origin);
+    if (ok) ctx.set('Access-Control-Allow-Origin', origin);
+    return ok;
+  }
+
+  router.options('/connection-details', async function connectionDetailsPreflight(ctx) {
+    if (await allowOrigin(ctx, livekitClientOrigins)) {
+      ctx.set('Access-Control-Allow-Methods', 'POST');
+      ctx.set('Access-Control-Allow-Headers', 'authorization, content-type');
+      ctx.set('Access-Control-Max-Age', '600');
+    }
+    // Without the headers above the browser refuses the request itself.
+    ctx.status = 204;
+  });
 
   /** One delegation token per dispatched agent client: may_act = that agent, audience = Gatehouse. */
   async function delegationAttributes(decision: LivekitDecision, bearer: { token: VerifiedToken; user: UserFacts; lifetimeLeft: number }) {
@@ -150,13 +196,17 @@ export function createLivekitRouter(deps: LivekitDeps, opts: { rateLimit?: Excha
       audit.guest = !bearer;
       audit.subject = bearer?.user.id;
       audit.clientId = bearer?.token.clientId;
+      if (ctx.get('origin')) {
+        await allowOrigin(ctx, async () => (bearer ? redirectOrigins(await deps.clients.findMetadata(bearer.token.clientId)) : livekitClientOrigins()));
+      }
       if (bearer) await rateLimit.consume({ clientId: bearer.token.clientId, subject: bearer.user.id, ip: ctx.ip });
       else await guestRateLimit.consume({ clientId: 'guest', ip: ctx.ip });
 
-      const participant: Participant = bearer ? userParticipant(settings, bearer.user, body.participant_name, bearer.token.acr) : guestParticipant(body.participant_name);
+      const participant: Participant = bearer ? userParticipant(settings, bearer.user, body.participant_name, bearer.token.acr, body.device_id) : guestParticipant(body.participant_name);
       const agents = (body.room_config?.agents ?? []).map((a) => ({ agentName: a.agent_name, metadata: a.metadata }));
       audit.agents = agents.map((a) => a.agentName);
-      const decision = await decideRoom(policy, settings, participant, { room: body.room_name || undefined, agents });
+      const options = await livekitOptions.resolve(bearer?.token.clientId, bearer ? bearer.user.roles : ['guest']);
+      const decision = await decideRoom(policy, settings, participant, { room: body.room_name || undefined, agents, options });
       audit.room = decision.room;
       const attributes = {
         ...checkAttributes(body.participant_attributes),
@@ -173,6 +223,8 @@ export function createLivekitRouter(deps: LivekitDeps, opts: { rateLimit?: Excha
       ctx.body = { serverUrl: settings.url, roomName: decision.room, participantName: participant.name, participantToken: token };
     } catch (err) {
       const e = err instanceof ExchangeError ? toHttpError(err) : err;
+      // A refusal the app's page can read (401 → sign in again), from the origins of LiveKit clients.
+      if (ctx.get('origin') && !ctx.response.get('Access-Control-Allow-Origin')) await allowOrigin(ctx, livekitClientOrigins).catch(() => false);
       if (e instanceof HttpError) {
         void deps.audit.record({
           type: 'livekit.connection_details', outcome: 'failure', subject: audit.subject ?? null, clientId: audit.clientId ?? null, ip: ctx.ip,

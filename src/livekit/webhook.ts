@@ -51,11 +51,13 @@ export function createWebhookRouter(deps: { config: Config; rooms: RoomSessions;
       // a participant LiveKit let back in (it renews tokens itself) is caught on its next track too.
       case 'track_published':
         if (room?.name && p?.sid && p.identity) {
+          // Whose participant: the room token's record says (a device identity user_<sub>_<device> too).
+          const issued = await deps.rejoin?.identify(room.name, p);
           await deps.rooms.recordJoin({
             participantSid: p.sid, roomName: room.name, roomSid: room.sid || undefined, identity: p.identity,
-            userId: userIdOfIdentity(config, p.identity), joinedAt: at(p.joinedAt || event.createdAt),
+            userId: issued ? issued.userId ?? null : userIdOfIdentity(config, p.identity), joinedAt: at(p.joinedAt || event.createdAt),
           });
-          await deps.rejoin?.checkParticipant(event.event, room.name, p);
+          await deps.rejoin?.checkParticipant(event.event, room.name, p, issued);
         }
         break;
       case 'participant_left':
