@@ -192,7 +192,7 @@ async function buildOidcLayer(deps: Deps): Promise<OidcLayer> {
   attachRateLimitHeaders(provider);
   const interaction = createInteractionRouter({
     provider, config: deps.config, accounts: deps.accounts, audit: deps.audit, log: deps.log,
-    kv: deps.kv, box: deps.box, mfa: deps.mfa, limits: deps.limits, resources: deps.resources, passkeys: deps.passkeys,
+    kv: deps.kv, box: deps.box, mfa: deps.mfa, limits: deps.limits, resources: deps.resources, passkeys: deps.passkeys, connections: deps.connections,
     federation,
     mail: deps.mailer && {
       onRegistered: (user) => sendVerificationMail({ config: deps.config, mailer: deps.mailer!, tokens: createAccountTokens(deps.db) }, user),

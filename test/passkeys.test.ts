@@ -145,6 +145,21 @@ describeEachMode('passkey sign-in over HTTP', (mode) => {
     expect(tokens.claims()).toMatchObject({ sub: bob.id, amr: ['pwd', 'hwk', 'user', 'mfa'], acr: 'urn:gatehouse:acr:mfa' });
   });
 
+  it("does not sign in alone where the domain's SSO connection has password sign-in off (403, audited)", async () => {
+    const carol = await gh.cli('user', 'create', '--email', 'carol@acme.test', '--password', 'carol has a long password');
+    const carolKey = softwareAuthenticator('localhost', gh.url);
+    await gh.deps.passkeys.add({ userId: carol.id, name: 'Work key', credentialId: carolKey.credentialId, publicKey: carolKey.publicKey, signCount: 0, transports: [], deviceType: 'singleDevice', backedUp: false });
+    const page = await loginPage();
+    // Before the organisation turns password sign-in off, the passkey signs in.
+    expect((await verify(page, carolKey.assert((await options(page)).challenge, carol.id))).status).toBe(200);
+    await gh.deps.connections.create({ name: 'acme', issuer: 'https://idp.acme.test', clientId: 'gatehouse', domains: ['acme.test'], passwordLogin: false });
+    const after = await loginPage();
+    const res = await verify(after, carolKey.assert((await options(after)).challenge, carol.id));
+    expect(res).toMatchObject({ status: 403, body: { error: 'access_denied', error_description: expect.stringMatching(/single sign-on/) } });
+    const { rows } = await gh.deps.db.query<{ subject: string; details: Record<string, unknown> }>("SELECT subject, details FROM audit_events WHERE type = 'login' ORDER BY id DESC LIMIT 1");
+    expect(rows[0]).toMatchObject({ subject: carol.id, details: { method: 'passkey', reason: 'sso_only' } });
+  });
+
   it("is held back by the account's lockout like a password (429 with Retry-After), from a device new to the account", async () => {
     // Five wrong passwords (RATE_LIMIT_LOGIN_ACCOUNT's production default, 5/15m) lock bob.
     for (let i = 0; i < 6; i++) {

@@ -32,6 +32,7 @@ import { checkPassword } from '../mfa/lockout.ts';
 import type { Federation } from '../federation/router.ts';
 import type { Resources } from '../oidc/resources.ts';
 import type { Passkeys } from '../passkeys/store.ts';
+import type { Connections } from '../federation/connections.ts';
 import { createCeremonies } from '../passkeys/ceremonies.ts';
 import { addPasskeySignIn } from '../passkeys/sign-in.ts';
 
@@ -55,6 +56,8 @@ export interface InteractionDeps {
   mail?: { onRegistered(user: User): Promise<void> };
   /** Issue 19: passkeys sign in alone or serve as the second factor; without them neither is offered. */
   passkeys?: Passkeys;
+  /** Issue 19: SSO connections, so a passkey does not sign in where password sign-in is off. */
+  connections?: Pick<Connections, 'findByEmail'>;
 }
 
 const INVALID_CREDENTIALS = 'Invalid email or password.';
@@ -198,7 +201,7 @@ export function createInteractionRouter(deps: InteractionDeps): Router {
   });
 
   if (ceremonies) {
-    addPasskeySignIn(router, { accounts, audit, limits, mfa, ceremonies }, {
+    addPasskeySignIn(router, { accounts, audit, limits, mfa, ceremonies, connections: deps.connections }, {
       load,
       deviceId: (ctx) => deviceId(ctx, secureCookies),
       completeLogin: (ctx, accountId, email, result) => secondFactor.completeLogin(ctx, accountId, email, result),

@@ -40,7 +40,7 @@ interface Challenge {
   uid?: string;
 }
 
-export type RefusalReason = 'malformed' | 'expired' | 'wrong_ceremony' | 'unknown_credential' | 'not_yours' | 'invalid' | 'sign_count' | 'exists';
+export type RefusalReason = 'malformed' | 'expired' | 'wrong_ceremony' | 'unknown_credential' | 'not_yours' | 'invalid' | 'sign_count' | 'exists' | 'sso_only';
 
 /** A response that does not sign in or register; `reason` is for audit, the message for the person. */
 export class PasskeyRefused extends Error {

@@ -34,6 +34,7 @@ export function answerWithLocation(ctx: Context): void {
 export function refusalError(err: PasskeyRefused): HttpError {
   if (err.reason === 'expired' || err.reason === 'wrong_ceremony' || err.reason === 'malformed') return new InvalidRequest(err.message);
   if (err.reason === 'exists') return new HttpError(409, 'invalid_request', err.message);
+  if (err.reason === 'sso_only') return new HttpError(403, 'access_denied', err.message);
   return new HttpError(401, 'access_denied', err.message);
 }
 

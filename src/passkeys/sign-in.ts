@@ -19,6 +19,7 @@ import { RateLimited, type Attempt, type RateLimits } from '../http/rate-limit.t
 import type { Mfa } from '../mfa/factors.ts';
 import { accountLockKey } from '../mfa/lockout.ts';
 import { ACR_MFA, passkeyAmr } from '../mfa/policy.ts';
+import type { Connections } from '../federation/connections.ts';
 import { PasskeyRefused, type Ceremonies } from './ceremonies.ts';
 import { answerWithLocation, assertPasskeysAvailable, readCeremonyBody, refusalError } from './http.ts';
 
@@ -30,6 +31,8 @@ export interface PasskeySignInDeps {
   limits: RateLimits;
   mfa: Pick<Mfa, 'isKnownDevice'>;
   ceremonies: Ceremonies;
+  /** Enterprise SSO connections: a domain whose connection has password sign-in off signs in there only. */
+  connections?: Pick<Connections, 'findByEmail'>;
 }
 
 export interface PasskeySignInKit {
@@ -40,6 +43,16 @@ export interface PasskeySignInKit {
 
 export function addPasskeySignIn(router: Router, deps: PasskeySignInDeps, kit: PasskeySignInKit) {
   const { accounts, audit, limits, mfa, ceremonies } = deps;
+
+  /**
+   * Password sign-in is off for the owner's domain (its SSO connection says so): the organisation's
+   * IdP decides who signs in, and a passkey must not go around it (a user removed there would keep
+   * signing in here). The passkey still answers a second step after single sign-on.
+   */
+  async function ssoOnly(email: string): Promise<boolean> {
+    const connection = await deps.connections?.findByEmail(email);
+    return Boolean(connection?.enabled && !connection.passwordLogin);
+  }
 
   async function loginStep(ctx: Context) {
     const body = await readCeremonyBody(ctx);
@@ -68,6 +81,7 @@ export function addPasskeySignIn(router: Router, deps: PasskeySignInDeps, kit: P
       verified = await ceremonies.authenticate('login', { uid: interaction.uid }, body.response, async function countAgainstLockout(passkey) {
         owner = await accounts.findUserById(passkey.userId);
         if (!owner) throw new PasskeyRefused('unknown_credential', 'That passkey was not accepted.');
+        if (await ssoOnly(owner.email)) throw new PasskeyRefused('sso_only', 'Your organisation signs you in with single sign-on: use "Use single sign-on (SSO)" with your work email.', passkey);
         guess = await limits.attempt('loginAccount', accountLockKey(owner.email), {
           ip: ctx.ip, clientId, requestId: ctx.state.requestId,
           exempt: () => mfa.isKnownDevice(owner!.id, kit.deviceId(ctx)),
@@ -83,8 +97,9 @@ export function addPasskeySignIn(router: Router, deps: PasskeySignInDeps, kit: P
       }
       throw err;
     }
-    assertThat(owner!.active, new HttpError(403, 'access_denied', 'This account has been disabled. Contact your administrator.'));
+    // As for a password, `inactive` comes only after a passkey that proved itself: not a failed guess.
     await guess?.passed();
+    assertThat(owner!.active, new HttpError(403, 'access_denied', 'This account has been disabled. Contact your administrator.'));
     await auditLogin(ctx, 'success', clientId, owner!.id, { factor: verified.passkey.id, user_verified: verified.userVerified });
     await kit.completeLogin(ctx, owner!.id, owner!.email, {
       login: { accountId: owner!.id, amr: passkeyAmr(verified.userVerified), acr: ACR_MFA, remember: true },
