@@ -8,35 +8,19 @@ import Koa from 'koa';
 import compose from 'koa-compose';
 import cors from '@koa/cors';
 import type Provider from 'oidc-provider';
-import type { Config } from './config/index.ts';
-import { createPgDb, createPgliteDb, type Db } from './store/db.ts';
-import { createMemoryKv, createRedisKv, type Kv } from './store/kv.ts';
-import { migrate } from './store/migrate.ts';
-import type { Logger } from './http/log.ts';
-import { createAudit, withAuditWrites, type Audit } from './audit/index.ts';
-import { createAccounts, type Accounts } from './accounts/users.ts';
-import { createClients, type Clients } from './oidc/clients.ts';
-import { createResources, type Resources } from './oidc/resources.ts';
-import { createSigningKeys, type SigningKeys } from './oidc/keys.ts';
-import { loadInstanceSecrets } from './oidc/secrets.ts';
+import { withAuditWrites } from './audit/index.ts';
 import { buildProvider } from './oidc/provider.ts';
 import { startSweeper } from './oidc/adapter.ts';
 import { createInteractionRouter, renderView } from './interaction/router.ts';
 import { errorHandler, PayloadTooLarge, RETRY_AFTER_SECONDS } from './http/errors.ts';
-import { accessLog, closeAfterRefusedBody, healthRoutes, HTTPS_WITHOUT_PROXY, requestId, requireHttpsForPages, retryAfterWhenUnavailable, securityHeaders } from './http/middleware.ts';
+import { accessLog, closeAfterRefusedBody, healthRoutes, requestId, requireHttpsForPages, retryAfterWhenUnavailable, securityHeaders } from './http/middleware.ts';
 import { rejectHostileInput } from './http/input.ts';
-import { createMetrics, type Metrics } from './http/metrics.ts';
-import type { SecretBox } from './crypto/secretbox.ts';
 // --- revocation (issue 6) ---
-import { createRevocationStore, type RevocationService } from './revocation/store.ts';
 import { attachRevocationWriters, awaitRevocationWrites, revocationChecks } from './revocation/oidc.ts';
 import { structuredTokenEndpoints } from './revocation/endpoints.ts';
-import { withUserRevocation } from './revocation/accounts.ts';
-import { createSessionEnds, type SessionEnds } from './revocation/session-ends.ts';
 import { auditProviderBackchannel, sendBackchannelLogouts } from './oidc/backchannel.ts';
 import { createAccountRouter, sessionAccountId } from './account/router.ts';
 import { createFrontDoor } from './account/front-door.ts';
-import { createMailer, type Mailer } from './account/mail.ts';
 import { createAccountTokens, createRecoveryRouter, sendVerificationMail } from './account/recovery.ts';
 import { createAdminApi } from './admin/api.ts';
 import { createAdminConsole } from './admin/console.ts';
@@ -55,109 +39,19 @@ import { lazyKeyRing, registerTokenExchange } from './exchange/index.ts';
 import { createPolicyStore } from './exchange/policy.ts';
 import { createLivekitRouter } from './livekit/routes.ts';
 // --- login security (issue 7) ---
-import { attachRateLimitHeaders, connectionRateLimits, createRateLimits, exchangeRateLimit, type RateLimits } from './http/rate-limit.ts';
-import { createMfa, type Mfa } from './mfa/factors.ts';
-import { withLockoutReset } from './mfa/lockout.ts';
+import { attachRateLimitHeaders, connectionRateLimits, exchangeRateLimit } from './http/rate-limit.ts';
 // --- end login security ---
-import { createPasskeys, type Passkeys } from './passkeys/store.ts';
 // --- federation (issue 4) ---
-import { createConnections, type Connections } from './federation/connections.ts';
 import { idJagDiscovery, registerIdJagGrant } from './federation/id-jag.ts';
-import { createRelyingParty, type RelyingParty } from './federation/rp.ts';
-import { callbackPath, createFederation, type Federation } from './federation/router.ts';
+import { createFederation, type Federation } from './federation/router.ts';
 // --- end federation ---
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 
-export interface Deps {
-  config: Config;
-  db: Db;
-  kv: Kv;
-  log: Logger;
-  box: SecretBox;
-  cookieKeys: string[];
-  audit: Audit;
-  accounts: Accounts;
-  clients: Clients;
-  resources: Resources;
-  keys: SigningKeys;
-  revocations: RevocationService;
-  /** Named rate limits and lockouts (issue 7): `limits.consume('exchangeUser', sub)` throws 429. */
-  limits: RateLimits;
-  mfa: Mfa;
-  /** Passkeys (WebAuthn credentials, issue 19). */
-  passkeys: Passkeys;
-  /** Enterprise SSO (issue 4): upstream OIDC connections, and the RP that talks to them. */
-  connections: Connections;
-  upstream: RelyingParty;
-  /** Prometheus metrics (GET /metrics); the audit writer above counts through it. */
-  metrics: Metrics;
-  /** Outgoing mail (SMTP_URL): password reset and email verification; undefined without it. */
-  mailer?: Mailer;
-  /** Sessions Gatehouse ends itself, for back-channel logout (src/revocation/session-ends.ts). */
-  sessionEnds: SessionEnds;
-}
+// The service layer (stores, secrets, keys, accounts, ...) is src/deps.ts; the app is built on it.
+export { assemble, type Deps } from './deps.ts';
+import type { Deps } from './deps.ts';
 
-/** Open stores, run migrations, load secrets and keys. The caller owns `close()`. */
-export async function assemble(config: Config, log: Logger, opts: { memoryDb?: boolean } = {}): Promise<Deps & { close(): Promise<void>; warnings: string[] }> {
-  const db = config.DATABASE_URL
-    ? createPgDb(config.DATABASE_URL, { timeoutMs: config.DATABASE_TIMEOUT_MS })
-    : await createPgliteDb(opts.memoryDb ? undefined : config.DATA_DIR);
-  try {
-    await migrate(db);
-    const kv = config.REDIS_URL ? createRedisKv(config.REDIS_URL, config.REDIS_KEY_PREFIX, { timeoutMs: config.REDIS_TIMEOUT_MS }) : createMemoryKv(config.REDIS_KEY_PREFIX);
-    const { box, cookieKeys, warnings } = await loadInstanceSecrets(config, db);
-    const metrics = createMetrics({
-      token: config.METRICS_TOKEN,
-      // Read at scrape time, when the store below exists.
-      revocationReady: () => revocations.ready(),
-      info: { mode: config.embedded ? 'embedded' : 'postgres', store: kv.kind },
-    });
-    // Every audit event, whoever records it, is also counted (gatehouse_audit_events_total).
-    const audit = metrics.countAudit(createAudit(db, log));
-    const keys = createSigningKeys(db, box);
-    await keys.ensure();
-    // Revocation (issue 6): durable in the database, hot in the Kv; loaded before the app answers.
-    const revocations = createRevocationStore(kv, { db, log });
-    await revocations.start().catch(async (err) => {
-      // e.g. a Redis that evicts keys (UnsafeRedisError): nothing else has started yet.
-      await revocations.close();
-      await kv.close();
-      throw err;
-    });
-    // Issue 7: limits before accounts, so a password reset can end a lockout.
-    const limits = createRateLimits(kv, config, { audit, log });
-    const sessionEnds = createSessionEnds();
-    if (config.ISSUER.startsWith('https://') && !config.TRUST_PROXY) warnings.push(HTTPS_WITHOUT_PROXY);
-    if (!config.REDIS_URL) warnings.push('REDIS_URL is not set: revocation lists, rate limits and pub/sub are in-process; run a single Gatehouse process only.');
-    return {
-      config, db, kv, log, box, cookieKeys, audit, keys, warnings, metrics, mailer: createMailer(config, log),
-      // Password change, disable, delete and MFA reset revoke everything issued to the user (issue 6).
-      accounts: withLockoutReset(withUserRevocation(createAccounts(db, audit), { revocations, config, db, log, sessionEnds }), limits),
-      sessionEnds,
-      clients: createClients(db, box),
-      resources: createResources(db, box),
-      revocations,
-      limits,
-      mfa: createMfa(db, box, { issuer: config.MFA_ISSUER_NAME }),
-      passkeys: createPasskeys(db),
-      ...federationDeps(db, box, config),
-      async close() {
-        await revocations.close();
-        await kv.close();
-        await db.close();
-      },
-    };
-  } catch (err) {
-    await db.close().catch(() => {});
-    throw err;
-  }
-}
-
-function federationDeps(db: Db, box: SecretBox, config: Config) {
-  const connections = createConnections(db, box);
-  return { connections, upstream: createRelyingParty(connections, { redirectUri: `${config.ISSUER}${callbackPath}` }) };
-}
 
 /** oidc-provider and the routes bound to it; rebuilt when the signing keys change. */
 interface OidcLayer {

@@ -1,7 +1,7 @@
 // `gatehouse` and `npm start` run compiled JavaScript (dist/), built on install and rebuilt by
 // bin/gatehouse.js whenever src/ is newer: an edit to the sources is what the next command runs,
-// several commands started at once on a stale build all run it, and where dist/ cannot be written
-// the sources run through tsx. Each case works on a copy of the project in a temporary folder.
+// several commands started at once on a stale build all run it, a command loads no server code, and
+// where dist/ cannot be written the sources run through tsx. Each case works on a copy of the project in a temporary folder.
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -59,6 +59,14 @@ describe('compiled start', () => {
       expect(r.stdout).toMatch(/^first edit\nsecond edit\nusage: gatehouse/);
     }
     expect(fs.readFileSync(path.join(dir, 'dist/src/cli/main.js'), 'utf8')).toContain('second edit');
+  });
+
+  it('runs a command without loading the server: JSON out, nothing on stderr (no oidc-provider notice)', async () => {
+    // Embedded mode with no server running: the CLI opens the database itself (and creates it here).
+    const r = await gatehouse(dir, 'client', 'list');
+    expect(r.stderr).toBe('');
+    expect(r.status).toBe(0);
+    expect(r.stdout).toMatch(/^\[\]\n$/m); // the last line, after any the edits above print
   });
 
   it('runs the sources through tsx when dist/ cannot be built, and says so', async () => {

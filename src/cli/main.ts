@@ -74,8 +74,7 @@ export async function cli(rawArgv: string[]): Promise<void> {
     return;
   }
 
-  const [{ assemble }, { createLogger }] = await Promise.all([import('../app.ts'), import('../http/log.ts')]);
-  const deps = await assemble(config, createLogger(process.env.LOG_LEVEL ?? 'warn', process.stderr));
+  const deps = await openDeps(config);
   try {
     const result = await runCommand(deps, argv);
     process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);
@@ -85,6 +84,12 @@ export async function cli(rawArgv: string[]): Promise<void> {
   } finally {
     await deps.close();
   }
+}
+
+/** The service layer, for a command this process runs itself: no HTTP app, no oidc-provider (src/deps.ts). */
+async function openDeps(config: ReturnType<typeof loadConfig>) {
+  const [{ assemble }, { createLogger }] = await Promise.all([import('../deps.ts'), import('../http/log.ts')]);
+  return assemble(config, createLogger(process.env.LOG_LEVEL ?? 'warn', process.stderr));
 }
 
 /** `user import FILE`: this process reads FILE and streams it to the import (src/admin/import-command.ts). */
@@ -114,8 +119,7 @@ async function importFile(config: ReturnType<typeof loadConfig>, args: string[])
       return print(forwarded.body.result);
     }
   }
-  const [{ assemble }, { createLogger }] = await Promise.all([import('../app.ts'), import('../http/log.ts')]);
-  const deps = await assemble(config, createLogger(process.env.LOG_LEVEL ?? 'warn', process.stderr));
+  const deps = await openDeps(config);
   try {
     print(await runUserImport(deps, args, open()));
   } catch (err) {
