@@ -89,6 +89,35 @@ describeEachMode('passkey sign-in over HTTP', (mode) => {
     expect(res.headers.get('cache-control')).toBe('no-store');
   });
 
+  it('account page: registering asks for the current password first; the owner removes a passkey (audited)', async () => {
+    const dave = await gh.cli('user', 'create', '--email', 'dave@example.com', '--password', 'dave has a long password');
+    const daveKey = softwareAuthenticator('localhost', gh.url);
+    const added = await gh.deps.passkeys.add({ userId: dave.id, name: 'Dave key', credentialId: daveKey.credentialId, publicKey: daveKey.publicKey, signCount: 0, transports: ['usb'], deviceType: 'singleDevice', backedUp: false });
+    const browser = new Browser();
+    let step = await browser.follow(`${gh.url}/account/security`, gh.url);
+    const form = formOf(step.html!, '/login');
+    step = await browser.follow(new URL(form.action, gh.url).href, gh.url, { form: { ...form.fields, email: 'dave@example.com', password: 'dave has a long password' } });
+    expect(step.url).toBe(`${gh.url}/account/security`);
+    expect(step.html).toContain('Dave key');
+    const csrf = /data-csrf="([^"]+)"/.exec(step.html!)![1];
+    const ask = (body: Record<string, unknown>) => send(browser, '/account/security/passkeys/options', JSON.stringify({ _csrf: csrf, ...body }));
+    expect(await ask({})).toMatchObject({ status: 401, body: { error: 'access_denied' } });
+    expect(await ask({ password: 'not dave' })).toMatchObject({ status: 401, body: { error: 'access_denied' } });
+    const ok = await ask({ password: 'dave has a long password' });
+    expect(ok.status).toBe(200);
+    // A discoverable credential, not one of the account's again, for this RP.
+    expect(ok.body).toMatchObject({ rp: { id: 'localhost' }, excludeCredentials: [{ id: daveKey.credentialId }], authenticatorSelection: { residentKey: 'required' }, attestation: 'none' });
+    // Another browser (no CSRF cookie, no session): refused before anything else.
+    expect((await send(new Browser(), '/account/security/passkeys/options', '{}')).status).toBe(403);
+    const removed = await browser.follow(new URL(formOf(step.html!, `/passkeys/${added.id}/remove`).action, gh.url).href, gh.url, { form: formOf(step.html!, `/passkeys/${added.id}/remove`).fields });
+    expect(removed.url).toBe(`${gh.url}/account/security`);
+    expect(removed.html).toContain('No passkeys yet.');
+    expect(await gh.deps.passkeys.list(dave.id)).toEqual([]);
+    const { rows } = await gh.deps.db.query<{ actor: string; details: Record<string, unknown> }>("SELECT actor, details FROM audit_events WHERE type = 'passkey.remove'");
+    expect(rows).toEqual([{ actor: dave.id, details: { via: 'account', factor: added.id, name: 'Dave key' } }]);
+    expect(JSON.stringify(rows)).not.toContain(daveKey.credentialId);
+  });
+
   it('answers bad input with 4xx and a clear error, never 500', async () => {
     const page = await loginPage();
     const path = `/interaction/${page.uid}/passkey`;
