@@ -82,7 +82,7 @@ async function buildOidcLayer(deps: Deps): Promise<OidcLayer> {
   attachRegistrationAudit(provider, deps.audit);
   registerTokenExchange(provider, deps, { rateLimit: exchangeRateLimit(deps.limits) });
   // Issue 19: redeem ID-JAGs of trusted enterprise IdPs (RFC 7523 jwt-bearer).
-  registerIdJagGrant(provider, { ...deps, policy: createPolicyStore(deps.db), keyRing: lazyKeyRing(deps) });
+  registerIdJagGrant(provider, { ...deps, policy: createPolicyStore(deps.db), keyRing: lazyKeyRing(deps), rateLimit: exchangeRateLimit(deps.limits) });
   attachRateLimitHeaders(provider);
   const interaction = createInteractionRouter({
     provider, config: deps.config, accounts: deps.accounts, audit: deps.audit, log: deps.log,

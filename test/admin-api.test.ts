@@ -178,6 +178,14 @@ describe('admin API', () => {
     expect((await call('DELETE', `/policies/clients/${app.client_id}`, token)).status).toBe(204);
     expect((await call('GET', `/policies/clients/${app.client_id}`, token)).status).toBe(404);
     expect((await call('PUT', '/policies/roles/user', token, { rooms: ['{identity}_*'], publish: true, subscribe: true })).body).toMatchObject({ role: 'user', roomPatterns: ['{identity}_*'], canPublish: true });
+    // ID-JAG targets (docs/id-jag.md), one per audience.
+    const target = { audience: 'https://auth.chat.example/', target_client_id: 'at-chat', resources: ['https://mcp.chat.example/'], scopes: ['chat.read'] };
+    expect(await call('PUT', `/policies/id-jag/${app.client_id}`, token, target)).toMatchObject({ status: 200,
+      body: { clientId: app.client_id, audience: target.audience, targetClientId: 'at-chat', resources: target.resources, scopes: ['chat.read'] } });
+    expect((await call('GET', `/policies/id-jag?client_id=${app.client_id}`, token)).body).toHaveLength(1);
+    expect((await call('PUT', `/policies/id-jag/${app.client_id}`, token, { ...target, audience: 'ftp://x' })).status).toBe(400);
+    expect((await call('DELETE', `/policies/id-jag/${app.client_id}?audience=${encodeURIComponent(target.audience)}`, token)).status).toBe(204);
+    expect((await call('DELETE', `/policies/id-jag/${app.client_id}?audience=${encodeURIComponent(target.audience)}`, token)).status).toBe(404);
 
     const secret = 'upstream-client-secret-do-not-show';
     const made = await call('POST', '/connections', token, {
@@ -188,6 +196,9 @@ describe('admin API', () => {
     expect(made.body).toMatchObject({ name: 'acme', domains: ['acme.test'], trustMfa: true, hasClientSecret: true });
     const cleared = await call('PATCH', '/connections/acme', token, { client_secret: null, enabled: false });
     expect(cleared.body).toMatchObject({ hasClientSecret: false, enabled: false });
+    const trusted = await call('PATCH', '/connections/acme', token, { id_jag: true, id_jag_clients: [app.client_id], id_jag_resources: [uri], id_jag_jwks_uri: 'https://acme.test/jwks' });
+    expect(trusted.body.idJag, JSON.stringify(trusted.body)).toEqual({ enabled: true, jwksUri: 'https://acme.test/jwks', jwks: null, clients: [app.client_id], resources: [uri] });
+    expect((await call('PATCH', '/connections/acme', token, { id_jag_clients: [], id_jag_jwks_uri: null })).body.idJag).toMatchObject({ clients: [], jwksUri: null });
     const everything = JSON.stringify([made.body, cleared.body, (await call('GET', '/connections', token)).body, (await gh.deps.db.query('SELECT details FROM audit_events')).rows]);
     expect(everything).not.toContain(secret);
     expect((await call('DELETE', '/connections/acme', token)).status).toBe(204);

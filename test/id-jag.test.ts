@@ -8,6 +8,8 @@ import { createRemoteJWKSet, decodeJwt, decodeProtectedHeader, exportJWK, genera
 import { CALLBACK, codeFlow, describeEachMode, rpConfig, startTestGatehouse, type TestGatehouse } from './helpers/gatehouse.ts';
 import { expectNoTokensInAudit } from './helpers/audit.ts';
 import { postForm } from './helpers/client-auth.ts';
+import { createTestRedisPrefix } from './helpers/databases.ts';
+import { startTcpProxy, type TcpProxy } from './helpers/tcp-proxy.ts';
 
 const TX = 'urn:ietf:params:oauth:grant-type:token-exchange';
 const ID_JAG = 'urn:ietf:params:oauth:token-type:id-jag';
@@ -156,8 +158,21 @@ describeEachMode("ID-JAG: Gatehouse as the MCP server's authorization server", (
   let fabrikamKey: CryptoKey;
   const now = () => Math.floor(Date.now() / 1000);
 
+  // PostgreSQL + Redis: Redis behind a proxy the outage case can cut.
+  let redisProxy: TcpProxy | undefined;
+  let redisCleanup: (() => Promise<void>) | undefined;
+
   beforeAll(async () => {
-    as = await startTestGatehouse({ mode });
+    if (mode === 'postgres') {
+      const r = await createTestRedisPrefix();
+      const u = new URL(r.url);
+      redisProxy = await startTcpProxy(u.hostname, Number(u.port || 6379));
+      redisCleanup = r.cleanup;
+      // A short store timeout, so the outage case answers quickly.
+      as = await startTestGatehouse({ mode, redis: { url: redisProxy.url(r.url), prefix: r.prefix }, env: { REDIS_TIMEOUT_MS: '500' } });
+    } else {
+      as = await startTestGatehouse({ mode });
+    }
     await as.cli('resource', 'create', '--uri', MCP, '--scope', 'chat.read', '--scope', 'chat.history', '--scope', 'chat.admin');
     await as.cli('resource', 'create', '--uri', DOCS, '--scope', 'docs.read');
     // Frank's role here holds chat.read and chat.history; chat.admin is nobody's.
@@ -177,7 +192,11 @@ describeEachMode("ID-JAG: Gatehouse as the MCP server's authorization server", (
     await idp.cli('policy', 'id-jag', 'set', app.client_id, '--audience', as.url, '--target-client-id', client.client_id,
       '--resource', MCP, '--scope', 'chat.read', '--scope', 'chat.history', '--scope', 'chat.admin');
   }, 60_000);
-  afterAll(async () => as?.close());
+  afterAll(async () => {
+    await as?.close();
+    await redisProxy?.close();
+    await redisCleanup?.();
+  });
 
   /** A fresh ID-JAG from the IdP for this server. */
   async function idJag(params: Record<string, string | never[]> = {}) {
@@ -266,6 +285,33 @@ describeEachMode("ID-JAG: Gatehouse as the MCP server's authorization server", (
     const rows = (await as.deps.db.query<{ outcome: string; details: any }>(
       "SELECT outcome, details FROM audit_events WHERE type = 'token.id_jag' AND id > $1 ORDER BY id", [since])).rows;
     expect(rows.map((r) => [r.outcome, r.details.error])).toEqual(cases.map(([, , , error]) => ['failure', error]));
+  });
+
+  it.runIf(mode === 'postgres')('with Redis down: 503 with Retry-After; once it is back, redemptions work and the interrupted ID-JAG is redeemed at most once', async () => {
+    const interrupted = await idJag();
+    redisProxy!.cut('refuse');
+    let down;
+    try {
+      down = await tokenRequest(as, client, { grant_type: JWT_BEARER, assertion: interrupted });
+    } finally {
+      redisProxy!.restore();
+    }
+    expect(down.status, JSON.stringify(down.body)).toBe(503);
+    expect(down.headers.get('retry-after')).toMatch(/^\d+$/);
+    expect(down.body.error).toBe('temporarily_unavailable');
+    // Back: a fresh ID-JAG is redeemed (after the store has reconnected).
+    const fresh = await idJag();
+    let ok = await redeem(fresh);
+    for (let i = 0; i < 40 && ok.status === 503; i++) {
+      await new Promise((r) => setTimeout(r, 250));
+      ok = await redeem(fresh);
+    }
+    expect(ok.status, JSON.stringify(ok.body)).toBe(200);
+    // The interrupted one: its set-if-absent may have reached Redis after the timeout, so it may be
+    // used up; never is it good twice (fail closed).
+    const retries = [await redeem(interrupted), await redeem(interrupted)];
+    expect(retries.filter((r) => r.status === 200).length).toBeLessThanOrEqual(1);
+    for (const r of retries.filter((x) => x.status !== 200)) expect(r.body.error_description).toMatch(/already been used/);
   });
 
   it('never writes a token to the audit log', async () => {

@@ -89,6 +89,7 @@ const resourceCreate = z.object({
   signing: z.enum(['jwks', 'hs256']).optional(), require_mfa: z.boolean().optional(),
 }).strict();
 const clientPolicy = z.object({ livekit: z.boolean().optional(), resources: strs.optional(), scopes: strs.optional(), act: z.boolean().optional(), agent_name: str.optional() }).strict();
+const idJagPolicy = z.object({ audience: str, target_client_id: str, resources: strs.min(1), scopes: strs.optional() }).strict();
 const rolePolicy = z.object({
   rooms: strs.optional(), publish: z.boolean().optional(), subscribe: z.boolean().optional(), data: z.boolean().optional(),
   room_admin: z.boolean().optional(), require_mfa: z.boolean().optional(),
@@ -102,6 +103,10 @@ const connection = z.object({
   password_login: z.boolean().optional(), trust_mfa: z.boolean().optional(), enabled: z.boolean().optional(),
   email_claim: str.optional(), email_verified_claim: str.optional(), name_claim: str.optional(), groups_claim: str.optional(),
   role_map: z.record(z.string(), strs).optional(), default_roles: strs.optional(),
+  // ID-JAG (docs/id-jag.md): redeem this issuer's ID-JAGs; null clears the JWKS URI or inline keys.
+  id_jag: z.boolean().optional(), id_jag_jwks_uri: str.nullable().optional(),
+  id_jag_jwks: z.object({ keys: z.array(z.record(z.string(), z.unknown())).min(1) }).nullable().optional(),
+  id_jag_clients: z.array(str).optional(), id_jag_resources: z.array(str).optional(),
 }).strict();
 const revocation = z.object({
   user: str.optional(), grant: str.optional(), session: str.optional(), jti: str.optional(), ttl: z.number().int().positive().optional(),
@@ -118,6 +123,12 @@ function connectionFlags(b: z.infer<typeof connection>, update: boolean) {
     'map-role': b.role_map ? Object.entries(b.role_map).map(([group, roles]) => `${group}=${roles.join('+')}`) : undefined,
     'clear-role-map': update && b.role_map !== undefined,
     'default-role': b.default_roles,
+    'id-jag': onOff(b.id_jag),
+    'id-jag-jwks-uri': b.id_jag_jwks_uri === null ? 'none' : b.id_jag_jwks_uri,
+    'id-jag-jwks': b.id_jag_jwks === null ? 'none' : b.id_jag_jwks && JSON.stringify(b.id_jag_jwks),
+    // An empty list clears it (the CLI's `none`).
+    'id-jag-client': b.id_jag_clients && (b.id_jag_clients.length ? b.id_jag_clients : ['none']),
+    'id-jag-resource': b.id_jag_resources && (b.id_jag_resources.length ? b.id_jag_resources : ['none']),
   });
 }
 
@@ -288,6 +299,13 @@ export function createAdminApi(deps: AdminApiDeps): Middleware {
     return run(['policy', 'role', 'set', ...flags({ room: b.rooms, publish: b.publish, subscribe: b.subscribe, data: b.data, 'room-admin': b.room_admin, 'require-mfa': b.require_mfa }), '--', param(ctx, 'role')]);
   });
   route('delete', '/policies/roles/:role', async (ctx, run) => { await run(['policy', 'role', 'delete', '--', param(ctx, 'role')]); });
+  // ID-JAG targets per client (docs/id-jag.md); one per audience, so the audience is in the body or the query.
+  route('get', '/policies/id-jag', (ctx, run) => run(['policy', 'id-jag', 'list', ...(ctx.query.client_id ? ['--', String(ctx.query.client_id)] : [])]));
+  route('put', '/policies/id-jag/:id', async (ctx, run) => {
+    const b = await body(ctx, idJagPolicy);
+    return run(['policy', 'id-jag', 'set', ...flags({ audience: b.audience, 'target-client-id': b.target_client_id, resource: b.resources, scope: b.scopes }), '--', param(ctx, 'id')]);
+  });
+  route('delete', '/policies/id-jag/:id', async (ctx, run) => { await run(['policy', 'id-jag', 'delete', `--audience=${String(ctx.query.audience ?? '')}`, '--', param(ctx, 'id')]); });
 
   // --- LiveKit options per client or role (src/admin/livekit-commands.ts) ---
   route('get', '/livekit/options', (_ctx, run) => run(['livekit', 'options', 'list']));

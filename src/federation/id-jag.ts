@@ -3,7 +3,7 @@
 // an ID-JAG from an enterprise IdP this server trusts (an enterprise connection with --id-jag on) as
 // an RFC 7523 jwt-bearer assertion and gets an access token for the MCP server it names. The steps,
 // read top-down: readAssertion → findTrustedIssuer → verifyAssertion → checkClient → decideResource
-// → resolveUser → decideScopes → checkAuthenticationStrength → redeemOnce → mintToken. Each refusal
+// → resolveUser → rate limit → decideScopes → checkAuthenticationStrength → redeemOnce → mintToken. Each refusal
 // is an RFC 6749 §5.2 error with its own description, audited as `token.id_jag`.
 import crypto from 'node:crypto';
 import type Provider from 'oidc-provider';
@@ -26,6 +26,7 @@ import {
 } from '../exchange/errors.ts';
 import type { PolicyStore, UserFacts } from '../exchange/policy.ts';
 import { mintAccessToken, type KeyRing } from '../exchange/tokens.ts';
+import type { ExchangeRateLimit } from '../exchange/grant.ts';
 import type { Connection, Connections } from './connections.ts';
 import { federatedAuthentication, resolveAccount } from './accounts.ts';
 
@@ -53,6 +54,8 @@ export interface IdJagGrantDeps {
   resources: Resources;
   policy: Pick<PolicyStore, 'user'>;
   keyRing(): Promise<KeyRing>;
+  /** The exchange's limits (per client, per user): an ID-JAG is an exchange made at another server. */
+  rateLimit: ExchangeRateLimit;
 }
 
 interface Redemption {
@@ -276,6 +279,7 @@ export function registerIdJagGrant(provider: Provider, deps: IdJagGrantDeps): vo
       checkClient(x, ctx);
       await decideResource(x, ctx);
       await resolveUser(x);
+      await deps.rateLimit.consume({ clientId: x.clientId, subject: x.user!.id, ip: ctx.ip });
       decideScopes(x, ctx);
       checkAuthenticationStrength(x);
       await redeemOnce(x);
