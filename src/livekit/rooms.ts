@@ -156,7 +156,10 @@ export interface RemovalTarget {
 }
 
 export interface ParticipantRemover {
-  /** Resolves once the first attempt has been answered; retries go on in the background. */
+  /**
+   * Resolves once the first attempt has been answered (or after INLINE_WAIT_MS, when LiveKit is slow:
+   * a webhook is answered in time either way); the attempt and its retries go on in the background.
+   */
   remove(t: RemovalTarget): Promise<void>;
   stop(): void;
 }
@@ -169,6 +172,9 @@ export interface ParticipantRemoverDeps {
   /** Backoff between attempts (ms); tests shorten it. */
   retryDelaysMs?: number[];
 }
+
+/** How long remove() waits for LiveKit's first answer before letting its caller go on. */
+const INLINE_WAIT_MS = 2000;
 
 /** RoomServiceClient.removeParticipant with retries, audit and the room-session record; undefined without LiveKit. */
 export function createParticipantRemover(deps: ParticipantRemoverDeps): ParticipantRemover | undefined {
@@ -216,8 +222,12 @@ export function createParticipantRemover(deps: ParticipantRemoverDeps): Particip
 
   return {
     async remove(t) {
-      const err = await attempt(t, 1);
-      if (err !== undefined) void retry(t, err);
+      const first = attempt(t, 1).then((err) => {
+        if (err !== undefined) void retry(t, err);
+      });
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([first, new Promise<void>((r) => { timer = setTimeout(r, INLINE_WAIT_MS).unref(); })]);
+      clearTimeout(timer);
     },
     stop() {
       stopped = true;

@@ -63,9 +63,10 @@ export function createWebhookRouter(deps: { config: Config; rooms: RoomSessions;
       case 'participant_left':
       case 'participant_connection_aborted':
         if (room?.name && p?.sid && p.identity) {
+          const issued = await deps.rejoin?.identify(room.name, p);
           await deps.rooms.recordLeave({
             participantSid: p.sid, roomName: room.name, roomSid: room.sid || undefined, identity: p.identity,
-            userId: userIdOfIdentity(config, p.identity), joinedAt: p.joinedAt ? at(p.joinedAt) : undefined, leftAt: at(event.createdAt),
+            userId: issued ? issued.userId ?? null : userIdOfIdentity(config, p.identity), joinedAt: p.joinedAt ? at(p.joinedAt) : undefined, leftAt: at(event.createdAt),
           });
         }
         break;
