@@ -24,6 +24,7 @@ import { createFrontDoor } from './account/front-door.ts';
 import { createAccountTokens, createRecoveryRouter, sendVerificationMail } from './account/recovery.ts';
 import { createAdminApi } from './admin/api.ts';
 import { createAdminConsole } from './admin/console.ts';
+import { USER_IMPORT_PATH } from './admin/import-command.ts';
 import { createParticipantRemover, createRoomSessions, createRoomSessionsRouter, startParticipantRemoval } from './livekit/rooms.ts';
 import { createRejoinGuard } from './livekit/rejoin.ts';
 import { createWebhookRouter } from './livekit/webhook.ts';
@@ -185,7 +186,10 @@ export async function createApp(deps: Deps): Promise<GatehouseApp> {
   app.use(metrics.serve());
   app.use(async function rejectLargeBodies(ctx, next) {
     const length = Number(ctx.get('content-length') || 0);
-    if (length > bodyLimit) throw new PayloadTooLarge(`request body exceeds ${config.BODY_LIMIT}`);
+    // The admin API's user import reads its body as a stream, a line at a time, after the caller is
+    // authenticated: an import file may be any size (src/admin/import-command.ts).
+    const streamed = ctx.method === 'POST' && ctx.path === USER_IMPORT_PATH;
+    if (length > bodyLimit && !streamed) throw new PayloadTooLarge(`request body exceeds ${config.BODY_LIMIT}`);
     await next();
   });
   app.use(rejectHostileInput({ audit: deps.audit, bodyLimit }));

@@ -240,6 +240,24 @@ describeEachMode('user import', (mode) => {
     expect(await badHeader.json()).toEqual({ error: 'invalid_request', error_description: expect.stringMatching(/^unknown CSV column mail/) });
     const noType = await post(line, 'text/plain');
     expect(noType.status).toBe(415);
+
+    // Hostile lines are refused one by one, never a 500: NUL and controls (as JSON escapes and raw),
+    // an unpaired surrogate, invalid UTF-8, a 100 kB line, deep nesting, the wrong types.
+    const hostile = Buffer.concat([
+      Buffer.from([
+        JSON.stringify({ email: 'nul\u0000@old.example' }), JSON.stringify({ email: 'n@old.example', name: 'a\u0000b' }),
+        JSON.stringify({ email: 'c@old.example', name: '\u001b[31m' }), '{"email": "s@old.example", "name": "\\ud800"}',
+        JSON.stringify({ email: 'r@old.example', roles: ['user\u0000'] }), JSON.stringify({ email: 'x'.repeat(100_000) }),
+        '['.repeat(40) + ']'.repeat(40), JSON.stringify({ email: ['a@b.c'] }), JSON.stringify({ email: 'h@old.example', password_hash: { $2b: 1 } }),
+        JSON.stringify({ id: 1e300, email: 'big@old.example' }), '', '', // then a blank line
+      ].join('\n')),
+      Buffer.from([0x7b, 0x22, 0x65, 0x6d, 0x61, 0x69, 0x6c, 0x22, 0x3a, 0x22, 0xc3, 0x28, 0x40, 0x6f, 0x2e, 0x65, 0x22, 0x7d, 0x0a]), // {"email":"\xc3(@o.e"}
+    ]);
+    const res = await fetch(`${api}/users/import`, { method: 'POST', headers: { authorization: `Bearer ${access_token}`, 'content-type': 'application/x-ndjson' }, body: hostile });
+    expect(res.status).toBe(200);
+    const report = await res.json() as { created: number; refused: number; refusals: { line: number; reason: string }[] };
+    expect(report).toMatchObject({ created: 0, refused: 11 });
+    expect(report.refusals.map((r) => r.line)).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 12]);
   });
 });
 

@@ -184,12 +184,14 @@ const refuse = (reason: string): never => {
   throw new LineRefused(reason);
 };
 
-const ONE_LINE = /^[^\p{Cc}]*$/u;
+// One line of text PostgreSQL can store as given: no control characters (NUL included), no unpaired
+// surrogates (a JSON \ud800 escape), and not a file's invalid UTF-8 (read as U+FFFD).
+const NOT_TEXT = /[\p{Cc}\ud800-\udfff\ufffd]/u;
 
-function text(v: unknown, field: Field): string | undefined {
+function text(v: unknown, field: string): string | undefined {
   if (v === undefined || v === null || v === '') return undefined;
   if (typeof v !== 'string') return refuse(`${field} must be a string`);
-  if (!ONE_LINE.test(v)) return refuse(`${field} must not contain control characters`);
+  if (NOT_TEXT.test(v)) return refuse(`${field} must be one line of valid UTF-8 text without control characters`);
   return v;
 }
 
@@ -230,6 +232,7 @@ export function validateLine(fields: Record<string, unknown>): ImportedUser {
   if (fields.roles !== undefined && fields.roles !== null && fields.roles !== '') {
     const list = Array.isArray(fields.roles) ? fields.roles : typeof fields.roles === 'string' ? fields.roles.split(/[\s,;]+/) : refuse('roles must be a list of role names');
     if (!list.every((r): r is string => typeof r === 'string')) refuse('roles must be a list of role names');
+    list.forEach((r) => text(r, 'roles'));
     roles = [...new Set(list.map((r) => r.trim()).filter(Boolean))].sort();
     if (roles.length > 100) refuse('more than 100 roles');
   }

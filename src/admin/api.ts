@@ -24,7 +24,7 @@ import { ACR_MFA, mfaRequirement } from '../mfa/policy.ts';
 import { listUserApps } from '../account/data.ts';
 import { ADMIN_API_PATH, ADMIN_READ_SCOPE, ADMIN_SCOPE, adminApiUri, adminScopesForClient, adminScopesForPermissions } from './api-scopes.ts';
 import { CommandError, runCommand } from './commands.ts';
-import { importFromRequest } from './import-command.ts';
+import { importFromRequest, USER_IMPORT_PATH } from './import-command.ts';
 import { AUTH_METHODS } from '../oidc/clients.ts';
 
 export type AdminApiDeps = Pick<Deps, 'accounts' | 'clients' | 'resources' | 'keys' | 'audit' | 'config' | 'revocations' | 'db' | 'log'> & {
@@ -219,7 +219,7 @@ export function createAdminApi(deps: AdminApiDeps): Middleware {
     return run(['user', 'create', ...flags({ email: b.email, password: b.password, name: b.name, role: b.roles, verified: b.email_verified })]);
   }, 201);
   // Issue 18: the import file is the body (application/x-ndjson or text/csv), read as it arrives.
-  route('post', '/users/import', (ctx, _run, actor) => importFromRequest({ ...deps, actor }, ctx));
+  route('post', USER_IMPORT_PATH.slice(ADMIN_API_PATH.length), (ctx, _run, actor) => importFromRequest({ ...deps, actor }, ctx));
   route('get', '/users/:id', (ctx, run) => run(['user', 'get', `--id=${param(ctx, 'id')}`]));
   route('patch', '/users/:id', async (ctx, run) => {
     const b = await body(ctx, userPatch);

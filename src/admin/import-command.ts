@@ -10,6 +10,7 @@ import { createUserImport, formatOfFileName, ImportFileError, type ImportFormat 
 import type { Db } from '../store/db.ts';
 import type { Audit } from '../audit/index.ts';
 import { revokeUser, type UserRevocationDeps } from '../revocation/accounts.ts';
+import { ADMIN_API_PATH } from './api-scopes.ts';
 import { adminAudit, CommandError, flag, one, parse, type CommandActor } from './args.ts';
 
 /** What the import needs, declared here (STYLE.md §4): its store, the audit log, and revocation. */
@@ -19,6 +20,9 @@ export const IMPORT_USAGE = [
   '  user import FILE [--format jsonl|csv] [--dry-run] [--update]   (users from another system, with their ids and',
   '                password hashes: bcrypt, argon2, scrypt, PBKDF2; --update applies lines that differ; docs/migrate.md)',
 ];
+
+/** POST here with the file as the body (src/admin/api.ts); the only route whose body is not capped by BODY_LIMIT. */
+export const USER_IMPORT_PATH = `${ADMIN_API_PATH}/users/import`;
 
 export const IMPORT_OPTIONS = { format: one, 'dry-run': flag, update: flag } as const;
 
