@@ -6,8 +6,11 @@ import crypto from 'node:crypto';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import * as oidc from 'openid-client';
 import { isoCBOR } from '@simplewebauthn/server/helpers';
+import { decodeJwt } from 'jose';
 import { Browser, CALLBACK, codeFlow, describeEachMode, formOf, rpConfig, localhostIssuer, startTestGatehouse, type TestGatehouse } from './helpers/gatehouse.ts';
 
+const TX = 'urn:ietf:params:oauth:grant-type:token-exchange';
+const AT = 'urn:ietf:params:oauth:token-type:access_token';
 const BOB = { email: 'bob@example.com', password: 'bob has a long password' };
 
 const b64u = (b: Buffer | Uint8Array) => Buffer.from(b).toString('base64url');
@@ -55,13 +58,14 @@ describeEachMode('passkey sign-in over HTTP', (mode) => {
   afterAll(async () => gh?.close());
 
   /** A browser at the login page of a fresh authorization request: its uid and CSRF token. */
-  async function loginPage(browser = new Browser()) {
-    const url = oidc.buildAuthorizationUrl(config, {
-      redirect_uri: CALLBACK, scope: 'openid', code_challenge: await oidc.calculatePKCECodeChallenge(oidc.randomPKCECodeVerifier()), code_challenge_method: 'S256',
+  async function loginPage(browser = new Browser(), rp = config, params: Record<string, string> = {}) {
+    const verifier = oidc.randomPKCECodeVerifier();
+    const url = oidc.buildAuthorizationUrl(rp, {
+      redirect_uri: CALLBACK, scope: 'openid', code_challenge: await oidc.calculatePKCECodeChallenge(verifier), code_challenge_method: 'S256', state: 'passkey', ...params,
     });
     const step = await browser.follow(url.href, gh.url);
     const form = formOf(step.html!, '/login');
-    return { browser, html: step.html!, uid: /\/interaction\/([^/]+)\/login/.exec(form.action)![1], csrf: form.fields._csrf };
+    return { browser, verifier, html: step.html!, uid: /\/interaction\/([^/]+)\/login/.exec(form.action)![1], csrf: form.fields._csrf };
   }
 
   /** fetch with the browser's cookies; the Browser helper only sends forms. */
@@ -172,6 +176,31 @@ describeEachMode('passkey sign-in over HTTP', (mode) => {
     const back = await browser.follow(new URL(done.body.location, gh.url).href, gh.url);
     const tokens = await oidc.authorizationCodeGrant(config, new URL(back.url), { pkceCodeVerifier: verifier, expectedState: 'step-up' });
     expect(tokens.claims()).toMatchObject({ sub: bob.id, amr: ['pwd', 'hwk', 'user', 'mfa'], acr: 'urn:gatehouse:acr:mfa' });
+  });
+
+  it('a passkey sign-in is MFA for token exchange: a resource registered with --require-mfa accepts its token', async () => {
+    const BANK = 'https://bank.example.com/mcp';
+    await gh.cli('resource', 'create', '--uri', BANK, '--scope', 'tools:read', '--require-mfa');
+    await gh.cli('role', 'update', 'user', '--add', 'tools:read');
+    const web = await gh.cli('client', 'create', '--name', 'Bank web', '--redirect-uri', CALLBACK, '--first-party', '--grant', 'authorization_code', '--grant', TX);
+    await gh.cli('policy', 'client', 'set', web.client_id, '--resource', BANK);
+    const bank = await rpConfig(gh, web.client_id, web.client_secret);
+    // Signing in for BANK needs MFA: the passkey alone is enough, no second step follows.
+    const page = await loginPage(new Browser(), bank, { scope: 'openid tools:read', resource: BANK });
+    const done = await verify(page, key.assert((await options(page)).challenge, bob.id));
+    expect(done.status, JSON.stringify(done.body)).toBe(200);
+    const back = await page.browser.follow(new URL(done.body.location, gh.url).href, gh.url);
+    expect(back.url.startsWith(CALLBACK), back.html?.slice(0, 500)).toBe(true);
+    // The access token is Gatehouse's own (no resource at the token endpoint); the grant holds BANK.
+    const tokens = await oidc.authorizationCodeGrant(bank, new URL(back.url), { pkceCodeVerifier: page.verifier, expectedState: 'passkey' });
+    const res = await fetch(`${gh.url}/token`, {
+      method: 'POST',
+      headers: { authorization: `Basic ${Buffer.from(`${web.client_id}:${web.client_secret}`).toString('base64')}`, 'content-type': 'application/x-www-form-urlencoded' },
+      body: new URLSearchParams({ grant_type: TX, subject_token_type: AT, subject_token: tokens.access_token, resource: BANK }),
+    });
+    const body = await res.json();
+    expect(res.status, JSON.stringify(body)).toBe(200);
+    expect(decodeJwt(body.access_token)).toMatchObject({ aud: BANK, sub: bob.id, acr: 'urn:gatehouse:acr:mfa', amr: ['hwk', 'user', 'mfa'] });
   });
 
   it("does not sign in alone where the domain's SSO connection has password sign-in off (403, audited)", async () => {
