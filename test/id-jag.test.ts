@@ -126,6 +126,15 @@ describe('ID-JAG: Gatehouse as the enterprise IdP', () => {
     expect(rows.map((r) => [r.outcome, r.details.target_type, r.details.error])).toEqual(cases.map(([, , error]) => ['failure', 'id-jag', error]));
   });
 
+  it('refuses a public client (the draft: confidential clients only)', async () => {
+    const spa = await idp.cli('client', 'create', '--name', 'Public SPA', '--type', 'public', '--redirect-uri', CALLBACK, '--grant', 'authorization_code', '--grant', TX);
+    await idp.cli('policy', 'id-jag', 'set', spa.client_id, '--audience', AS_ISSUER, '--target-client-id', 'spa-at-as', '--resource', MCP);
+    const { status, body } = await postForm(`${idp.url}/token`, { method: 'none', clientId: spa.client_id }, {
+      grant_type: TX, requested_token_type: ID_JAG, subject_token: frank.idToken, subject_token_type: ID_TOKEN, audience: AS_ISSUER, resource: MCP,
+    });
+    expect([status, body.error, body.error_description]).toEqual([400, 'unauthorized_client', 'ID-JAGs are issued only to confidential clients']);
+  });
+
   it('refuses the ID token of a user who has since been disabled', async () => {
     const other = { email: 'gina@initech.test', password: 'gina has a long password' };
     await idp.cli('user', 'create', '--email', other.email, '--password', other.password, '--verified');

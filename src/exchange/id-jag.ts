@@ -80,8 +80,10 @@ export function buildIdJagIssuer(provider: Provider, deps: ExchangeDeps & { acco
   }
 
   /** Admin policy per client and target server (policy id-jag set); deny by default. */
-  async function decideIdJagTarget(x: IdJagExchange) {
+  async function decideIdJagTarget(x: IdJagExchange, ctx: KoaContextWithOIDC) {
     const p = x.params!;
+    // The draft § Security Considerations: confidential clients only (a public one uses the code flow at the other server).
+    assertThat(ctx.oidc.client!.clientAuthMethod !== 'none', unauthorizedClient('ID-JAGs are issued only to confidential clients'));
     const targets = await deps.policy.listIdJagTargets(x.clientId);
     assertThat(targets.length, unauthorizedClient('this client may not request ID-JAGs (no ID-JAG policy)'));
     // Issuer identifiers compare exactly (RFC 8414 §2), but a trailing slash is not worth a refusal.
@@ -164,7 +166,7 @@ export function buildIdJagIssuer(provider: Provider, deps: ExchangeDeps & { acco
     const x: IdJagExchange = { clientId: ctx.oidc.client!.clientId };
     try {
       x.params = readIdJagParams(ctx);
-      await decideIdJagTarget(x);
+      await decideIdJagTarget(x, ctx);
       await verifyIdJagSubject(x);
       await checkSubjectNotRevoked(x);
       await deps.rateLimit.consume({ clientId: x.clientId, subject: x.subject!.user, ip: ctx.ip });
