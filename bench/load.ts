@@ -6,10 +6,12 @@
 //   static  — the same request every time (client credentials, exchanges, introspection, ...)
 //   refresh — each connection walks its own refresh-token chain (rotation spends each token once)
 //   code    — GET /auth with a signed-in session → 303 with a code, then POST /token redeems it
+//   login   — GET /auth without a session → 303 to the sign-in page, then POST the email and password
+//             there (303 onwards): one password sign-in, argon2 verification included
 import autocannon from 'autocannon';
 
 export interface LoadSpec {
-  kind: 'static' | 'refresh' | 'code';
+  kind: 'static' | 'refresh' | 'code' | 'login';
   url: string;
   connections: number;
   duration: number;
@@ -23,6 +25,8 @@ export interface LoadSpec {
   cookie?: string;
   verifier?: string;
   redirectUri?: string;
+  /** login: the form (email, password, _csrf) and the CSRF cookie it was issued with; authPath as for code. */
+  form?: Record<string, string>;
 }
 
 export interface LoadResult {
@@ -66,8 +70,23 @@ function requestsFor(spec: LoadSpec): autocannon.Request[] | undefined {
         setupRequest: (req, ctx: any) => ({ ...req, body: new URLSearchParams({ grant_type: 'authorization_code', code: ctx.code ?? 'none', redirect_uri: spec.redirectUri!, code_verifier: spec.verifier! }).toString() }) },
     ];
   }
+  if (spec.kind === 'login') {
+    return [
+      { method: 'GET', path: spec.authPath!,
+        onResponse: (_status, _body, ctx: any, headers: any) => {
+          // The interaction's cookies (oidc-provider's, bound to its uid) go with the form post.
+          const h = lower(headers);
+          ctx.uidPath = h.location ? new URL(h.location, spec.url).pathname : '/interaction/none';
+          ctx.cookie = [spec.cookie!, ...[h['set-cookie'] ?? []].flat().map((c: string) => c.split(';')[0])].join('; ');
+        } },
+      { method: 'POST', path: '/interaction/none/login', headers: { 'content-type': form },
+        setupRequest: (req, ctx: any) => ({ ...req, path: `${ctx.uidPath}/login`, headers: { ...req.headers, cookie: ctx.cookie }, body: new URLSearchParams(spec.form).toString() }) },
+    ];
+  }
   return undefined;
 }
+
+const lower = (headers: Record<string, unknown> | undefined) => Object.fromEntries(Object.entries(headers ?? {}).map(([k, v]) => [k.toLowerCase(), v])) as Record<string, any>;
 
 export async function runLoad(spec: LoadSpec): Promise<LoadResult> {
   const r = await autocannon({
@@ -82,13 +101,14 @@ export async function runLoad(spec: LoadSpec): Promise<LoadResult> {
   });
   const statuses: Record<string, number> = {};
   for (const [code, s] of Object.entries(r.statusCodeStats ?? {})) statuses[code] = (s as { count: number }).count;
-  // The code flow's first request answers 303 by design; everything else must be 200.
-  const ok = new Set(spec.kind === 'code' ? ['200', '303'] : ['200']);
+  // The code flow's first request answers 303 by design, and both of a sign-in's; everything else must be 200.
+  const ok = new Set(spec.kind === 'code' ? ['200', '303'] : spec.kind === 'login' ? ['303'] : ['200']);
   const bad = Object.entries(statuses).filter(([c]) => !ok.has(c)).reduce((n, [, v]) => n + v, 0) + r.errors + r.timeouts;
   // A run in which nothing came back measured nothing: count it as one bad answer, not as 0 req/s.
   const none = r.requests.total === 0 ? 1 : 0;
-  // A code-flow iteration is two requests; count iterations so the rate is "codes redeemed per second".
-  const per = spec.kind === 'code' ? 2 : 1;
+  // A code-flow (or sign-in) iteration is two requests; count iterations so the rate is "codes
+  // redeemed (sign-ins) per second".
+  const per = spec.kind === 'code' || spec.kind === 'login' ? 2 : 1;
   return { rps: r.requests.average / per, p50: r.latency.p50, p99: r.latency.p99, requests: r.requests.total / per, bad: bad + none, statuses };
 }
 

@@ -22,7 +22,7 @@ import crypto from 'node:crypto';
 import readline from 'node:readline';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { decodeJwt } from 'jose';
-import { Browser, CALLBACK, codeFlow, rpConfig, startTestGatehouse } from '../test/helpers/gatehouse.ts';
+import { Browser, CALLBACK, codeFlow, formOf, rpConfig, startTestGatehouse } from '../test/helpers/gatehouse.ts';
 import { createTestPgDatabase, createTestRedisPrefix } from '../test/helpers/databases.ts';
 import type { LoadResult, LoadSpec } from './load.ts';
 
@@ -107,15 +107,29 @@ async function startFloor() {
   return { proc, spec };
 }
 
+/** The argon2-only ceiling for password sign-in (bench/argon2-ceiling.ts). */
+async function startCeiling() {
+  const port = freePort();
+  const url = `http://127.0.0.1:${port}`;
+  const proc = await startProcess([process.execPath, '--import', 'tsx', 'bench/argon2-ceiling.ts', String(port)], {},
+    async () => (await fetch(url, { method: 'POST' })).ok);
+  const spec: LoadSpec = { kind: 'static', url, connections: CONNECTIONS, duration: DURATION, body: '' };
+  return { proc, spec };
+}
+type Baselines = { floor: Awaited<ReturnType<typeof startFloor>>; ceiling: Awaited<ReturnType<typeof startCeiling>> };
+/** Paths measured against the argon2 ceiling instead of the floor. */
+const LOGIN = 'password sign-in (×argon2 ceiling)';
+
 interface ModeResult {
   paths: Record<string, { rps: number; p50: number; p99: number; ratio: number; bad: number }>;
   rssIdle: number;
   rssAfter: number;
   floorRps: number;
+  ceilingRps?: number;
 }
 
 /** Data for one mode: written in-process (CLI commands), then served by a separate server process. */
-async function benchMode(mode: 'embedded' | 'postgres', floor: Awaited<ReturnType<typeof startFloor>>, load: Load): Promise<ModeResult> {
+async function benchMode(mode: 'embedded' | 'postgres', { floor, ceiling }: Baselines, load: Load): Promise<ModeResult> {
   const port = freePort();
   const url = `http://127.0.0.1:${port}`;
   const cleanups: (() => Promise<void>)[] = [];
@@ -172,12 +186,15 @@ async function benchMode(mode: 'embedded' | 'postgres', floor: Awaited<ReturnTyp
       return rts;
     };
     const browser = new Browser();
+    // A JWT for the MCP resource (what a resource server introspects), and the user's token bound to
+    // Gatehouse itself (what exchange and connection-details take: audience binding refuses the other).
     const userJwt = (await codeFlow(gh, config, { creds: USER, resource: MCP, scope: 'openid tools:read', browser })).tokens.access_token;
+    const userAt = (await codeFlow(gh, config, { creds: USER, resource: MCP, scope: 'openid tools:read', browser, gatehouseToken: true })).tokens.access_token;
     const refreshTokens = await chains();
     const sub = decodeJwt(userJwt).sub!;
     const webAuth = basic(web.client_id, web.client_secret);
     const agentAuth = basic(agent.client_id, agent.client_secret);
-    const details = await fetch(`${url}/livekit/connection-details`, { method: 'POST', headers: { authorization: `Bearer ${userJwt}`, 'content-type': 'application/json' },
+    const details = await fetch(`${url}/livekit/connection-details`, { method: 'POST', headers: { authorization: `Bearer ${userAt}`, 'content-type': 'application/json' },
       body: JSON.stringify({ room_config: { agents: [{ agent_name: 'voice-helper' }] } }) });
     if (details.status !== 200) throw new Error(`connection-details: ${details.status} ${await details.text()}`);
     const delegation = (decodeJwt((await details.json()).participantToken) as any).attributes['gatehouse.delegation.voice-helper'] as string;
@@ -186,6 +203,12 @@ async function benchMode(mode: 'embedded' | 'postgres', floor: Awaited<ReturnTyp
     const authPath = `/auth?${new URLSearchParams({ client_id: web.client_id, response_type: 'code', redirect_uri: CALLBACK, scope: 'openid',
       code_challenge: crypto.createHash('sha256').update(verifier).digest('base64url'), code_challenge_method: 'S256', state: 'bench' })}`;
     const cookie = await browser.jar.getCookieString(`${url}/auth`);
+    // Password sign-in: a browser without a session, once on the sign-in page for its CSRF cookie and field.
+    const signIn = new Browser();
+    const page = await signIn.follow(`${url}${authPath}`, url);
+    const csrf = formOf(page.html ?? '', '/login').fields._csrf;
+    if (!csrf) throw new Error(`sign-in page without a CSRF field: ${page.res.status}`);
+    const csrfCookie = await signIn.jar.getCookieString(`${url}/interaction/x`);
 
     const token = (headers: Record<string, string>, params: Record<string, string>, at = '/token'): LoadSpec => ({
       kind: 'static', url: `${url}${at}`, connections: CONNECTIONS, duration: DURATION, headers: { ...headers, ...formType }, body: new URLSearchParams(params).toString(),
@@ -194,12 +217,14 @@ async function benchMode(mode: 'embedded' | 'postgres', floor: Awaited<ReturnTyp
       'client credentials': token({ authorization: webAuth }, { grant_type: 'client_credentials', resource: MCP, scope: 'tools:read' }),
       'refresh (rotating)': { kind: 'refresh', url, connections: CONNECTIONS, duration: DURATION, headers: { authorization: webAuth }, refreshTokens },
       'authorize + code redemption': { kind: 'code', url, connections: CONNECTIONS, duration: DURATION, headers: { authorization: webAuth }, authPath, cookie, verifier, redirectUri: CALLBACK },
-      'exchange → LiveKit': token({ authorization: webAuth }, { grant_type: TX, subject_token: userJwt, subject_token_type: AT, requested_token_type: 'urn:gatehouse:token-type:livekit', room: `user_${sub}_bench` }),
-      'exchange → MCP': token({ authorization: webAuth }, { grant_type: TX, subject_token: userJwt, subject_token_type: AT, resource: MCP }),
+      'exchange → LiveKit': token({ authorization: webAuth }, { grant_type: TX, subject_token: userAt, subject_token_type: AT, requested_token_type: 'urn:gatehouse:token-type:livekit', room: `user_${sub}_bench` }),
+      'exchange → MCP': token({ authorization: webAuth }, { grant_type: TX, subject_token: userAt, subject_token_type: AT, resource: MCP }),
       'delegation exchange (agent)': token({ authorization: agentAuth }, { grant_type: TX, subject_token: delegation, subject_token_type: AT, actor_token: actor, actor_token_type: AT, resource: MCP }),
       'connection-details': { kind: 'static', url: `${url}/livekit/connection-details`, connections: CONNECTIONS, duration: DURATION,
-        headers: { authorization: `Bearer ${userJwt}`, 'content-type': 'application/json' }, body: '{}' },
+        headers: { authorization: `Bearer ${userAt}`, 'content-type': 'application/json' }, body: '{}' },
       'introspection': token({ authorization: webAuth }, { token: userJwt }, '/token/introspection'),
+      [LOGIN]: { kind: 'login', url, connections: CONNECTIONS, duration: DURATION, authPath, cookie: csrfCookie,
+        form: { email: USER.email, password: USER.password, _csrf: csrf } },
     };
     const only = process.env.BENCH_PATHS?.split(',');
     for (const name of Object.keys(paths)) if (only && !only.some((o) => name.includes(o))) delete paths[name];
@@ -214,8 +239,10 @@ async function benchMode(mode: 'embedded' | 'postgres', floor: Awaited<ReturnTyp
     // The refresh chains moved on during the warm-up: fresh chains for the measured rounds.
     const samples: Record<string, LoadResult[]> = Object.fromEntries(Object.keys(paths).map((k) => [k, []]));
     const floorSamples: LoadResult[] = [];
+    const ceilingSamples: LoadResult[] = [];
     for (let round = 0; round < ROUNDS; round++) {
       floorSamples.push(await load.run(floor.spec));
+      if (paths[LOGIN]) ceilingSamples.push(await load.run(ceiling.spec));
       for (const [name, spec] of Object.entries(paths)) {
         if (spec.kind === 'refresh') {
           spec.refreshTokens = await chains();
@@ -223,14 +250,15 @@ async function benchMode(mode: 'embedded' | 'postgres', floor: Awaited<ReturnTyp
         samples[name].push(await load.run(spec));
       }
     }
-    const floorRps = median(floorSamples.map((s) => s.rps));
     const out: ModeResult['paths'] = {};
     for (const [name, ss] of Object.entries(samples)) {
       const bad = ss.reduce((n, s) => n + s.bad, 0);
       if (bad) console.error(`${mode} ${name}: unexpected answers ${JSON.stringify(ss.map((s) => s.statuses))}`);
-      out[name] = { rps: median(ss.map((s) => s.rps)), p50: median(ss.map((s) => s.p50)), p99: median(ss.map((s) => s.p99)), ratio: median(ss.map((s, i) => s.rps / floorSamples[i].rps)), bad };
+      const base = name === LOGIN ? ceilingSamples : floorSamples;
+      out[name] = { rps: median(ss.map((s) => s.rps)), p50: median(ss.map((s) => s.p50)), p99: median(ss.map((s) => s.p99)), ratio: median(ss.map((s, i) => s.rps / base[i].rps)), bad };
     }
-    return { paths: out, rssIdle, rssAfter: rssMb(proc.pid!), floorRps };
+    return { paths: out, rssIdle, rssAfter: rssMb(proc.pid!), floorRps: median(floorSamples.map((s) => s.rps)),
+      ceilingRps: ceilingSamples.length ? median(ceilingSamples.map((s) => s.rps)) : undefined };
   } finally {
     if (proc) await stop(proc);
     for (const c of cleanups.reverse()) await c().catch((err) => console.error(`cleanup: ${err}`));
@@ -240,11 +268,13 @@ async function benchMode(mode: 'embedded' | 'postgres', floor: Awaited<ReturnTyp
 async function main() {
   const load = startLoad();
   const floor = await startFloor();
+  const ceiling = await startCeiling();
   const results: Partial<Record<'embedded' | 'postgres', ModeResult>> = {};
   try {
-    for (const mode of MODES) results[mode] = await benchMode(mode, floor, load);
+    for (const mode of MODES) results[mode] = await benchMode(mode, { floor, ceiling }, load);
   } finally {
     await stop(floor.proc);
+    await stop(ceiling.proc);
     await load.close();
   }
   const cpu = os.cpus()[0]?.model ?? 'unknown CPU';
@@ -254,11 +284,15 @@ async function main() {
   console.log(`| path | ${modes.map((m) => `${m} req/s | ×floor | p50/p99 ms`).join(' | ')} |`);
   console.log(`|---|${modes.map(() => '---:|---:|---:').join('|')}|`);
   console.log(`| floor: bare oidc-provider, client credentials | ${modes.map((m) => `${results[m]!.floorRps.toFixed(0)} | 1.00 | `).join(' | ')} |`);
+  if (modes.some((m) => results[m]!.ceilingRps)) {
+    console.log(`| ceiling: argon2id verification alone | ${modes.map((m) => `${results[m]!.ceilingRps?.toFixed(0) ?? ''} | 1.00 | `).join(' | ')} |`);
+  }
   for (const name of Object.keys(results[modes[0]]!.paths)) {
     console.log(`| ${name} | ${modes.map((m) => { const r = results[m]!.paths[name]; return `${r.rps.toFixed(0)}${r.bad ? ` (${r.bad} bad)` : ''} | ${r.ratio.toFixed(2)} | ${r.p50.toFixed(0)}/${r.p99.toFixed(0)}`; }).join(' | ')} |`);
   }
   console.log(`| server RSS idle → after load (MB) | ${modes.map((m) => `${results[m]!.rssIdle} → ${results[m]!.rssAfter} | | `).join(' | ')} |`);
   console.log('\nauthorize + code redemption: GET /auth (signed-in session) → 303 with a code, then POST /token; counted per code.');
+  console.log(`password sign-in: GET /auth → 303 to the sign-in page, then POST email + password → 303; counted per sign-in, ratio to the argon2 ceiling.`);
   if (modes.some((m) => Object.values(results[m]!.paths).some((p) => p.bad))) process.exitCode = 1;
 }
 
