@@ -121,7 +121,7 @@ type Baselines = { floor: Awaited<ReturnType<typeof startFloor>>; ceiling: Await
 const LOGIN = 'password sign-in (×argon2 ceiling)';
 
 interface ModeResult {
-  paths: Record<string, { rps: number; p50: number; p99: number; ratio: number; bad: number }>;
+  paths: Record<string, { rps: number; p50: number; p99: number; ratio: number; bad: number; sql: number }>;
   rssIdle: number;
   rssAfter: number;
   floorRps: number;
@@ -238,6 +238,10 @@ async function benchMode(mode: 'embedded' | 'postgres', { floor, ceiling }: Base
     }
     // The refresh chains moved on during the warm-up: fresh chains for the measured rounds.
     const samples: Record<string, LoadResult[]> = Object.fromEntries(Object.keys(paths).map((k) => [k, []]));
+    // SQL statements per request, from the server's own count (/metrics): the one number here the
+    // machine's load does not move.
+    const statements = async () => Number(/^gatehouse_db_statements_total (\d+)/m.exec(await (await fetch(`${url}/metrics`)).text())?.[1] ?? NaN);
+    const sqlSamples: Record<string, number[]> = Object.fromEntries(Object.keys(paths).map((k) => [k, []]));
     const floorSamples: LoadResult[] = [];
     const ceilingSamples: LoadResult[] = [];
     for (let round = 0; round < ROUNDS; round++) {
@@ -247,7 +251,10 @@ async function benchMode(mode: 'embedded' | 'postgres', { floor, ceiling }: Base
         if (spec.kind === 'refresh') {
           spec.refreshTokens = await chains();
         }
-        samples[name].push(await load.run(spec));
+        const before = await statements();
+        const r = await load.run(spec);
+        samples[name].push(r);
+        sqlSamples[name].push(((await statements()) - before) / Math.max(1, r.requests));
       }
     }
     const out: ModeResult['paths'] = {};
@@ -255,7 +262,8 @@ async function benchMode(mode: 'embedded' | 'postgres', { floor, ceiling }: Base
       const bad = ss.reduce((n, s) => n + s.bad, 0);
       if (bad) console.error(`${mode} ${name}: unexpected answers ${JSON.stringify(ss.map((s) => s.statuses))}`);
       const base = name === LOGIN ? ceilingSamples : floorSamples;
-      out[name] = { rps: median(ss.map((s) => s.rps)), p50: median(ss.map((s) => s.p50)), p99: median(ss.map((s) => s.p99)), ratio: median(ss.map((s, i) => s.rps / base[i].rps)), bad };
+      out[name] = { rps: median(ss.map((s) => s.rps)), p50: median(ss.map((s) => s.p50)), p99: median(ss.map((s) => s.p99)), ratio: median(ss.map((s, i) => s.rps / base[i].rps)), bad,
+        sql: median(sqlSamples[name]) };
     }
     return { paths: out, rssIdle, rssAfter: rssMb(proc.pid!), floorRps: median(floorSamples.map((s) => s.rps)),
       ceilingRps: ceilingSamples.length ? median(ceilingSamples.map((s) => s.rps)) : undefined };
@@ -281,16 +289,16 @@ async function main() {
   console.log(`\nGatehouse bench — ${new Date().toISOString().slice(0, 16)}Z, ${os.availableParallelism()} × ${cpu}, Node ${process.version}, load average ${os.loadavg().map((l) => l.toFixed(1)).join(' ')}`);
   console.log(`${HAS_TASKSET ? 'servers on core 0, autocannon on core 1' : 'no taskset: processes not pinned'}; ${CONNECTIONS} connections, ${DURATION} s × ${ROUNDS} round(s), medians; rate limits off\n`);
   const modes = MODES.filter((m) => results[m]);
-  console.log(`| path | ${modes.map((m) => `${m} req/s | ×floor | p50/p99 ms`).join(' | ')} |`);
-  console.log(`|---|${modes.map(() => '---:|---:|---:').join('|')}|`);
-  console.log(`| floor: bare oidc-provider, client credentials | ${modes.map((m) => `${results[m]!.floorRps.toFixed(0)} | 1.00 | `).join(' | ')} |`);
+  console.log(`| path | ${modes.map((m) => `${m} req/s | ×floor | p50/p99 ms | SQL/req`).join(' | ')} |`);
+  console.log(`|---|${modes.map(() => '---:|---:|---:|---:').join('|')}|`);
+  console.log(`| floor: bare oidc-provider, client credentials | ${modes.map((m) => `${results[m]!.floorRps.toFixed(0)} | 1.00 | | `).join(' | ')} |`);
   if (modes.some((m) => results[m]!.ceilingRps)) {
-    console.log(`| ceiling: argon2id verification alone | ${modes.map((m) => `${results[m]!.ceilingRps?.toFixed(0) ?? ''} | 1.00 | `).join(' | ')} |`);
+    console.log(`| ceiling: argon2id verification alone | ${modes.map((m) => `${results[m]!.ceilingRps?.toFixed(0) ?? ''} | 1.00 | | `).join(' | ')} |`);
   }
   for (const name of Object.keys(results[modes[0]]!.paths)) {
-    console.log(`| ${name} | ${modes.map((m) => { const r = results[m]!.paths[name]; return `${r.rps.toFixed(0)}${r.bad ? ` (${r.bad} bad)` : ''} | ${r.ratio.toFixed(2)} | ${r.p50.toFixed(0)}/${r.p99.toFixed(0)}`; }).join(' | ')} |`);
+    console.log(`| ${name} | ${modes.map((m) => { const r = results[m]!.paths[name]; return `${r.rps.toFixed(0)}${r.bad ? ` (${r.bad} bad)` : ''} | ${r.ratio.toFixed(2)} | ${r.p50.toFixed(0)}/${r.p99.toFixed(0)} | ${r.sql.toFixed(1)}`; }).join(' | ')} |`);
   }
-  console.log(`| server RSS idle → after load (MB) | ${modes.map((m) => `${results[m]!.rssIdle} → ${results[m]!.rssAfter} | | `).join(' | ')} |`);
+  console.log(`| server RSS idle → after load (MB) | ${modes.map((m) => `${results[m]!.rssIdle} → ${results[m]!.rssAfter} | | | `).join(' | ')} |`);
   console.log('\nauthorize + code redemption: GET /auth (signed-in session) → 303 with a code, then POST /token; counted per code.');
   console.log(`password sign-in: GET /auth → 303 to the sign-in page, then POST email + password → 303; counted per sign-in, ratio to the argon2 ceiling.`);
   if (modes.some((m) => Object.values(results[m]!.paths).some((p) => p.bad))) process.exitCode = 1;

@@ -37,7 +37,6 @@ import { cibaDiscovery, configureCiba, createApprovalsRouter, type CibaDeps } fr
 import { defaultScope } from './oidc/mcp.ts';
 // --- end MCP clients and voice devices ---
 import { lazyKeyRing, registerTokenExchange } from './exchange/index.ts';
-import { createPolicyStore } from './exchange/policy.ts';
 import { createLivekitRouter } from './livekit/routes.ts';
 // --- login security (issue 7) ---
 import { attachRateLimitHeaders, connectionRateLimits, exchangeRateLimit } from './http/rate-limit.ts';
@@ -83,7 +82,7 @@ async function buildOidcLayer(deps: Deps): Promise<OidcLayer> {
   attachRegistrationAudit(provider, deps.audit);
   registerTokenExchange(provider, deps, { rateLimit: exchangeRateLimit(deps.limits) });
   // Issue 19: redeem ID-JAGs of trusted enterprise IdPs (RFC 7523 jwt-bearer).
-  registerIdJagGrant(provider, { ...deps, policy: createPolicyStore(deps.db), keyRing: lazyKeyRing(deps), rateLimit: exchangeRateLimit(deps.limits) });
+  registerIdJagGrant(provider, { ...deps, keyRing: lazyKeyRing(deps), rateLimit: exchangeRateLimit(deps.limits) });
   attachRateLimitHeaders(provider);
   const interaction = createInteractionRouter({
     provider, config: deps.config, accounts: deps.accounts, audit: deps.audit, log: deps.log,

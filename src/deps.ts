@@ -6,6 +6,8 @@ import type { Config } from './config/index.ts';
 import { createPgDb, createPgliteDb, type Db } from './store/db.ts';
 import { createMemoryKv, createRedisKv, type Kv } from './store/kv.ts';
 import { migrate } from './store/migrate.ts';
+import { signalLocalWrites, startChangeFeed, type ChangeFeed } from './store/changes.ts';
+import { cachedPolicyStore, createPolicyStore, type PolicyStore } from './exchange/policy.ts';
 import type { Logger } from './http/log.ts';
 import { createAudit, type Audit } from './audit/index.ts';
 import { createAccounts, type Accounts } from './accounts/users.ts';
@@ -55,21 +57,32 @@ export interface Deps {
   mailer?: Mailer;
   /** Sessions Gatehouse ends itself, for back-channel logout (src/revocation/session-ends.ts). */
   sessionEnds: SessionEnds;
+  /** Token-exchange and room policies, cached (src/store/changes.ts). */
+  policy: PolicyStore;
+  /** What keeps this process's caches current (issue 16). */
+  changes: ChangeFeed;
 }
 
 /** Open stores, run migrations, load secrets and keys. The caller owns `close()`. */
 export async function assemble(config: Config, log: Logger, opts: { memoryDb?: boolean } = {}): Promise<Deps & { close(): Promise<void>; warnings: string[] }> {
-  const db = config.DATABASE_URL
+  const rawDb = config.DATABASE_URL
     ? createPgDb(config.DATABASE_URL, { timeoutMs: config.DATABASE_TIMEOUT_MS })
     : await createPgliteDb(opts.memoryDb ? undefined : config.DATA_DIR);
+  let changes: ChangeFeed | undefined;
   try {
-    await migrate(db);
+    await migrate(rawDb);
+    // Issue 16: lookups on the token paths are cached in process; every node hears every change.
+    changes = await startChangeFeed(rawDb, log);
+    const dbStats = { statements: 0 };
+    const db = signalLocalWrites(rawDb, changes, dbStats);
     const kv = config.REDIS_URL ? createRedisKv(config.REDIS_URL, config.REDIS_KEY_PREFIX, { timeoutMs: config.REDIS_TIMEOUT_MS }) : createMemoryKv(config.REDIS_KEY_PREFIX);
     const { box, cookieKeys, warnings } = await loadInstanceSecrets(config, db);
     const metrics = createMetrics({
       token: config.METRICS_TOKEN,
       // Read at scrape time, when the store below exists.
       revocationReady: () => revocations.ready(),
+      changes,
+      dbStatements: () => dbStats.statements,
       info: { mode: config.embedded ? 'embedded' : 'postgres', store: kv.kind },
     });
     // Every audit event, whoever records it, is also counted (gatehouse_audit_events_total).
@@ -82,6 +95,7 @@ export async function assemble(config: Config, log: Logger, opts: { memoryDb?: b
       // e.g. a Redis that evicts keys (UnsafeRedisError): nothing else has started yet.
       await revocations.close();
       await kv.close();
+      await changes!.close();
       throw err;
     });
     // Issue 7: limits before accounts, so a password reset can end a lockout.
@@ -90,12 +104,13 @@ export async function assemble(config: Config, log: Logger, opts: { memoryDb?: b
     if (config.ISSUER.startsWith('https://') && !config.TRUST_PROXY) warnings.push(HTTPS_WITHOUT_PROXY);
     if (!config.REDIS_URL) warnings.push('REDIS_URL is not set: revocation lists, rate limits and pub/sub are in-process; run a single Gatehouse process only.');
     return {
-      config, db, kv, log, box, cookieKeys, audit, keys, warnings, metrics, mailer: createMailer(config, log),
+      config, db, kv, log, box, cookieKeys, audit, keys, warnings, metrics, mailer: createMailer(config, log), changes,
       // Password change, disable, delete and MFA reset revoke everything issued to the user (issue 6).
-      accounts: withLockoutReset(withUserRevocation(createAccounts(db, audit), { revocations, config, db, log, sessionEnds }), limits),
+      accounts: withLockoutReset(withUserRevocation(createAccounts(db, audit, changes), { revocations, config, db, log, sessionEnds }), limits),
       sessionEnds,
-      clients: createClients(db, box),
-      resources: createResources(db, box),
+      clients: createClients(db, box, changes),
+      resources: createResources(db, box, changes),
+      policy: cachedPolicyStore(createPolicyStore(db), changes),
       revocations,
       limits,
       mfa: createMfa(db, box, { issuer: config.MFA_ISSUER_NAME }),
@@ -104,11 +119,13 @@ export async function assemble(config: Config, log: Logger, opts: { memoryDb?: b
       async close() {
         await revocations.close();
         await kv.close();
+        await changes!.close();
         await db.close();
       },
     };
   } catch (err) {
-    await db.close().catch(() => {});
+    await changes?.close().catch(() => {});
+    await rawDb.close().catch(() => {});
     throw err;
   }
 }

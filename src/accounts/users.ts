@@ -8,6 +8,7 @@ import { deleteAllFactors } from '../mfa/factors.ts';
 import { hashPassword, passwordPolicyViolation, verifyAgainstDummy, verifyPassword } from './passwords.ts';
 import { emailKey, parseEmail } from './email.ts';
 import { hashKind } from './legacy-hashes.ts';
+import { Cached, noChanges, type Changes } from '../store/changes.ts';
 
 export interface User {
   id: string;
@@ -132,7 +133,7 @@ async function insertUser(q: Queryable, u: { email: string; passwordHash: string
   return user;
 }
 
-export function createAccounts(db: Db, audit: Audit) {
+export function createAccounts(db: Db, audit: Audit, changes: Changes = noChanges) {
   async function hashAcceptedPassword(password: string, email: string) {
     const problem = passwordPolicyViolation(password, { email });
     if (problem) throw new WeakPasswordError(problem);
@@ -341,9 +342,15 @@ export function createAccounts(db: Db, audit: Audit) {
     return outcome.created && generated ? { email: outcome.email, password: generated } : { email: outcome.email };
   }
 
+  // Read on every refresh, code redemption and userinfo call (oidc-provider's findAccount, the scope
+  // rule): answered from memory, dropped on every node when the rows behind them change
+  // (src/store/changes.ts). Inside this module the reads stay direct: a write checks what is there now.
+  const users = new Cached('accounts.user', changes, findUserById).dropOn('users');
+  const grants = new Cached('accounts.roles', changes, rolesAndPermissions).dropOn('users').dropOn('user_roles').dropOn('roles', 'everything');
+
   return {
     createUser,
-    findUserById,
+    findUserById: (id: string) => users.get(id),
     findUserByEmail,
     listUsers,
     setActive,
@@ -356,7 +363,7 @@ export function createAccounts(db: Db, audit: Audit) {
     hasPassword,
     markEmailVerified,
     authenticate,
-    rolesAndPermissions,
+    rolesAndPermissions: (userId: string) => grants.get(userId),
     claimsFor,
     ensureFirstAdmin,
   };

@@ -3,6 +3,7 @@
 // joins no room. This module is the storage the exchange declares (STYLE.md §5) plus the pure rules
 // over it: room-name validation, room patterns, video grants.
 import type { Queryable } from '../store/db.ts';
+import { Cached, type Changes } from '../store/changes.ts';
 
 export interface ClientPolicy {
   clientId: string;
@@ -187,6 +188,27 @@ export function createPolicyStore(db: Queryable): PolicyStore {
         : await db.query<IdJagRow>('SELECT * FROM exchange_id_jag_targets ORDER BY client_id, audience');
       return r.rows.map(toIdJag);
     },
+  };
+}
+
+/**
+ * The lookups every exchange and connection-details call makes, answered from memory and dropped on
+ * every node when the rows behind them change (src/store/changes.ts). Writes and lists go through.
+ */
+export function cachedPolicyStore(store: PolicyStore, changes: Changes): PolicyStore {
+  // A client's policy row goes with the client (ON DELETE CASCADE), so a deleted client drops it too.
+  const clients = new Cached('policy.client', changes, (id) => store.clientPolicy(id)).dropOn('exchange_client_policies').dropOn('clients');
+  const agents = new Cached('policy.agents', changes, (names) => store.clientsByAgentName(JSON.parse(names)))
+    .dropOn('exchange_client_policies', 'everything').dropOn('clients', 'everything');
+  const roles = new Cached('policy.roles', changes, (names) => store.rolePolicies(JSON.parse(names))).dropOn('livekit_role_policies', 'everything');
+  // A role's permissions reach every user holding it.
+  const users = new Cached('policy.user', changes, (id) => store.user(id)).dropOn('users').dropOn('user_roles').dropOn('roles', 'everything');
+  return {
+    ...store,
+    clientPolicy: (clientId) => clients.get(clientId),
+    clientsByAgentName: (names) => (names.length ? agents.get(JSON.stringify([...names].sort())) : Promise.resolve([])),
+    rolePolicies: (names) => (names.length ? roles.get(JSON.stringify([...names].sort())) : Promise.resolve([])),
+    user: (id) => users.get(id),
   };
 }
 

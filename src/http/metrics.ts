@@ -10,6 +10,7 @@ import crypto from 'node:crypto';
 import type { Context, Next } from 'koa';
 import client from 'prom-client';
 import type { Audit } from '../audit/index.ts';
+import type { ChangeFeed } from '../store/changes.ts';
 
 const ID_FREE_SEGMENT = /^\.?[a-z][a-z._-]{0,39}$/;
 const LOOPBACK = new Set(['127.0.0.1', '::1', '::ffff:127.0.0.1']);
@@ -30,6 +31,10 @@ export interface MetricsOptions {
   /** Gauges read at scrape time. */
   revocationReady: () => Promise<void>;
   info: { mode: string; store: string };
+  /** The in-process caches and the feed that keeps them current (src/store/changes.ts). */
+  changes?: Pick<ChangeFeed, 'listening' | 'received' | 'caches'>;
+  /** SQL statements sent so far (BEGIN and COMMIT count). */
+  dbStatements?: () => number;
 }
 
 export function createMetrics(opts: MetricsOptions) {
@@ -59,6 +64,46 @@ export function createMetrics(opts: MetricsOptions) {
     name: 'gatehouse_info', help: 'Always 1; the labels say how this process runs.',
     labelNames: ['mode', 'store'] as const, registers: [registry],
   }).set(opts.info, 1);
+
+  const { changes, dbStatements } = opts;
+  if (dbStatements) {
+    new client.Counter({
+      name: 'gatehouse_db_statements_total', help: 'SQL statements sent to PostgreSQL / PGlite (each a round trip; BEGIN and COMMIT count).',
+      registers: [registry],
+      collect() {
+        this.reset();
+        this.inc(dbStatements());
+      },
+    });
+  }
+  if (changes) {
+    new client.Counter({
+      name: 'gatehouse_cache_lookups_total', help: 'Lookups of the in-process caches (clients, policies, resources, users), by cache and result (hit, miss).',
+      labelNames: ['cache', 'result'] as const, registers: [registry],
+      collect() {
+        this.reset();
+        for (const c of changes.caches) {
+          this.inc({ cache: c.name, result: 'hit' }, c.hits);
+          this.inc({ cache: c.name, result: 'miss' }, c.misses);
+        }
+      },
+    });
+    new client.Counter({
+      name: 'gatehouse_cache_changes_received_total', help: 'Change notifications received from the database (each drops cache entries on this node).',
+      registers: [registry],
+      collect() {
+        this.reset();
+        this.inc(changes.received);
+      },
+    });
+    new client.Gauge({
+      name: 'gatehouse_cache_listening', help: '1 while this node hears changes and answers lookups from memory; 0 while every lookup reads the database.',
+      registers: [registry],
+      collect() {
+        this.set(changes.listening ? 1 : 0);
+      },
+    });
+  }
 
   const expected = opts.token ? Buffer.from(`Bearer ${opts.token}`) : undefined;
   function mayRead(ctx: Context): boolean {

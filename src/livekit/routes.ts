@@ -18,7 +18,7 @@ import {
   checkAttributes, decideRoom, DELEGATION_ATTRIBUTE_PREFIX, DEVICE_ID, guestParticipant, livekitSettings, mintLivekitToken,
   userParticipant, type LivekitDecision, type Participant,
 } from '../exchange/livekit.ts';
-import { createPolicyStore, type UserFacts } from '../exchange/policy.ts';
+import type { UserFacts } from '../exchange/policy.ts';
 import { assertBoundToGatehouse, assertNotRevoked, lineageOf, mintAccessToken, originLifetimeLeft, verifyIssuedToken, type KeyRing, type VerifiedToken } from '../exchange/tokens.ts';
 import { clientConsentFor } from '../exchange/consent.ts';
 import { decideScope, ScopeRefused } from '../authz/scope-rule.ts';
@@ -27,7 +27,7 @@ import { createRoomTokens } from './room-tokens.ts';
 import { createLivekitOptions } from '../exchange/livekit-options.ts';
 import type { Clients } from '../oidc/clients.ts';
 
-type LivekitDeps = Pick<Deps, 'config' | 'db' | 'audit' | 'resources' | 'revocations' | 'keys'> & { provider: () => Provider; clients: Pick<Clients, 'findMetadata'> };
+type LivekitDeps = Pick<Deps, 'config' | 'db' | 'audit' | 'resources' | 'revocations' | 'keys' | 'policy'> & { provider: () => Provider; clients: Pick<Clients, 'findMetadata'> };
 
 /** The origins of a client's registered redirect URIs: where its pages run. */
 function redirectOrigins(metadata: Record<string, unknown> | undefined): string[] {
@@ -61,7 +61,7 @@ const connectionDetailsBody = z.object({
 
 export function createLivekitRouter(deps: LivekitDeps, opts: { rateLimit?: ExchangeRateLimit; guestRateLimit?: ExchangeRateLimit } = {}): Router {
   const router = new Router({ prefix: '/livekit' });
-  const policy = createPolicyStore(deps.db);
+  const { policy } = deps;
   const roomTokens = createRoomTokens(deps.db, { keepSeconds: originTtl(deps.config) });
   const livekitOptions = createLivekitOptions(deps.db);
   const settings = livekitSettings(deps.config);

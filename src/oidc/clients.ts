@@ -4,6 +4,7 @@ import crypto from 'node:crypto';
 import { z } from 'zod';
 import type { Queryable } from '../store/db.ts';
 import type { SecretBox } from '../crypto/secretbox.ts';
+import { Cached, noChanges, type Changes } from '../store/changes.ts';
 
 export const GRANT_TYPES = [
   'authorization_code',
@@ -160,7 +161,10 @@ const toRecord = (r: Row): ClientRecord => ({
   createdAt: r.created_at,
 });
 
-export function createClients(db: Queryable, box: SecretBox) {
+export function createClients(db: Queryable, box: SecretBox, changes: Changes = noChanges) {
+  // oidc-provider reads the client on every request that names one (client authentication, /auth):
+  // answered from memory, dropped on every node when the row changes (src/store/changes.ts).
+  const metadata = new Cached('clients.metadata', changes, (id) => readMetadata(db, box, id)).dropOn('clients');
   return {
     async createClient(input: ClientInput): Promise<{ client: ClientRecord; clientSecret?: string }> {
       const c = clientInput.parse(input);
@@ -265,16 +269,18 @@ export function createClients(db: Queryable, box: SecretBox) {
       );
     },
     /** oidc-provider client metadata, secret included, or undefined for an unknown client. */
-    async findMetadata(clientId: string): Promise<Record<string, unknown> | undefined> {
-      const r = await db.query<Row>('SELECT * FROM clients WHERE client_id = $1', [clientId]);
-      const row = r.rows[0];
-      if (!row) return undefined;
-      return {
-        ...row.metadata,
-        client_id: row.client_id,
-        ...(row.client_secret_enc ? { client_secret: box.open(row.client_secret_enc) } : {}),
-      };
-    },
+    findMetadata: (clientId: string) => metadata.get(clientId),
+  };
+}
+
+async function readMetadata(db: Queryable, box: SecretBox, clientId: string): Promise<Record<string, unknown> | undefined> {
+  const r = await db.query<Row>('SELECT * FROM clients WHERE client_id = $1', [clientId]);
+  const row = r.rows[0];
+  if (!row) return undefined;
+  return {
+    ...row.metadata,
+    client_id: row.client_id,
+    ...(row.client_secret_enc ? { client_secret: box.open(row.client_secret_enc) } : {}),
   };
 }
 export type Clients = ReturnType<typeof createClients>;

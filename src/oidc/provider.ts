@@ -19,7 +19,7 @@ import { accountClient } from '../account/client.ts';
 import { allowPrivateBackchannel } from './backchannel.ts';
 import { ADMIN_READ_SCOPE, ADMIN_SCOPE, ADMIN_TOKEN_TTL, adminApiUri, adminScopesForClient, adminScopesForPermissions, isAdminApi } from '../admin/api-scopes.ts';
 import { ACR_MFA, ACR_PASSWORD, mfaRequirement, STEP_UP_REASON, type MfaPolicyDeps } from '../mfa/policy.ts';
-import { createPolicyStore, type PolicyStore } from '../exchange/policy.ts';
+import type { PolicyStore } from '../exchange/policy.ts';
 import { claimsForResource, decideScope, OIDC_SCOPES, ScopeRefused, splitScope, type ScopeFacts } from '../authz/scope-rule.ts';
 
 export interface ProviderDeps {
@@ -30,6 +30,8 @@ export interface ProviderDeps {
   accounts: Accounts;
   clients: Clients;
   resources: Resources;
+  /** Exchange policies (a client's allowed scopes for its own tokens). */
+  policy: Pick<PolicyStore, 'clientPolicy'>;
   cookieKeys: string[];
   jwks: { keys: JWK[] };
   /** Extra configuration from feature modules (e.g. token exchange registers itself afterwards). */
@@ -153,7 +155,7 @@ function resourceScopeAtTokenEndpoint(accounts: Accounts, policy: Pick<PolicySto
 export function buildProvider(deps: ProviderDeps): Provider {
   const { config, accounts, resources, clients, audit } = deps;
   const adminApiServerInfo = adminApiResource(config, accounts);
-  const decideResourceScope = resourceScopeAtTokenEndpoint(accounts, createPolicyStore(deps.db));
+  const decideResourceScope = resourceScopeAtTokenEndpoint(accounts, deps.policy);
   const secureCookies = config.ISSUER.startsWith('https://');
 
   const configuration: Configuration = {

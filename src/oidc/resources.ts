@@ -4,6 +4,7 @@ import crypto from 'node:crypto';
 import { z } from 'zod';
 import type { Queryable } from '../store/db.ts';
 import type { SecretBox } from '../crypto/secretbox.ts';
+import { Cached, noChanges, type Changes } from '../store/changes.ts';
 
 /** User claims a resource may ask for in its access tokens (docs/authorization.md). */
 export const TOKEN_CLAIMS = ['roles', 'permissions'] as const;
@@ -66,7 +67,10 @@ export function uriVariants(uri: string): string[] {
   return [uri, bare, `${bare}/`].filter((v, i, a) => a.indexOf(v) === i);
 }
 
-export function createResources(db: Queryable, box: SecretBox) {
+export function createResources(db: Queryable, box: SecretBox, changes: Changes = noChanges) {
+  // Read on every token request naming a resource; a change to any resource drops them all (an
+  // entry is keyed by the URI as asked, which may differ from the row's by a trailing slash).
+  const byUri = new Cached('resources', changes, (uri) => readResource(db, box, uri)).dropOn('resource_servers', 'everything');
   return {
     async createResource(input: ResourceInput): Promise<{ resource: ResourceServer; hs256Secret?: string }> {
       const r = resourceInput.parse(input);
@@ -107,13 +111,15 @@ export function createResources(db: Queryable, box: SecretBox) {
       return (await db.query('DELETE FROM resource_servers WHERE uri = ANY($1)', [uriVariants(uri)])).rowCount > 0;
     },
     /** The registered resource matching `uri` (trailing slash normalised), with its HS256 secret if any. */
-    async findResource(uri: string): Promise<(ResourceServer & { hs256Secret?: string }) | undefined> {
-      const r = await db.query<Row>('SELECT * FROM resource_servers WHERE uri = ANY($1) ORDER BY uri = $2 DESC LIMIT 1', [uriVariants(uri), uri]);
-      const row = r.rows[0];
-      if (!row) return undefined;
-      return { ...toResource(row), ...(row.hs256_secret_enc ? { hs256Secret: box.open(row.hs256_secret_enc) } : {}) };
-    },
+    findResource: (uri: string) => byUri.get(uri),
   };
+}
+
+async function readResource(db: Queryable, box: SecretBox, uri: string): Promise<(ResourceServer & { hs256Secret?: string }) | undefined> {
+  const r = await db.query<Row>('SELECT * FROM resource_servers WHERE uri = ANY($1) ORDER BY uri = $2 DESC LIMIT 1', [uriVariants(uri), uri]);
+  const row = r.rows[0];
+  if (!row) return undefined;
+  return { ...toResource(row), ...(row.hs256_secret_enc ? { hs256Secret: box.open(row.hs256_secret_enc) } : {}) };
 }
 export type Resources = ReturnType<typeof createResources>;
 

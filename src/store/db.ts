@@ -21,8 +21,17 @@ export interface Db extends Queryable {
   /** Run fn inside one transaction; it commits when fn resolves and rolls back when it throws. */
   transaction<T>(fn: (tx: Queryable) => Promise<T>): Promise<T>;
   ping(): Promise<void>;
+  /**
+   * LISTEN on `channel`: `handler` gets each NOTIFY payload sent after a commit. `onState(false)` when
+   * the listening connection is lost (notifications may be missed from then on), `onState(true)` once
+   * it listens again. Returns a function that stops listening.
+   */
+  listen(channel: string, handler: (payload: string) => void, onState?: (listening: boolean) => void): Promise<() => Promise<void>>;
   close(): Promise<void>;
 }
+
+/** How often the listening connection proves it is alive: a link that died silently is replaced. */
+const LISTEN_PROBE_MS = 10_000;
 
 // Timestamps come back as Date on both engines; bigint counts as number (our counts are small).
 pg.types.setTypeParser(20, (v) => Number(v));
@@ -95,6 +104,7 @@ export function createPgDb(url: string, opts: PgOptions = {}): Db {
     async ping() {
       await db.query('SELECT 1');
     },
+    listen: (channel, handler, onState) => listenOnOwnConnection({ url, timeout }, channel, handler, onState),
     async close() {
       await pool.end();
     },
@@ -113,6 +123,58 @@ const PGLITE_START_PARAMS = [
   '-c', 'shared_buffers=8MB', '-c', 'work_mem=2MB', '-c', 'maintenance_work_mem=8MB',
   '-c', 'temp_buffers=1MB', '-c', 'wal_buffers=256kB', '-c', 'max_connections=5',
 ];
+
+/**
+ * LISTEN needs a session of its own (a pooled connection is handed to other queries), so it gets a
+ * dedicated client, reconnected with backoff when it is lost and probed so a silently dead link is
+ * noticed. Resolves once the first attempt has listened or failed; keeps trying in the background.
+ */
+async function listenOnOwnConnection(opts: { url: string; timeout: number }, channel: string, handler: (payload: string) => void,
+  onState: (listening: boolean) => void = () => {}): Promise<() => Promise<void>> {
+  let closed = false;
+  let client: pg.Client | undefined;
+  let probe: NodeJS.Timeout | undefined;
+  let firstAttempt!: () => void;
+  const attempted = new Promise<void>((r) => { firstAttempt = r; });
+  const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms).unref());
+  (async function keepListening() {
+    let delay = 100;
+    while (!closed) {
+      const c = new pg.Client({ connectionString: opts.url, connectionTimeoutMillis: opts.timeout, query_timeout: opts.timeout, keepAlive: true });
+      c.on('error', () => {}); // 'end' follows; handled below
+      const ended = new Promise<void>((r) => c.once('end', () => r()));
+      try {
+        await c.connect();
+        c.on('notification', (n) => { if (n.channel === channel) handler(n.payload ?? ''); });
+        await c.query(`LISTEN ${pg.escapeIdentifier(channel)}`);
+      } catch {
+        await c.end().catch(() => {});
+        firstAttempt();
+        await sleep(delay);
+        delay = Math.min(delay * 2, 5000);
+        continue;
+      }
+      client = c;
+      delay = 100;
+      onState(true);
+      firstAttempt();
+      probe = setInterval(() => {
+        c.query('SELECT 1').catch(() => c.end().catch(() => {}));
+      }, LISTEN_PROBE_MS);
+      probe.unref();
+      await ended;
+      clearInterval(probe);
+      client = undefined;
+      if (!closed) onState(false);
+    }
+  })();
+  await attempted;
+  return async () => {
+    closed = true;
+    clearInterval(probe);
+    await client?.end().catch(() => {});
+  };
+}
 
 /** PGlite in `dir` (persisted), or in memory when dir is undefined (tests). */
 export async function createPgliteDb(dir?: string): Promise<Db> {
@@ -149,6 +211,12 @@ export async function createPgliteDb(dir?: string): Promise<Db> {
       })) as Promise<T>,
     async ping() {
       await serial(() => lite.query('SELECT 1'));
+    },
+    // One process, one database: NOTIFY reaches this listener without a connection that could drop.
+    async listen(channel, handler, onState) {
+      const stop = await lite.listen(channel, handler);
+      onState?.(true);
+      return async () => { await stop().catch(() => {}); };
     },
     async close() {
       await serial(() => lite.close());

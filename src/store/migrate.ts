@@ -53,11 +53,25 @@ export async function migrate(db: Db, dir = MIGRATIONS_DIR, steps = CODE_STEPS):
   return applied;
 }
 
-/** Split on semicolons at line ends; our migrations use no functions with inner semicolons. */
-function splitSql(sql: string): string[] {
-  return sql
-    .replace(/^\s*--.*$/gm, '')
-    .split(/;\s*$/m)
-    .map((s) => s.trim())
-    .filter(Boolean);
+/**
+ * Split on semicolons at line ends, except inside a dollar-quoted body (`$$ … $$`, a function's),
+ * whose statements end in semicolons of their own.
+ */
+export function splitSql(sql: string): string[] {
+  const out: string[] = [];
+  let current = '';
+  for (const [i, part] of sql.replace(/^\s*--.*$/gm, '').split('$$').entries()) {
+    if (i % 2 === 1) {
+      current += `$$${part}$$`;
+      continue;
+    }
+    const pieces = part.split(/;\s*$/m);
+    current += pieces[0];
+    for (const piece of pieces.slice(1)) {
+      out.push(current);
+      current = piece;
+    }
+  }
+  out.push(current);
+  return out.map((s) => s.trim()).filter(Boolean);
 }
