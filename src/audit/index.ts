@@ -4,6 +4,7 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
 import type { Queryable } from '../store/db.ts';
 import type { Logger } from '../http/log.ts';
+import { isUnavailable } from '../store/errors.ts';
 
 export interface AuditEvent {
   type: string;
@@ -68,26 +69,60 @@ export async function withAuditWrites<T>(fn: () => Promise<T>): Promise<T> {
   }
 }
 
+/** Rows per INSERT: 8 parameters each, far below PostgreSQL's 65,535. */
+const MAX_BATCH = 200;
+
+/**
+ * Events recorded while a write is in flight go together in the next one: one multi-row INSERT
+ * (one round trip) for however many requests finished meanwhile, instead of one each. A caller's
+ * promise still resolves only once its own row is written (see withAuditWrites).
+ */
 export function createAudit(db: Queryable, log: Logger): Audit {
+  let queue: { event: AuditEvent; done: () => void }[] = [];
+  let writing = false;
+
+  async function drain() {
+    writing = true;
+    try {
+      while (queue.length) {
+        const batch = queue.slice(0, MAX_BATCH);
+        queue = queue.slice(batch.length);
+        await insert(db, log, batch.map((b) => b.event));
+        for (const b of batch) b.done();
+      }
+    } finally {
+      writing = false;
+    }
+  }
+
   return {
     record(e) {
-      const write = insert(db, log, e);
+      const write = new Promise<void>((done) => {
+        queue.push({ event: e, done });
+      });
+      // The first event waits one turn of the event loop for others finishing at the same moment.
+      if (!writing && queue.length === 1) setImmediate(() => void drain());
       started.getStore()?.add(write);
       return write;
     },
   };
 }
 
-async function insert(db: Queryable, log: Logger, e: AuditEvent): Promise<void> {
+const row = (e: AuditEvent) => [storable(e.type), e.outcome ?? 'success', text(e.actor), text(e.subject), text(e.clientId), text(e.ip),
+  text(e.requestId), JSON.stringify(storableDeep(scrub(e.details ?? {})))];
+
+async function insert(db: Queryable, log: Logger, events: AuditEvent[]): Promise<void> {
   try {
-    await db.query(
-      `INSERT INTO audit_events (type, outcome, actor, subject, client_id, ip, request_id, details)
-       VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
-      [storable(e.type), e.outcome ?? 'success', text(e.actor), text(e.subject), text(e.clientId), text(e.ip),
-        text(e.requestId), JSON.stringify(storableDeep(scrub(e.details ?? {})))],
-    );
+    const values = events.map((_, i) => `(${Array.from({ length: 8 }, (_, j) => `$${i * 8 + j + 1}`).join(', ')})`).join(', ');
+    await db.query(`INSERT INTO audit_events (type, outcome, actor, subject, client_id, ip, request_id, details) VALUES ${values}`, events.flatMap(row));
   } catch (err) {
+    // One bad row must not lose the others: write them one by one (unless the database is down,
+    // which every row would wait out in turn).
+    if (events.length > 1 && !isUnavailable(err)) {
+      for (const e of events) await insert(db, log, [e]);
+      return;
+    }
     // Auditing must not take the request down with it, but it must be visible.
-    log.error({ err, auditType: e.type }, 'audit write failed');
+    for (const e of events) log.error({ err, auditType: e.type }, 'audit write failed');
   }
 }
