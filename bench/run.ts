@@ -15,6 +15,8 @@
 //   BENCH_DURATION (s, default 5; quick 2)   BENCH_CONNECTIONS (default 20)   BENCH_ROUNDS (default 3; quick 1)
 //   BENCH_PATHS=refresh,code  only the paths whose names contain one of these
 //   BENCH_CPU_PROF=<dir>      the Gatehouse server writes a CPU profile (node --cpu-prof) there
+//   BENCH_SCALE=0             skip the scale-out column: in PostgreSQL mode the same data is also served by
+//                             two processes (bench/cluster.ts), measured in the same rounds, A/B
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -49,6 +51,18 @@ const rssMb = (pid: number) => {
   const m = /VmRSS:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
   return m ? Math.round(Number(m[1]) / 1024) : NaN;
 };
+/** The workers' RSS (a cluster's primary only hands out connections), or the process's own. */
+const serverRssMb = (pid: number) => {
+  const children = fs.readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
+  return children.length ? children.map(rssMb).join(' + ') : String(rssMb(pid));
+};
+const SCALE = process.env.BENCH_SCALE !== '0';
+/** How many processes the scale-out column runs, and the cores they are pinned to. */
+const WORKERS = Number(process.env.BENCH_WORKERS ?? 2);
+// With 3 cores or more: one core more than the single process (core 1 stays the load generator's).
+// With 2: both on core 0, the single process's budget, so the column shows what a second process
+// costs, not what it adds (given the load generator's core, it starves the load generator instead).
+const WORKER_CORES = process.env.BENCH_WORKER_CORES ?? (os.availableParallelism() >= 3 ? '0,2' : '0,0');
 
 /** Start a server process (pinned to core 0) and wait until `ready` says it answers. */
 async function startProcess(cmd: string[], env: Record<string, string>, ready: () => Promise<boolean>): Promise<ChildProcess> {
@@ -121,15 +135,16 @@ type Baselines = { floor: Awaited<ReturnType<typeof startFloor>>; ceiling: Await
 const LOGIN = 'password sign-in (×argon2 ceiling)';
 
 interface ModeResult {
+  label: string;
   paths: Record<string, { rps: number; p50: number; p99: number; ratio: number; bad: number; sql: number }>;
-  rssIdle: number;
-  rssAfter: number;
+  rssIdle: string;
+  rssAfter: string;
   floorRps: number;
   ceilingRps?: number;
 }
 
 /** Data for one mode: written in-process (CLI commands), then served by a separate server process. */
-async function benchMode(mode: 'embedded' | 'postgres', { floor, ceiling }: Baselines, load: Load): Promise<ModeResult> {
+async function benchMode(mode: 'embedded' | 'postgres', { floor, ceiling }: Baselines, load: Load): Promise<ModeResult[]> {
   const port = freePort();
   const url = `http://127.0.0.1:${port}`;
   const cleanups: (() => Promise<void>)[] = [];
@@ -140,7 +155,7 @@ async function benchMode(mode: 'embedded' | 'postgres', { floor, ceiling }: Base
     ACCESS_TOKEN_TTL: '3600', LIVEKIT_DELEGATION_TTL: '900',
     DATA_ENCRYPTION_KEY: crypto.randomBytes(32).toString('base64url'),
   };
-  let proc: ChildProcess | undefined;
+  const procs: ChildProcess[] = [];
   try {
     if (mode === 'postgres') {
       const pg = await createTestPgDatabase();
@@ -171,9 +186,19 @@ async function benchMode(mode: 'embedded' | 'postgres', { floor, ceiling }: Base
     // BENCH_CPU_PROF=<dir>: the Gatehouse server writes V8 CPU profiles there when it stops (one per
     // thread: the main thread's is the big one; the other is the loader's).
     const prof = process.env.BENCH_CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${path.resolve(process.env.BENCH_CPU_PROF)}`] : [];
-    proc = await startProcess([process.execPath, ...prof, '--import', 'tsx', 'src/main.ts'], env, async () => (await fetch(`${url}/ready`)).ok);
+    const proc = await startProcess([process.execPath, ...prof, '--import', 'tsx', 'src/main.ts'], env, async () => (await fetch(`${url}/ready`)).ok);
+    procs.push(proc);
+    // Scale-out: the same data (and issuer) served by WORKERS processes on another port, measured beside it.
+    const servers: { label: string; url: string; proc: ChildProcess }[] = [{ label: mode, url, proc }];
+    if (mode === 'postgres' && SCALE) {
+      const clusterUrl = `http://127.0.0.1:${freePort()}`;
+      const cluster = await startProcess([process.execPath, '--import', 'tsx', 'bench/cluster.ts', String(WORKERS)],
+        { ...env, PORT: new URL(clusterUrl).port, BENCH_WORKER_CORES: HAS_TASKSET ? WORKER_CORES : '' }, async () => (await fetch(`${clusterUrl}/ready`)).ok);
+      procs.push(cluster);
+      servers.push({ label: `postgres, ${WORKERS} processes`, url: clusterUrl, proc: cluster });
+    }
     await new Promise((r) => setTimeout(r, 2000));
-    const rssIdle = rssMb(proc.pid!);
+    const rssIdle = servers.map((s) => serverRssMb(s.proc.pid!));
 
     // Tokens, through the running server: one signed-in browser, a refresh chain per connection.
     const gh = { url };
@@ -210,65 +235,76 @@ async function benchMode(mode: 'embedded' | 'postgres', { floor, ceiling }: Base
     if (!csrf) throw new Error(`sign-in page without a CSRF field: ${page.res.status}`);
     const csrfCookie = await signIn.jar.getCookieString(`${url}/interaction/x`);
 
-    const token = (headers: Record<string, string>, params: Record<string, string>, at = '/token'): LoadSpec => ({
-      kind: 'static', url: `${url}${at}`, connections: CONNECTIONS, duration: DURATION, headers: { ...headers, ...formType }, body: new URLSearchParams(params).toString(),
-    });
-    const paths: Record<string, LoadSpec> = {
-      'client credentials': token({ authorization: webAuth }, { grant_type: 'client_credentials', resource: MCP, scope: 'tools:read' }),
-      'refresh (rotating)': { kind: 'refresh', url, connections: CONNECTIONS, duration: DURATION, headers: { authorization: webAuth }, refreshTokens },
-      'authorize + code redemption': { kind: 'code', url, connections: CONNECTIONS, duration: DURATION, headers: { authorization: webAuth }, authPath, cookie, verifier, redirectUri: CALLBACK },
-      'exchange → LiveKit': token({ authorization: webAuth }, { grant_type: TX, subject_token: userAt, subject_token_type: AT, requested_token_type: 'urn:gatehouse:token-type:livekit', room: `user_${sub}_bench` }),
-      'exchange → MCP': token({ authorization: webAuth }, { grant_type: TX, subject_token: userAt, subject_token_type: AT, resource: MCP }),
-      'delegation exchange (agent)': token({ authorization: agentAuth }, { grant_type: TX, subject_token: delegation, subject_token_type: AT, actor_token: actor, actor_token_type: AT, resource: MCP }),
-      'connection-details': { kind: 'static', url: `${url}/livekit/connection-details`, connections: CONNECTIONS, duration: DURATION,
-        headers: { authorization: `Bearer ${userAt}`, 'content-type': 'application/json' }, body: '{}' },
-      'introspection': token({ authorization: webAuth }, { token: userJwt }, '/token/introspection'),
-      [LOGIN]: { kind: 'login', url, connections: CONNECTIONS, duration: DURATION, authPath, cookie: csrfCookie,
-        form: { email: USER.email, password: USER.password, _csrf: csrf } },
+    const pathsAt = (url: string): Record<string, LoadSpec> => {
+      const token = (headers: Record<string, string>, params: Record<string, string>, at = '/token'): LoadSpec => ({
+        kind: 'static', url: `${url}${at}`, connections: CONNECTIONS, duration: DURATION, headers: { ...headers, ...formType }, body: new URLSearchParams(params).toString(),
+      });
+      return {
+        'client credentials': token({ authorization: webAuth }, { grant_type: 'client_credentials', resource: MCP, scope: 'tools:read' }),
+        'refresh (rotating)': { kind: 'refresh', url, connections: CONNECTIONS, duration: DURATION, headers: { authorization: webAuth }, refreshTokens },
+        'authorize + code redemption': { kind: 'code', url, connections: CONNECTIONS, duration: DURATION, headers: { authorization: webAuth }, authPath, cookie, verifier, redirectUri: CALLBACK },
+        'exchange → LiveKit': token({ authorization: webAuth }, { grant_type: TX, subject_token: userAt, subject_token_type: AT, requested_token_type: 'urn:gatehouse:token-type:livekit', room: `user_${sub}_bench` }),
+        'exchange → MCP': token({ authorization: webAuth }, { grant_type: TX, subject_token: userAt, subject_token_type: AT, resource: MCP }),
+        'delegation exchange (agent)': token({ authorization: agentAuth }, { grant_type: TX, subject_token: delegation, subject_token_type: AT, actor_token: actor, actor_token_type: AT, resource: MCP }),
+        'connection-details': { kind: 'static', url: `${url}/livekit/connection-details`, connections: CONNECTIONS, duration: DURATION,
+          headers: { authorization: `Bearer ${userAt}`, 'content-type': 'application/json' }, body: '{}' },
+        'introspection': token({ authorization: webAuth }, { token: userJwt }, '/token/introspection'),
+        [LOGIN]: { kind: 'login', url, connections: CONNECTIONS, duration: DURATION, authPath, cookie: csrfCookie,
+          form: { email: USER.email, password: USER.password, _csrf: csrf } },
+      };
     };
     const only = process.env.BENCH_PATHS?.split(',');
-    for (const name of Object.keys(paths)) if (only && !only.some((o) => name.includes(o))) delete paths[name];
+    const names = Object.keys(pathsAt(url)).filter((name) => !only || only.some((o) => name.includes(o)));
+    const specs = servers.map((s) => pathsAt(s.url));
 
     // Warm-up (and a check that every path answers as expected) before anything is measured; the
     // refresh chains and codes it spends are replaced by the ones it makes.
-    for (const [name, spec] of Object.entries(paths)) {
-      const r = await load.run({ ...spec, duration: 2 });
-      // Nothing back in the warm-up is the machine's load, not a wrong request; a wrong status is.
-      if (r.bad > (r.requests === 0 ? 1 : 0)) throw new Error(`${mode} ${name}: warm-up saw ${JSON.stringify(r.statuses)}`);
+    for (const [i, s] of servers.entries()) {
+      for (const name of names) {
+        const r = await load.run({ ...specs[i][name], duration: 2 });
+        // Nothing back in the warm-up is the machine's load, not a wrong request; a wrong status is.
+        if (r.bad > (r.requests === 0 ? 1 : 0)) throw new Error(`${s.label} ${name}: warm-up saw ${JSON.stringify(r.statuses)}`);
+      }
     }
-    // The refresh chains moved on during the warm-up: fresh chains for the measured rounds.
-    const samples: Record<string, LoadResult[]> = Object.fromEntries(Object.keys(paths).map((k) => [k, []]));
-    // SQL statements per request, from the server's own count (/metrics): the one number here the
-    // machine's load does not move.
-    const statements = async () => Number(/^gatehouse_db_statements_total (\d+)/m.exec(await (await fetch(`${url}/metrics`)).text())?.[1] ?? NaN);
-    const sqlSamples: Record<string, number[]> = Object.fromEntries(Object.keys(paths).map((k) => [k, []]));
+    // SQL statements per request, from the server's own count (/metrics; one process's, which is
+    // the share of the work any process does): the one number here the machine's load does not move.
+    const statements = async (at: string) => Number(/^gatehouse_db_statements_total (\d+)/m.exec(await (await fetch(`${at}/metrics`)).text())?.[1] ?? NaN);
+    const samples = servers.map(() => Object.fromEntries(names.map((k) => [k, [] as LoadResult[]])));
+    const sqlSamples = servers.map(() => Object.fromEntries(names.map((k) => [k, [] as number[]])));
     const floorSamples: LoadResult[] = [];
     const ceilingSamples: LoadResult[] = [];
     for (let round = 0; round < ROUNDS; round++) {
       floorSamples.push(await load.run(floor.spec));
-      if (paths[LOGIN]) ceilingSamples.push(await load.run(ceiling.spec));
-      for (const [name, spec] of Object.entries(paths)) {
-        if (spec.kind === 'refresh') {
-          spec.refreshTokens = await chains();
+      if (names.includes(LOGIN)) ceilingSamples.push(await load.run(ceiling.spec));
+      for (const name of names) {
+        // A/B: each path on one process, then on several, back to back.
+        for (const [i, s] of servers.entries()) {
+          const spec = specs[i][name];
+          // The refresh chains moved on in the last run: fresh chains for each.
+          if (spec.kind === 'refresh') spec.refreshTokens = await chains();
+          const before = await statements(s.url);
+          const r = await load.run(spec);
+          samples[i][name].push(r);
+          // A cluster answers /metrics from whichever worker takes the connection: no total to divide.
+          sqlSamples[i][name].push(s.proc === proc ? ((await statements(s.url)) - before) / Math.max(1, r.requests) : NaN);
         }
-        const before = await statements();
-        const r = await load.run(spec);
-        samples[name].push(r);
-        sqlSamples[name].push(((await statements()) - before) / Math.max(1, r.requests));
       }
     }
-    const out: ModeResult['paths'] = {};
-    for (const [name, ss] of Object.entries(samples)) {
-      const bad = ss.reduce((n, s) => n + s.bad, 0);
-      if (bad) console.error(`${mode} ${name}: unexpected answers ${JSON.stringify(ss.map((s) => s.statuses))}`);
-      const base = name === LOGIN ? ceilingSamples : floorSamples;
-      out[name] = { rps: median(ss.map((s) => s.rps)), p50: median(ss.map((s) => s.p50)), p99: median(ss.map((s) => s.p99)), ratio: median(ss.map((s, i) => s.rps / base[i].rps)), bad,
-        sql: median(sqlSamples[name]) };
-    }
-    return { paths: out, rssIdle, rssAfter: rssMb(proc.pid!), floorRps: median(floorSamples.map((s) => s.rps)),
-      ceilingRps: ceilingSamples.length ? median(ceilingSamples.map((s) => s.rps)) : undefined };
+    return servers.map((s, i) => {
+      const out: ModeResult['paths'] = {};
+      for (const name of names) {
+        const ss = samples[i][name];
+        const bad = ss.reduce((n, x) => n + x.bad, 0);
+        if (bad) console.error(`${s.label} ${name}: unexpected answers ${JSON.stringify(ss.map((x) => x.statuses))}`);
+        const base = name === LOGIN ? ceilingSamples : floorSamples;
+        out[name] = { rps: median(ss.map((x) => x.rps)), p50: median(ss.map((x) => x.p50)), p99: median(ss.map((x) => x.p99)),
+          ratio: median(ss.map((x, j) => x.rps / base[j].rps)), bad, sql: median(sqlSamples[i][name]) };
+      }
+      return { label: s.label, paths: out, rssIdle: rssIdle[i], rssAfter: serverRssMb(s.proc.pid!), floorRps: median(floorSamples.map((x) => x.rps)),
+        ceilingRps: ceilingSamples.length ? median(ceilingSamples.map((x) => x.rps)) : undefined };
+    });
   } finally {
-    if (proc) await stop(proc);
+    for (const p of procs) await stop(p);
     for (const c of cleanups.reverse()) await c().catch((err) => console.error(`cleanup: ${err}`));
   }
 }
@@ -277,9 +313,9 @@ async function main() {
   const load = startLoad();
   const floor = await startFloor();
   const ceiling = await startCeiling();
-  const results: Partial<Record<'embedded' | 'postgres', ModeResult>> = {};
+  const results: ModeResult[] = [];
   try {
-    for (const mode of MODES) results[mode] = await benchMode(mode, { floor, ceiling }, load);
+    for (const mode of MODES) results.push(...await benchMode(mode, { floor, ceiling }, load));
   } finally {
     await stop(floor.proc);
     await stop(ceiling.proc);
@@ -288,20 +324,24 @@ async function main() {
   const cpu = os.cpus()[0]?.model ?? 'unknown CPU';
   console.log(`\nGatehouse bench — ${new Date().toISOString().slice(0, 16)}Z, ${os.availableParallelism()} × ${cpu}, Node ${process.version}, load average ${os.loadavg().map((l) => l.toFixed(1)).join(' ')}`);
   console.log(`${HAS_TASKSET ? 'servers on core 0, autocannon on core 1' : 'no taskset: processes not pinned'}; ${CONNECTIONS} connections, ${DURATION} s × ${ROUNDS} round(s), medians; rate limits off\n`);
-  const modes = MODES.filter((m) => results[m]);
-  console.log(`| path | ${modes.map((m) => `${m} req/s | ×floor | p50/p99 ms | SQL/req`).join(' | ')} |`);
-  console.log(`|---|${modes.map(() => '---:|---:|---:|---:').join('|')}|`);
-  console.log(`| floor: bare oidc-provider, client credentials | ${modes.map((m) => `${results[m]!.floorRps.toFixed(0)} | 1.00 | | `).join(' | ')} |`);
-  if (modes.some((m) => results[m]!.ceilingRps)) {
-    console.log(`| ceiling: argon2id verification alone | ${modes.map((m) => `${results[m]!.ceilingRps?.toFixed(0) ?? ''} | 1.00 | | `).join(' | ')} |`);
+  const cols = (f: (r: ModeResult) => string) => results.map(f).join(' | ');
+  console.log(`| path | ${cols((r) => `${r.label} req/s | ×floor | p50/p99 ms | SQL/req`)} |`);
+  console.log(`|---|${results.map(() => '---:|---:|---:|---:').join('|')}|`);
+  console.log(`| floor: bare oidc-provider, client credentials | ${cols((r) => `${r.floorRps.toFixed(0)} | 1.00 | | `)} |`);
+  if (results.some((r) => r.ceilingRps)) console.log(`| ceiling: argon2id verification alone | ${cols((r) => `${r.ceilingRps?.toFixed(0) ?? ''} | 1.00 | | `)} |`);
+  for (const name of Object.keys(results[0].paths)) {
+    console.log(`| ${name} | ${cols((m) => { const r = m.paths[name]; return `${r.rps.toFixed(0)}${r.bad ? ` (${r.bad} bad)` : ''} | ${r.ratio.toFixed(2)} | ${r.p50.toFixed(0)}/${r.p99.toFixed(0)} | ${Number.isNaN(r.sql) ? '' : r.sql.toFixed(1)}`; })} |`);
   }
-  for (const name of Object.keys(results[modes[0]]!.paths)) {
-    console.log(`| ${name} | ${modes.map((m) => { const r = results[m]!.paths[name]; return `${r.rps.toFixed(0)}${r.bad ? ` (${r.bad} bad)` : ''} | ${r.ratio.toFixed(2)} | ${r.p50.toFixed(0)}/${r.p99.toFixed(0)} | ${r.sql.toFixed(1)}`; }).join(' | ')} |`);
+  console.log(`| server RSS idle → after load (MB) | ${cols((r) => `${r.rssIdle} → ${r.rssAfter} | | | `)} |`);
+  const one = results.find((r) => r.label === 'postgres');
+  const several = results.find((r) => r.label.startsWith('postgres, '));
+  if (one && several) {
+    console.log(`\nscale-out, ${several.label} over one (req/s, same rounds): ${Object.keys(one.paths).map((n) => `${n} ${(several.paths[n].rps / one.paths[n].rps).toFixed(2)}×`).join('; ')}`);
+    console.log(`(the ${WORKERS} processes pinned to cores ${HAS_TASKSET ? WORKER_CORES : 'none'}${HAS_TASKSET && os.availableParallelism() < 3 ? ': on 2 cores, the single process\'s core, so this is the cost of a second process, not its gain' : ''}; PostgreSQL and Redis run on the same machine, unpinned)`);
   }
-  console.log(`| server RSS idle → after load (MB) | ${modes.map((m) => `${results[m]!.rssIdle} → ${results[m]!.rssAfter} | | | `).join(' | ')} |`);
   console.log('\nauthorize + code redemption: GET /auth (signed-in session) → 303 with a code, then POST /token; counted per code.');
   console.log(`password sign-in: GET /auth → 303 to the sign-in page, then POST email + password → 303; counted per sign-in, ratio to the argon2 ceiling.`);
-  if (modes.some((m) => Object.values(results[m]!.paths).some((p) => p.bad))) process.exitCode = 1;
+  if (results.some((r) => Object.values(r.paths).some((p) => p.bad))) process.exitCode = 1;
 }
 
 main().catch((err) => {
