@@ -2,7 +2,7 @@
 // token by itself and never asks about revocation, so a removed user can reconnect with what they
 // hold. Against a LiveKit stand-in (Twirp RoomService verifying the SDK's JWT; webhooks signed as
 // the SDK's WebhookReceiver expects), with room tokens from connection-details:
-// - a revoked user (user, then grant) who rejoins is removed again on every join and published
+// - a revoked user (user, grant or session) who rejoins is removed again on every join and published
 //   track, each removal recorded on that join's room session and audited; once signed in again
 //   they may stay;
 // - in a Gatehouse-only room (LIVEKIT_GATEHOUSE_ONLY=*_locked) a participant whose token Gatehouse
@@ -148,6 +148,18 @@ describeEachMode('LiveKit: no way back into a room after revocation', (mode) => 
       const { sid } = await report('participant_joined', u.room, u);
       expect(removalsOf(u.identity)).toHaveLength(round);
       expect(await session(sid)).toMatchObject({ removal_reason: 'revoked_grant' });
+    }
+  });
+
+  it('a rejoin on a revoked session (gatehouse revoke --session) is removed, naming the session', async () => {
+    const u = await userInRoom('session');
+    const sessions = await gh.deps.db.query<{ uid: string }>("SELECT uid FROM oidc_payloads WHERE model = 'Session' AND payload->>'accountId' = $1", [u.id]);
+    expect(sessions.rows).toHaveLength(1);
+    await gh.cli('revoke', '--session', sessions.rows[0].uid);
+    for (let round = 1; round <= 2; round++) {
+      const { sid } = await report(round === 1 ? 'participant_joined' : 'track_published', u.room, u);
+      expect(removalsOf(u.identity)).toHaveLength(round);
+      expect(await session(sid)).toMatchObject({ removal_reason: 'revoked_session' });
     }
   });
 

@@ -7,6 +7,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { decodeJwt } from 'jose';
 import { CALLBACK, codeFlow, rpConfig, startTestGatehouse, type TestGatehouse } from './helpers/gatehouse.ts';
 
 const run = promisify(execFile);
@@ -126,7 +127,7 @@ describe('client packages install from their npm pack tarball and work there', (
       "const auth = createGatehouseAuth({ issuer: ISSUER, clientId: CLIENT_ID, redirectUri: 'http://127.0.0.1:8976/callback', allowInsecureRequests: true,",
       '  storage: { getItem: (k) => kept.get(k) ?? null, setItem: (k, v) => kept.set(k, v), removeItem: (k) => kept.delete(k) }, navigate: (u) => { sentTo = u; } });',
       'await auth.signIn();',
-      'const details = await livekitTokenSource({ getAccessToken: async () => TOKEN }, { issuer: ISSUER })({ participantName: "ignored" });',
+      'const details = await livekitTokenSource({ getAccessToken: async () => TOKEN }, { issuer: ISSUER, deviceId: "laptop" })({ participantName: "ignored" });',
       'console.log(JSON.stringify({ sentTo, pending: Object.keys(JSON.parse(kept.get("gatehouse.signin"))), details }));',
     ].join('\n'));
     const out = JSON.parse((await run('node', ['web.mjs'], { cwd: dir, env: { ...process.env, ISSUER: gh.url, CLIENT_ID: web.client_id, TOKEN: tokens.access_token } })).stdout);
@@ -135,5 +136,7 @@ describe('client packages install from their npm pack tarball and work there', (
     expect(Object.fromEntries(['client_id', 'code_challenge_method', 'response_type'].map((k) => [k, sentTo.searchParams.get(k)]))).toEqual({ client_id: web.client_id, code_challenge_method: 'S256', response_type: 'code' });
     expect(out.pending.sort()).toEqual(['nonce', 'state', 'verifier']);
     expect(out.details).toMatchObject({ serverUrl: LK.LIVEKIT_URL, roomName: expect.any(String), participantToken: expect.any(String) });
+    // One identity per device (deviceId → device_id).
+    expect(decodeJwt(out.details.participantToken).sub).toBe(`user_${tokens.claims()!.sub}_laptop`);
   }, 180_000);
 });

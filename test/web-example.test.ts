@@ -24,9 +24,9 @@ describe.skipIf(!haveChromium)('@gatehouse/web in Chromium (examples/web)', () =
   let clientId: string;
 
   beforeAll(async () => {
-    // The app's origin must be known before Gatehouse starts (CORS_ORIGINS for connection-details).
+    // No CORS_ORIGINS: the client's redirect URI origin may call /token and connection-details.
     web = await startWebExample();
-    gh = await startTestGatehouse({ env: { ...LK, CORS_ORIGINS: web.url } });
+    gh = await startTestGatehouse({ env: LK });
     bob = (await gh.cli('user', 'create', '--email', BOB.email, '--password', BOB.password, '--name', 'Bob', '--role', 'user', '--verified')).id;
     const client = await gh.cli('client', 'create', '--type', 'public', '--name', 'Web example', '--redirect-uri', `${web.url}/`, '--post-logout-redirect-uri', `${web.url}/`);
     clientId = client.client_id;

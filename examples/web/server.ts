@@ -4,7 +4,7 @@
 //   gatehouse client create --type public --name "Web example" --redirect-uri http://127.0.0.1:5173/ \
 //     --post-logout-redirect-uri http://127.0.0.1:5173/
 //   gatehouse policy client set <client_id> --livekit
-//   CORS_ORIGINS=http://127.0.0.1:5173 npm start                      # Gatehouse, in another terminal
+//   npm start                                                         # Gatehouse, in another terminal
 //   GATEHOUSE_ISSUER=http://127.0.0.1:3000 WEB_CLIENT_ID=<client_id> npx tsx examples/web/server.ts
 import fs from 'node:fs';
 import http from 'node:http';
@@ -51,7 +51,7 @@ export async function startWebExample(opts: WebExampleOptions = {}) {
   const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
   return {
     url,
-    /** Settings can be given once Gatehouse is up (its CORS_ORIGINS needs this server's origin first). */
+    /** Settings can be given once Gatehouse is up (its client needs this server's origin as redirect URI first). */
     configure(next: Omit<WebExampleOptions, 'port'>) {
       settings = { ...settings, ...next };
     },

@@ -31,6 +31,11 @@ export class ConnectionDetailsError extends Error {
 export interface LiveKitTokenSourceOptions extends TokenSourceFetchOptions {
   /** Gatehouse's issuer URL; default the auth object's. */
   issuer?: string;
+  /**
+   * This device's id (letters, digits, `-`; e.g. one kept in localStorage): the identity becomes
+   * `user_<sub>_<device>`, so the same user on a second device does not disconnect the first.
+   */
+  deviceId?: string;
   /** Several agents to dispatch (agentName dispatches one). */
   agents?: { agentName: string; metadata?: string }[];
   fetch?: typeof fetch;
@@ -54,6 +59,7 @@ export function livekitTokenSource(
       participant_identity: o.participantIdentity,
       participant_metadata: o.participantMetadata,
       participant_attributes: o.participantAttributes,
+      ...(defaults.deviceId ? { device_id: defaults.deviceId } : {}),
       ...(agents.length ? { room_config: { agents: agents.map((a) => ({ agent_name: a.agentName, ...(a.metadata ? { metadata: a.metadata } : {}) })) } } : {}),
     };
     // No token: the request goes without one (guests, where the deployment allows them).
