@@ -210,6 +210,11 @@ describeEachMode('user import', (mode) => {
     // Its password (rehashed at sign-in) is what it was: the file's hash is the one imported.
     expect((await signIn('argon2i')).tokens.claims()!.name).toBe('Renamed, Argon');
     expect(await importFile(csv, '--update')).toMatchObject({ updated: 0, unchanged: 2 });
+
+    // An unclosed quote swallows the rest of the file: the report says where reading stopped.
+    const cut = path.join(tmp, `cut-${mode}.csv`);
+    fs.writeFileSync(cut, 'id,email\ncut-1,cut1@old.example\n"cut-2,cut2@old.example\ncut-3,cut3@old.example\n');
+    expect(await importFile(cut)).toMatchObject({ lines: 1, created: 1, stopped: { line: 3, reason: 'a quoted CSV field is not closed' } });
   });
 
   it('the admin API takes the same file as its body', async () => {

@@ -140,10 +140,32 @@ async function* jsonLines(input: AsyncIterable<string | Buffer>): AsyncGenerator
 
 async function* csvLines(input: AsyncIterable<string | Buffer>): AsyncGenerator<RawLine> {
   const { parse: parseCsv } = await import('csv-parse');
-  const parser = Readable.from(input).pipe(parseCsv({ bom: true, skip_empty_lines: true, relax_column_count: true, info: true, max_record_size: MAX_LINE_CHARS }));
+  const source = Readable.from(input);
+  // A record csv-parse cannot read is skipped and reported by its line; the rest go on. A quote
+  // inside an unquoted field is taken as a character (relax_quotes), as spreadsheets write it.
+  const parser = source.pipe(parseCsv({ bom: true, skip_empty_lines: true, relax_column_count: true, skip_records_with_error: true, relax_quotes: true, info: true, max_record_size: MAX_LINE_CHARS }));
+  // pipe() does not pass a failing source on (a request body cut off): the parser must end too.
+  source.on('error', (err) => parser.destroy(err));
+  const skipped: { line: number; code: string }[] = [];
+  let last = 0;
+  parser.on('skip', (err: { lines?: number; code?: string }) => {
+    const line = err.lines ?? 0;
+    if (skipped.at(-1)?.line !== line) skipped.push({ line, code: err.code ?? 'parse error' });
+  });
+  // csv-parse's messages can quote the field; its code and line say enough.
+  const flush = function* (upTo: number): Generator<RawLine> {
+    while (skipped.length && skipped[0].line <= upTo) {
+      const { line, code } = skipped.shift()!;
+      // An unclosed quote swallows the rest of the file: nothing after it can be read. It opened on
+      // the line after the last record read (csv-parse names the line where the file ended).
+      yield code === 'CSV_QUOTE_NOT_CLOSED' ? { line: last + 1, fatal: 'a quoted CSV field is not closed' } : { line, error: `the line cannot be read as CSV (${code})` };
+    }
+  };
   let header: string[] | undefined;
   try {
     for await (const { record, info } of parser as AsyncIterable<{ record: string[]; info: { lines: number } }>) {
+      yield* flush(info.lines - 1);
+      last = info.lines;
       if (!header) {
         header = record.map((h) => h.trim());
         const unknown = header.filter((h) => !(IMPORT_FIELDS as readonly string[]).includes(h));
@@ -158,13 +180,14 @@ async function* csvLines(input: AsyncIterable<string | Buffer>): AsyncGenerator<
       // An empty CSV field is an absent value.
       yield { line: info.lines, fields: Object.fromEntries(header.map((h, i) => [h, record[i]]).filter(([, v]) => v !== '')) };
     }
+    yield* flush(Infinity);
   } catch (err) {
     if (err instanceof ImportFileError) throw err;
     const e = err as { code?: string; lines?: number };
-    // csv-parse's message can quote the field; its code and line say enough.
-    yield { line: e.lines ?? 0, fatal: `the CSV cannot be read here (${e.code ?? 'parse error'})` };
+    yield { line: e.lines ?? last + 1, fatal: `the CSV cannot be read here (${e.code ?? 'the input ended with an error'})` };
   } finally {
     parser.destroy();
+    source.destroy();
   }
 }
 
