@@ -112,7 +112,8 @@ function targets(f: Fixture): Target[] {
     { method: 'POST', path: '/admin/api/revocations', in: 'json', params: ['user', 'grant', 'session', 'jti', 'ttl'], headers: admin },
     { method: 'GET', path: '/admin/api/audit', in: 'query', params: ['type', 'subject', 'limit', 'since'], headers: admin },
     // LiveKit
-    { method: 'POST', path: '/livekit/connection-details', in: 'json', params: ['room_name', 'participant_name', 'participant_metadata', 'participant_attributes', 'room_config'], headers: user },
+    { method: 'POST', path: '/livekit/connection-details', in: 'json', params: ['room_name', 'participant_name', 'participant_metadata', 'participant_attributes', 'room_config', 'device_id'], headers: user },
+    { method: 'PUT', path: '/admin/api/livekit/options/roles/:role', in: 'json', params: ['room_prefix', 'max_participants', 'empty_timeout', 'departure_timeout'], headers: admin },
     { method: 'POST', path: '/livekit/webhook', in: 'json', params: ['event', 'room'], headers: () => ({ authorization: 'not-a-signature' }) },
     { method: 'GET', path: '/livekit/sessions', in: 'query', params: ['limit'], headers: user },
     { method: 'GET', path: '/account/devices', in: 'query', params: ['x'], headers: user },
