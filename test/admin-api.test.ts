@@ -89,7 +89,7 @@ describe('admin API', () => {
 
     const reset = await call('POST', `/users/${id}/password`, token, {});
     expect(reset.status).toBe(200);
-    expect(reset.body).toMatchObject({ id, sessionsRevoked: true, password: expect.any(String) });
+    expect(reset.body).toMatchObject({ id, sessions_revoked: true, password: expect.any(String) });
     expect((await gh.deps.accounts.authenticate(DANA.email, reset.body.password))).toHaveProperty('user');
     await call('POST', `/users/${id}/password`, token, { password: DANA.password });
 
@@ -169,19 +169,19 @@ describe('admin API', () => {
 
   it('manages resources, exchange policy and SSO connections; a connection secret is write-only', async () => {
     const uri = 'https://tools.example.com/mcp';
-    expect(await call('POST', '/resources', token, { uri, scopes: ['tools:read'], require_mfa: true })).toMatchObject({ status: 201, body: { uri, scopes: ['tools:read'], requireMfa: true } });
+    expect(await call('POST', '/resources', token, { uri, scopes: ['tools:read'], require_mfa: true })).toMatchObject({ status: 201, body: { uri, scopes: ['tools:read'], require_mfa: true } });
     expect(await call('PUT', `/resources/require-mfa?uri=${encodeURIComponent(uri)}`, token, { require_mfa: false })).toMatchObject({ status: 200, body: { uri, require_mfa: false } });
     const app = await gh.cli('client', 'create', '--name', 'voice app', '--grant', 'client_credentials');
     const policy = await call('PUT', `/policies/clients/${app.client_id}`, token, { livekit: true, resources: [uri] });
-    expect(policy).toMatchObject({ status: 200, body: { clientId: app.client_id, livekit: true, resources: [uri] } });
+    expect(policy).toMatchObject({ status: 200, body: { client_id: app.client_id, livekit: true, resources: [uri] } });
     expect((await call('GET', `/policies/clients/${app.client_id}`, token)).body).toMatchObject({ livekit: true });
     expect((await call('DELETE', `/policies/clients/${app.client_id}`, token)).status).toBe(204);
     expect((await call('GET', `/policies/clients/${app.client_id}`, token)).status).toBe(404);
-    expect((await call('PUT', '/policies/roles/user', token, { rooms: ['{identity}_*'], publish: true, subscribe: true })).body).toMatchObject({ role: 'user', roomPatterns: ['{identity}_*'], canPublish: true });
+    expect((await call('PUT', '/policies/roles/user', token, { rooms: ['{identity}_*'], publish: true, subscribe: true })).body).toMatchObject({ role: 'user', room_patterns: ['{identity}_*'], can_publish: true });
     // ID-JAG targets (docs/id-jag.md), one per audience.
     const target = { audience: 'https://auth.chat.example/', target_client_id: 'at-chat', resources: ['https://mcp.chat.example/'], scopes: ['chat.read'] };
     expect(await call('PUT', `/policies/id-jag/${app.client_id}`, token, target)).toMatchObject({ status: 200,
-      body: { clientId: app.client_id, audience: target.audience, targetClientId: 'at-chat', resources: target.resources, scopes: ['chat.read'] } });
+      body: { client_id: app.client_id, audience: target.audience, target_client_id: 'at-chat', resources: target.resources, scopes: ['chat.read'] } });
     expect((await call('GET', `/policies/id-jag?client_id=${app.client_id}`, token)).body).toHaveLength(1);
     expect((await call('PUT', `/policies/id-jag/${app.client_id}`, token, { ...target, audience: 'ftp://x' })).status).toBe(400);
     expect((await call('DELETE', `/policies/id-jag/${app.client_id}?audience=${encodeURIComponent(target.audience)}`, token)).status).toBe(204);
@@ -193,12 +193,12 @@ describe('admin API', () => {
       domains: ['acme.test'], trust_mfa: true, role_map: { engineering: ['user'] },
     });
     expect(made.status, JSON.stringify(made.body)).toBe(201);
-    expect(made.body).toMatchObject({ name: 'acme', domains: ['acme.test'], trustMfa: true, hasClientSecret: true });
+    expect(made.body).toMatchObject({ name: 'acme', domains: ['acme.test'], trust_mfa: true, has_client_secret: true });
     const cleared = await call('PATCH', '/connections/acme', token, { client_secret: null, enabled: false });
-    expect(cleared.body).toMatchObject({ hasClientSecret: false, enabled: false });
+    expect(cleared.body).toMatchObject({ has_client_secret: false, enabled: false });
     const trusted = await call('PATCH', '/connections/acme', token, { id_jag: true, id_jag_clients: [app.client_id], id_jag_resources: [uri], id_jag_jwks_uri: 'https://acme.test/jwks' });
-    expect(trusted.body.idJag, JSON.stringify(trusted.body)).toEqual({ enabled: true, jwksUri: 'https://acme.test/jwks', jwks: null, clients: [app.client_id], resources: [uri] });
-    expect((await call('PATCH', '/connections/acme', token, { id_jag_clients: [], id_jag_jwks_uri: null })).body.idJag).toMatchObject({ clients: [], jwksUri: null });
+    expect(trusted.body.id_jag, JSON.stringify(trusted.body)).toEqual({ enabled: true, jwks_uri: 'https://acme.test/jwks', jwks: null, clients: [app.client_id], resources: [uri] });
+    expect((await call('PATCH', '/connections/acme', token, { id_jag_clients: [], id_jag_jwks_uri: null })).body.id_jag).toMatchObject({ clients: [], jwks_uri: null });
     const everything = JSON.stringify([made.body, cleared.body, (await call('GET', '/connections', token)).body, (await gh.deps.db.query('SELECT details FROM audit_events')).rows]);
     expect(everything).not.toContain(secret);
     expect((await call('DELETE', '/connections/acme', token)).status).toBe(204);

@@ -85,7 +85,7 @@ describe.each<Mode>(['embedded', 'postgres'])('client update (%s)', (mode) => {
     const web = await gh.cli('client', 'create', '--name', 'web2', '--redirect-uri', A, '--scope', 'openid profile');
     const ok = await patch(web.client_id, { redirect_uris: [B], name: 'Web 2', scope: null, first_party: true });
     expect(ok.status).toBe(200);
-    expect(ok.body).toMatchObject({ client_id: web.client_id, name: 'Web 2', firstParty: true });
+    expect(ok.body).toMatchObject({ client_id: web.client_id, name: 'Web 2', first_party: true });
     expect(ok.body.metadata.redirect_uris).toEqual([B]);
     expect(ok.body.metadata.scope).toBeUndefined();
     expect((await patch(web.client_id, { grant_types: ['implicit'] })).status).toBe(400);

@@ -96,10 +96,10 @@ describe.each(modes)('token exchange and MFA ($mode)', ({ mode, run }) => {
   it('stores the MFA requirements set through the CLI', async () => {
     const { rows } = await gh.deps.db.query<{ uri: string; require_mfa: boolean }>('SELECT uri, require_mfa FROM resource_servers ORDER BY uri');
     expect(rows).toEqual([{ uri: BANK, require_mfa: true }, { uri: NOTES, require_mfa: false }]);
-    expect((await gh.cli('resource', 'list')).map((r: { uri: string; requireMfa: boolean }) => [r.uri, r.requireMfa])).toEqual([[BANK, true], [NOTES, false]]);
+    expect((await gh.cli('resource', 'list')).map((r: { uri: string; require_mfa: boolean }) => [r.uri, r.require_mfa])).toEqual([[BANK, true], [NOTES, false]]);
     const roles = await gh.cli('policy', 'role', 'list');
-    expect(roles.find((r: { role: string }) => r.role === 'teller')).toMatchObject({ roomPatterns: ['vault-*'], requireMfa: true });
-    expect(roles.find((r: { role: string }) => r.role === 'user')).toMatchObject({ requireMfa: false });
+    expect(roles.find((r: { role: string }) => r.role === 'teller')).toMatchObject({ room_patterns: ['vault-*'], require_mfa: true });
+    expect(roles.find((r: { role: string }) => r.role === 'user')).toMatchObject({ require_mfa: false });
     await expect(gh.cli('resource', 'require-mfa', '--uri', 'https://nowhere.example.com/mcp')).rejects.toThrow(/no resource/);
   });
 

@@ -361,9 +361,9 @@ describe('token exchange', () => {
     await expect(gh.cli('policy', 'client', 'set', 'gh_nope', '--livekit')).rejects.toThrow(/no client/);
     await expect(gh.cli('policy', 'client', 'set', fresh.client_id, '--agent-name', 'helper')).rejects.toThrow(/already used/);
     const set = await gh.cli('policy', 'client', 'set', fresh.client_id, '--resource', `${MCP}/`, '--scope', 'tools:read');
-    expect(set).toEqual({ clientId: fresh.client_id, livekit: false, resources: [MCP], scopes: ['tools:read'], mayAct: false, agentName: null });
+    expect(set).toEqual({ client_id: fresh.client_id, livekit: false, resources: [MCP], scopes: ['tools:read'], may_act: false, agent_name: null });
     const roles = await gh.cli('policy', 'role', 'list');
-    expect(roles.find((r: { role: string }) => r.role === 'user')).toMatchObject({ roomPatterns: ['{identity}_*'], roomAdmin: false });
+    expect(roles.find((r: { role: string }) => r.role === 'user')).toMatchObject({ room_patterns: ['{identity}_*'], room_admin: false });
     // roomAdmin only where configured: give the user role a moderated room.
     await gh.cli('policy', 'role', 'set', 'user', '--room', '{identity}_*', '--room', 'town-hall', '--publish', '--subscribe', '--data', '--room-admin');
     const r = await exchange(web, { subject_token: alice.opaque, requested_token_type: LIVEKIT, room: 'town-hall' });

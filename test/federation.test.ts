@@ -153,7 +153,7 @@ describe.each(modes)('enterprise SSO on $store', ({ mode, run }) => {
       const list = await gh.cli('connection', 'list');
       expect(JSON.stringify(list)).not.toContain(SECRET);
       expect(list.map((c: { name: string }) => c.name)).toEqual(['acme', 'globex']);
-      expect(list[0]).toMatchObject({ hasClientSecret: true, domains: ['acme.test'], redirect_uri: `${gh.url}/federation/callback`, roleMap: { eng: ['developer'], ops: ['ops'] } });
+      expect(list[0]).toMatchObject({ has_client_secret: true, domains: ['acme.test'], redirect_uri: `${gh.url}/federation/callback`, role_map: { eng: ['developer'], ops: ['ops'] } });
     });
 
     it('refuses a domain owned by another connection, an http issuer off loopback and unknown roles', async () => {
@@ -523,13 +523,13 @@ describe.each(modes)('enterprise SSO on $store', ({ mode, run }) => {
       });
       const outputs = [
         await run('connection', 'create', 'cli-made', '--issuer', 'https://login.example.com', '--client-id', 'x', '--client-secret', other),
-        await run('connection', 'list'),
+        await run('connection', 'list', '--json'),
         await run('connection', 'update', 'cli-made', '--client-secret', rotated),
-        await run('connection', 'get', 'cli-made'),
+        await run('connection', 'get', 'cli-made', '--json'),
       ];
       try {
         for (const o of outputs) expect(o.code, o.err).toBe(0);
-        expect(JSON.parse(outputs[0].out)).toMatchObject({ name: 'cli-made', hasClientSecret: true, redirect_uri: `${gh.url}/federation/callback` });
+        expect(JSON.parse(outputs[0].out)).toMatchObject({ name: 'cli-made', has_client_secret: true, redirect_uri: `${gh.url}/federation/callback` });
         expect(JSON.parse(outputs[1].out).map((c: { name: string }) => c.name)).toEqual(['acme', 'cli-made', 'globex']);
         const printed = outputs.map((o) => o.out + o.err).join('\n');
         for (const s of [other, rotated, SECRET]) expect(printed).not.toContain(s);
@@ -556,7 +556,7 @@ describe.each(modes)('enterprise SSO on $store', ({ mode, run }) => {
       ];
       await gh.cli('connection', 'delete', 'temp-secret');
       const cli = JSON.stringify(printed);
-      expect(cli).toContain('"hasClientSecret":true');
+      expect(cli).toContain('"has_client_secret":true');
       for (const s of [SECRET, rotated]) expect(cli).not.toContain(s);
 
       const audit = JSON.stringify((await gh.deps.db.query('SELECT * FROM audit_events')).rows);

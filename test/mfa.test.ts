@@ -246,7 +246,7 @@ describe('TOTP MFA', () => {
     const ok = await submit(browser, a.step.html!, '/mfa', { recovery_code: adminCodes[0] });
     await redeem(ok, a.verifier, a.state);
     const out = await gh.cli('user', 'reset-mfa', '--email', ADMIN.email);
-    expect(out.factorsRemoved).toBe(1);
+    expect(out.factors_removed).toBe(1);
     const { rows } = await gh.deps.db.query("SELECT 1 FROM audit_events WHERE type = 'admin.user.reset_mfa'");
     expect(rows).toHaveLength(1);
     // The browser's session is gone: the password is asked again, then enrolment (admins must have MFA).

@@ -266,7 +266,7 @@ describe('the CLI while an embedded server runs', () => {
       expect(fs.existsSync(path.join(dataDir, 'control.sock'))).toBe(false);
       // The next CLI call finds no server and opens the data directory itself, which PGlite
       // allows only once the server has let go of it.
-      expect(cli(env, 'user', 'list').map((u: { email: string }) => u.email)).toContain('dora@example.com');
+      expect(cli(env, 'user', 'list', '--json').map((u: { email: string }) => u.email)).toContain('dora@example.com');
     } finally {
       await stop(server.proc);
       fs.rmSync(dataDir, { recursive: true, force: true });

@@ -156,7 +156,7 @@ describe.skipIf(!haveChromium)('README quickstart', () => {
 
     // 6. Delegation: the agent's token for the user names the agent as actor.
     const six = jsonValues((await run(6)).stdout);
-    expect(six[0]).toMatchObject({ agentName: 'voice-helper', resources: ['https://mcp.example.com/mcp'] });
-    expect(six.at(-1)).toEqual({ aud: 'https://mcp.example.com/mcp', act: { sub: six[0].clientId }, scope: 'tools:read tools:write' });
+    expect(six[0]).toMatchObject({ agent_name: 'voice-helper', resources: ['https://mcp.example.com/mcp'] });
+    expect(six.at(-1)).toEqual({ aud: 'https://mcp.example.com/mcp', act: { sub: six[0].client_id }, scope: 'tools:read tools:write' });
   }, 900_000);
 });

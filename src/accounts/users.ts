@@ -259,6 +259,40 @@ export function createAccounts(db: Db, audit: Audit, changes: Changes = noChange
     if (r.rows.length === 0) throw new UserNotFoundError(id);
   }
 
+  /**
+   * Change a user's name, address or verification state (issue 18, `user update`). A new address is
+   * unverified unless `emailVerified` says otherwise, and must not belong to another account.
+   */
+  async function updateProfile(id: string, change: { name?: string | null; email?: string; emailVerified?: boolean }): Promise<User> {
+    return db.transaction(async (tx) => {
+      const { rows } = await tx.query<UserRow>(`SELECT ${USER_COLUMNS} FROM users WHERE id = $1 FOR UPDATE`, [id]);
+      if (!rows[0]) throw new UserNotFoundError(id);
+      let email = rows[0].email;
+      let verified = change.emailVerified ?? rows[0].email_verified;
+      if (change.email !== undefined) {
+        const next = normalizeEmail(change.email);
+        if (!next) throw new InvalidEmailError();
+        if (emailKey(next) !== emailKey(email)) {
+          const taken = await tx.query('SELECT 1 FROM users WHERE email_key = $1 AND id <> $2', [emailKey(next), id]);
+          if (taken.rows.length > 0) throw new EmailTakenError();
+          verified = change.emailVerified ?? false;
+        }
+        email = next;
+      }
+      const name = change.name === undefined ? rows[0].name : change.name;
+      try {
+        const r = await tx.query<UserRow>(
+          `UPDATE users SET name = $2, email = $3, email_key = $4, email_verified = $5, updated_at = now() WHERE id = $1 RETURNING ${USER_COLUMNS}`,
+          [id, name, email, emailKey(email), verified],
+        );
+        return toUser(r.rows[0]);
+      } catch (err) {
+        if (isUniqueViolation(err)) throw new EmailTakenError();
+        throw err;
+      }
+    });
+  }
+
   /** The address was shown to reach the user (a link sent to it was opened); only while it is still theirs. */
   async function markEmailVerified(id: string, email: string): Promise<boolean> {
     const r = await db.query('UPDATE users SET email_verified = true, updated_at = now() WHERE id = $1 AND email_key = $2 RETURNING id', [id, emailKey(email)]);
@@ -362,6 +396,7 @@ export function createAccounts(db: Db, audit: Audit, changes: Changes = noChange
     activeAdminIds,
     hasPassword,
     markEmailVerified,
+    updateProfile,
     authenticate,
     rolesAndPermissions: (userId: string) => grants.get(userId),
     claimsFor,

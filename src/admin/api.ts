@@ -25,7 +25,15 @@ import { listUserApps } from '../account/data.ts';
 import { ADMIN_API_PATH, ADMIN_READ_SCOPE, ADMIN_SCOPE, adminApiUri, adminScopesForClient, adminScopesForPermissions } from './api-scopes.ts';
 import { CommandError, runCommand } from './commands.ts';
 import { importFromRequest, USER_IMPORT_PATH } from './import-command.ts';
-import { AUTH_METHODS } from '../oidc/clients.ts';
+import { toWire } from './wire.ts';
+import { adminOpenApi } from './openapi.ts';
+import {
+  adminAccess, clientCreate, clientPatch, clientPolicy, connection, password, resourceCreate, resourcePatch, revocation, roleCreate, rolePatch,
+  idJagPolicy, livekitOptions, rolePolicy, toggle, userCreate, userPatch,
+} from './api-schemas.ts';
+
+/** The admin API's version in its OpenAPI document: changes when a route or field changes meaning. */
+export const ADMIN_API_VERSION = '1.1';
 
 export type AdminApiDeps = Pick<Deps, 'accounts' | 'clients' | 'resources' | 'keys' | 'audit' | 'config' | 'revocations' | 'db' | 'log'> & {
   provider: () => Provider;
@@ -62,56 +70,6 @@ function flags(values: Record<string, string | string[] | boolean | number | nul
 }
 const onOff = (v: boolean | undefined) => (v === undefined ? undefined : v ? 'on' : 'off');
 
-// Every string the admin API takes is one line: names, emails, URIs, ids, scopes (issue 15).
-const str = z.string().min(1).max(2048).regex(/^[^\p{Cc}]*$/u, 'must not contain control characters');
-const strs = z.array(str).max(100);
-const userCreate = z.object({ email: str, password: str.optional(), name: str.optional(), roles: strs.optional(), email_verified: z.boolean().optional() }).strict();
-const userPatch = z.object({ active: z.boolean().optional(), roles: strs.min(1).optional() }).strict();
-const password = z.object({ password: str.optional() }).strict();
-const roleCreate = z.object({ name: str, permissions: strs.optional(), description: str.optional() }).strict();
-const rolePatch = z.object({ permissions: strs.optional(), add: strs.optional(), remove: strs.optional(), description: str.optional() }).strict();
-const clientCreate = z.object({
-  name: str, type: z.enum(['public', 'confidential']).optional(), redirect_uris: strs.optional(), post_logout_redirect_uris: strs.optional(),
-  grant_types: strs.optional(), token_endpoint_auth_method: z.enum(AUTH_METHODS).optional(),
-  first_party: z.boolean().optional(), scope: str.optional(), backchannel_logout_uri: str.optional(),
-  // private_key_jwt (docs/clients.md): the client's public keys, by URL or inline (clients.ts checks them).
-  jwks_uri: str.optional(), jwks: z.object({ keys: z.array(z.record(z.string(), z.unknown())).max(10) }).optional(),
-}).strict();
-// PATCH /clients/{id}: lists replace; null clears scope and the back-channel logout URI.
-const clientPatch = z.object({
-  name: str.optional(), redirect_uris: strs.optional(), post_logout_redirect_uris: strs.optional(), grant_types: strs.min(1).optional(),
-  first_party: z.boolean().optional(), scope: str.nullable().optional(), backchannel_logout_uri: str.nullable().optional(),
-}).strict();
-const toggle = z.object({ require_mfa: z.boolean() }).strict();
-const adminAccess = z.object({ access: z.enum(['read', 'full']).nullable() }).strict();
-const resourceCreate = z.object({
-  uri: str, name: str.optional(), scopes: strs.optional(), access_token_ttl: z.number().int().positive().optional(),
-  signing: z.enum(['jwks', 'hs256']).optional(), require_mfa: z.boolean().optional(),
-}).strict();
-const clientPolicy = z.object({ livekit: z.boolean().optional(), resources: strs.optional(), scopes: strs.optional(), act: z.boolean().optional(), agent_name: str.optional() }).strict();
-const idJagPolicy = z.object({ audience: str, target_client_id: str, resources: strs.min(1), scopes: strs.optional() }).strict();
-const rolePolicy = z.object({
-  rooms: strs.optional(), publish: z.boolean().optional(), subscribe: z.boolean().optional(), data: z.boolean().optional(),
-  room_admin: z.boolean().optional(), require_mfa: z.boolean().optional(),
-}).strict();
-const livekitOptions = z.object({
-  room_prefix: str.optional(), max_participants: z.number().int().optional(), empty_timeout: z.number().int().optional(), departure_timeout: z.number().int().optional(),
-}).strict();
-const connection = z.object({
-  name: str.optional(), display_name: str.optional(), issuer: str.optional(), client_id: str.optional(), client_secret: str.nullable().optional(),
-  scopes: strs.optional(), domains: strs.optional(), jit: z.boolean().optional(), link_by_email: z.boolean().optional(),
-  password_login: z.boolean().optional(), trust_mfa: z.boolean().optional(), enabled: z.boolean().optional(),
-  email_claim: str.optional(), email_verified_claim: str.optional(), name_claim: str.optional(), groups_claim: str.optional(),
-  role_map: z.record(z.string(), strs).optional(), default_roles: strs.optional(),
-  // ID-JAG (docs/id-jag.md): redeem this issuer's ID-JAGs; null clears the JWKS URI or inline keys.
-  id_jag: z.boolean().optional(), id_jag_jwks_uri: str.nullable().optional(),
-  id_jag_jwks: z.object({ keys: z.array(z.record(z.string(), z.unknown())).min(1) }).nullable().optional(),
-  id_jag_clients: z.array(str).optional(), id_jag_resources: z.array(str).optional(),
-}).strict();
-const revocation = z.object({
-  user: str.optional(), grant: str.optional(), session: str.optional(), jti: str.optional(), ttl: z.number().int().positive().optional(),
-}).strict();
-
 function connectionFlags(b: z.infer<typeof connection>, update: boolean) {
   return flags({
     'display-name': b.display_name, issuer: b.issuer, 'client-id': b.client_id,
@@ -132,7 +90,7 @@ function connectionFlags(b: z.infer<typeof connection>, update: boolean) {
   });
 }
 
-export function createAdminApi(deps: AdminApiDeps): Middleware {
+export function createAdminApi(deps: AdminApiDeps): Middleware & { router: Router } {
   const router = new Router({ prefix: ADMIN_API_PATH });
   const audience = adminApiUri(deps.config.ISSUER);
 
@@ -198,6 +156,14 @@ export function createAdminApi(deps: AdminApiDeps): Middleware {
     }
   });
 
+  // The OpenAPI 3.1 description of everything below (src/admin/openapi.ts). Public: it says what
+  // the API takes, nothing about the data behind it; built once, on first request.
+  let openApi: unknown;
+  router.get('/openapi.json', async function describeAdminApi(ctx: Context) {
+    openApi ??= adminOpenApi(deps.config.ISSUER, ADMIN_API_VERSION);
+    ctx.body = openApi;
+  });
+
   type Handler = (ctx: Context, run: (argv: string[]) => Promise<unknown>, actor: string) => Promise<unknown>;
   function route(method: 'get' | 'post' | 'patch' | 'put' | 'delete', path: string, handler: Handler, status = 200) {
     router[method](path, async (ctx: Context) => {
@@ -223,10 +189,9 @@ export function createAdminApi(deps: AdminApiDeps): Middleware {
   route('get', '/users/:id', (ctx, run) => run(['user', 'get', `--id=${param(ctx, 'id')}`]));
   route('patch', '/users/:id', async (ctx, run) => {
     const b = await body(ctx, userPatch);
-    const id = `--id=${param(ctx, 'id')}`;
-    if (b.roles) await run(['user', 'set-roles', id, ...flags({ role: b.roles })]);
-    if (b.active !== undefined) await run(['user', b.active ? 'enable' : 'disable', id]);
-    return run(['user', 'get', id]);
+    return run(['user', 'update', `--id=${param(ctx, 'id')}`, ...flags({
+      role: b.roles, enabled: onOff(b.active), name: b.name ?? undefined, 'clear-name': b.name === null, 'new-email': b.email, verified: onOff(b.email_verified),
+    })]);
   });
   route('delete', '/users/:id', async (ctx, run) => { await run(['user', 'delete', `--id=${param(ctx, 'id')}`]); });
   route('post', '/users/:id/password', async (ctx, run) => run(['user', 'set-password', `--id=${param(ctx, 'id')}`, ...flags({ password: (await body(ctx, password)).password })]));
@@ -238,7 +203,7 @@ export function createAdminApi(deps: AdminApiDeps): Middleware {
   });
   route('get', '/users/:id/apps', async (ctx, run) => {
     await run(['user', 'get', `--id=${param(ctx, 'id')}`]); // 404 for an unknown user
-    return { apps: await listUserApps(deps, param(ctx, 'id')) };
+    return { apps: toWire(await listUserApps(deps, param(ctx, 'id'))) };
   });
 
   // --- roles ---
@@ -247,6 +212,7 @@ export function createAdminApi(deps: AdminApiDeps): Middleware {
     const b = await body(ctx, roleCreate);
     return run(['role', 'create', `--name=${b.name}`, ...flags({ permission: b.permissions, description: b.description })]);
   }, 201);
+  route('get', '/roles/:name', (ctx, run) => run(['role', 'get', `--name=${param(ctx, 'name')}`]));
   route('patch', '/roles/:name', async (ctx, run) => {
     const b = await body(ctx, rolePatch);
     return run(['role', 'update', `--name=${param(ctx, 'name')}`, ...flags({ permission: b.permissions, add: b.add, remove: b.remove, description: b.description })]);
@@ -261,8 +227,10 @@ export function createAdminApi(deps: AdminApiDeps): Middleware {
       name: b.name, type: b.type, 'redirect-uri': b.redirect_uris, 'post-logout-redirect-uri': b.post_logout_redirect_uris,
       grant: b.grant_types, 'auth-method': b.token_endpoint_auth_method, 'first-party': b.first_party, scope: b.scope,
       'backchannel-logout-uri': b.backchannel_logout_uri, 'jwks-uri': b.jwks_uri, jwks: b.jwks && JSON.stringify(b.jwks),
+      preset: b.preset, 'application-type': b.application_type, resource: b.resources, 'agent-name': b.agent_name,
     })]);
   }, 201);
+  route('get', '/clients/:id', (ctx, run) => run(['client', 'get', `--id=${param(ctx, 'id')}`]));
   route('patch', '/clients/:id', async (ctx, run) => {
     const b = await body(ctx, clientPatch);
     return run(['client', 'update', `--id=${param(ctx, 'id')}`, ...flags({
@@ -277,10 +245,22 @@ export function createAdminApi(deps: AdminApiDeps): Middleware {
   route('put', '/clients/:id/admin-api', async (ctx, run) => run(['client', 'admin-api', `--id=${param(ctx, 'id')}`, `--${(await body(ctx, adminAccess)).access ?? 'off'}`]));
 
   // --- resource servers (by URI, in the query: it is a URL itself) ---
-  route('get', '/resources', (_ctx, run) => run(['resource', 'list']));
+  // ?uri=U: that resource only (a list of one, or 404).
+  route('get', '/resources', async (ctx, run) => (ctx.query.uri === undefined ? run(['resource', 'list']) : [await run(['resource', 'get', `--uri=${String(ctx.query.uri)}`])]));
+  route('patch', '/resources', async (ctx, run) => {
+    const b = await body(ctx, resourcePatch);
+    return run(['resource', 'update', `--uri=${String(ctx.query.uri ?? '')}`, ...flags({
+      name: b.name, scope: b.scopes, ttl: b.access_token_ttl, 'require-mfa': onOff(b.require_mfa),
+      'default-scope': b.default_scopes ?? undefined, 'all-scopes-default': b.default_scopes === null,
+      claims: b.claims && (b.claims.length ? b.claims : ['none']),
+    })]);
+  });
   route('post', '/resources', async (ctx, run) => {
     const b = await body(ctx, resourceCreate);
-    return run(['resource', 'create', ...flags({ uri: b.uri, name: b.name, scope: b.scopes, ttl: b.access_token_ttl, signing: b.signing, 'require-mfa': b.require_mfa })]);
+    return run(['resource', 'create', ...flags({
+      uri: b.uri, name: b.name, scope: b.scopes, ttl: b.access_token_ttl, signing: b.signing, 'require-mfa': b.require_mfa,
+      'default-scope': b.default_scopes, claims: b.claims,
+    })]);
   }, 201);
   route('delete', '/resources', async (ctx, run) => { await run(['resource', 'delete', `--uri=${String(ctx.query.uri ?? '')}`]); });
   route('put', '/resources/require-mfa', async (ctx, run) => run(['resource', 'require-mfa', `--uri=${String(ctx.query.uri ?? '')}`, ...flags({ off: !(await body(ctx, toggle)).require_mfa })]));
@@ -294,6 +274,7 @@ export function createAdminApi(deps: AdminApiDeps): Middleware {
   });
   route('delete', '/policies/clients/:id', async (ctx, run) => { await run(['policy', 'client', 'delete', '--', param(ctx, 'id')]); });
   route('get', '/policies/roles', (_ctx, run) => run(['policy', 'role', 'list']));
+  route('get', '/policies/roles/:role', (ctx, run) => run(['policy', 'role', 'get', '--', param(ctx, 'role')]));
   route('put', '/policies/roles/:role', async (ctx, run) => {
     const b = await body(ctx, rolePolicy);
     return run(['policy', 'role', 'set', ...flags({ room: b.rooms, publish: b.publish, subscribe: b.subscribe, data: b.data, 'room-admin': b.room_admin, 'require-mfa': b.require_mfa }), '--', param(ctx, 'role')]);
@@ -365,7 +346,7 @@ export function createAdminApi(deps: AdminApiDeps): Middleware {
   });
 
   const routes = router.routes();
-  return async function adminApi(ctx: Context, next: Next) {
+  return Object.assign(async function adminApi(ctx: Context, next: Next) {
     if (ctx.path !== ADMIN_API_PATH && !ctx.path.startsWith(`${ADMIN_API_PATH}/`)) return next();
     await routes(ctx as never, async () => {
       // Nothing here answers this method and path: a JSON 404, not oidc-provider's text one.
@@ -373,5 +354,5 @@ export function createAdminApi(deps: AdminApiDeps): Middleware {
       ctx.set('Cache-Control', 'no-store');
       ctx.body = { error: 'not_found', error_description: `no ${ctx.method} ${ctx.path} in the admin API` };
     });
-  };
+  }, { router });
 }

@@ -39,13 +39,54 @@ function bindValues(args: string[], options: Record<string, { type: 'string' | '
   return out;
 }
 
-/** node:util parseArgs, strict, with its errors as CommandError. */
+/** Edit distance, for "did you mean". */
+function distance(a: string, b: string): number {
+  const row = Array.from({ length: b.length + 1 }, (_, i) => i);
+  for (let i = 1; i <= a.length; i++) {
+    let prev = row[0];
+    row[0] = i;
+    for (let j = 1; j <= b.length; j++) {
+      const here = row[j];
+      row[j] = Math.min(row[j] + 1, row[j - 1] + 1, prev + (a[i - 1] === b[j - 1] ? 0 : 1));
+      prev = here;
+    }
+  }
+  return row[b.length];
+}
+
+/** The known word closest to `word` (a typo, or a prefix of it), if one is close enough. */
+export function closest(word: string, known: string[]): string | undefined {
+  const prefixed = known.filter((k) => k.startsWith(word) && word.length >= 3);
+  if (prefixed.length === 1) return prefixed[0];
+  const scored = known.map((k) => ({ k, d: distance(word, k) })).sort((x, y) => x.d - y.d);
+  return scored[0] && scored[0].d <= Math.max(1, Math.floor(word.length / 3)) ? scored[0].k : undefined;
+}
+
+/** node:util parseArgs, strict, with its errors as CommandError and a suggestion for an unknown option. */
 export function parse<T extends Record<string, { type: 'string' | 'boolean'; multiple?: boolean }>>(args: string[], options: T) {
   try {
     return parseArgs({ args: bindValues(args, options), options, allowPositionals: true, strict: true });
   } catch (err) {
+    const code = (err as { code?: string }).code;
+    const unknown = /^Unknown option '(-{1,2})([^'=]+)/.exec((err as Error).message);
+    if (code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION' && unknown) {
+      const guess = closest(unknown[2], Object.keys(options));
+      throw new CommandError(`unknown option ${unknown[1]}${unknown[2]}${guess ? `; did you mean --${guess}?` : ''}`);
+    }
+    if (code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE') {
+      const name = /'?(--[A-Za-z0-9-]+)/.exec((err as Error).message)?.[1];
+      throw new CommandError(name ? `${name} needs a value` : (err as Error).message);
+    }
     throw new CommandError((err as Error).message);
   }
+}
+
+/** on|off for a setting an update can switch either way (also true/false, yes/no, 1/0). */
+export function onOff(v: string | undefined, option: string): boolean | undefined {
+  if (v === undefined) return undefined;
+  if (['on', 'true', 'yes', '1'].includes(v)) return true;
+  if (['off', 'false', 'no', '0'].includes(v)) return false;
+  throw new CommandError(`--${option} takes on or off`);
 }
 
 /** "a,b c" and repeated flags both work for list options. */

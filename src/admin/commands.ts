@@ -9,13 +9,15 @@ import { IMPORT_USAGE, importCommands } from './import-command.ts';
 import { LIVEKIT_USAGE, livekitCommands } from './livekit-commands.ts';
 import { revokeAsOperator } from '../revocation/admin.ts';
 import { hashId } from '../revocation/store.ts';
-import { isAdminApi } from './api-scopes.ts';
+import { RESOURCE_USAGE, resourceCommands } from './resource-commands.ts';
+import { toWire } from './wire.ts';
 import { createRoles } from '../accounts/roles.ts';
 import { HttpError } from '../http/errors.ts';
 import { migrate } from '../store/migrate.ts';
 import { ClientUpdateRefused } from '../oidc/clients.ts';
 import { createPasskeys } from '../passkeys/store.ts';
-import { adminAudit, CommandError, flag, many, one, parse, splitList, type CommandActor } from './args.ts';
+import { adminAudit, closest, CommandError, flag, many, one, onOff, parse, splitList, type CommandActor } from './args.ts';
+import { CLIENT_PRESETS, isPreset, PRESET_NAMES, type ClientPreset } from './client-presets.ts';
 
 export { CommandError };
 
@@ -97,11 +99,54 @@ const commands: Record<string, Handler> = {
   },
   async 'user get'(deps, args) {
     const { values, positionals } = parse(args, { email: one, id: one });
-    const user = await findUser(deps, values.email ?? positionals[0], values.id);
+    const user = await findUserByArgs(deps, values, positionals, 'get');
     return { ...user, ...(await deps.accounts.rolesAndPermissions(user.id)) };
+  },
+  // Issue 18: change a user in place. --role replaces the roles, --add-role / --remove-role edit
+  // them; --enabled off ends every session and token (as `user disable`). The last active admin stays.
+  async 'user update'(deps, args) {
+    const { values, positionals } = parse(args, {
+      email: one, id: one, name: one, 'clear-name': flag, 'new-email': one, verified: one, enabled: one,
+      role: many, 'add-role': many, 'remove-role': many,
+    });
+    const user = await findUserByArgs(deps, values, positionals, 'update');
+    const active = onOff(values.enabled, 'enabled');
+    const verified = onOff(values.verified, 'verified');
+    let roles: string[] | undefined;
+    if (values.role || values['add-role'] || values['remove-role']) {
+      const current = (await deps.accounts.rolesAndPermissions(user.id)).roles;
+      const removed = new Set(splitList(values['remove-role']));
+      roles = [...new Set([...(values.role ? splitList(values.role) : current), ...splitList(values['add-role'])])].filter((r) => !removed.has(r));
+    }
+    const profile = {
+      name: values['clear-name'] ? null : values.name,
+      email: values['new-email'],
+      emailVerified: verified,
+    };
+    const changed = [
+      ...Object.entries(profile).filter(([, v]) => v !== undefined).map(([k]) => k),
+      ...(roles ? ['roles'] : []), ...(active !== undefined ? ['active'] : []),
+    ];
+    if (changed.length === 0) throw new CommandError('nothing to change: give --name, --new-email, --verified on|off, --enabled on|off, --role, --add-role or --remove-role (gatehouse help)');
+    if (roles && !roles.includes('admin')) await assertNotLastAdmin(deps, user.id, 'take the admin role from');
+    if (active === false) await assertNotLastAdmin(deps, user.id, 'disable');
+    if (profile.name !== undefined || profile.email !== undefined || profile.emailVerified !== undefined) await deps.accounts.updateProfile(user.id, profile);
+    if (roles) await deps.accounts.setRoles(user.id, roles);
+    if (active !== undefined && active !== user.active) await deps.accounts.setActive(user.id, active);
+    await adminAudit(deps, 'admin.user.update', user.id, { changed, ...(roles ? { roles } : {}), ...(active !== undefined ? { active } : {}) });
+    const updated = (await deps.accounts.findUserById(user.id))!;
+    return { ...updated, ...(await deps.accounts.rolesAndPermissions(user.id)) };
   },
   async 'role list'(deps) {
     return createRoles(deps.db).listRoles();
+  },
+  async 'role get'(deps, args) {
+    const { values, positionals } = parse(args, { name: one });
+    const name = values.name ?? positionals[0];
+    if (!name) throw new CommandError('a role name is required: gatehouse role get ROLE (gatehouse role list shows them)');
+    const role = await createRoles(deps.db).findRole(name);
+    if (!role) throw new CommandError(`no role ${name} (gatehouse role list shows them)`, 404);
+    return role;
   },
   async 'role create'(deps, args) {
     const { values, positionals } = parse(args, { name: one, description: one, permission: many });
@@ -157,18 +202,40 @@ const commands: Record<string, Handler> = {
   },
   async 'client create'(deps, args) {
     const { values } = parse(args, {
-      name: one, type: one, 'redirect-uri': many, 'post-logout-redirect-uri': many, grant: many,
-      'auth-method': one, 'first-party': flag, scope: one, 'backchannel-logout-uri': one, 'jwks-uri': one, jwks: one,
-      'ciba-notification-endpoint': one,
+      name: one, preset: one, type: one, 'redirect-uri': many, 'post-logout-redirect-uri': many, grant: many,
+      'auth-method': one, 'application-type': one, 'first-party': flag, scope: one, 'backchannel-logout-uri': one, 'jwks-uri': one, jwks: one,
+      'ciba-notification-endpoint': one, resource: many, 'agent-name': one,
     });
-    if (!values.name) throw new CommandError('--name is required');
+    // A preset gives the defaults for its kind of client (src/admin/client-presets.ts); flags win.
+    let preset: ClientPreset | undefined;
+    if (values.preset !== undefined) {
+      if (!isPreset(values.preset)) {
+        const guess = closest(values.preset, PRESET_NAMES);
+        throw new CommandError(`unknown preset ${values.preset}${guess ? `; did you mean ${guess}?` : ''} (presets: ${PRESET_NAMES.join(', ')})`);
+      }
+      preset = CLIENT_PRESETS[values.preset];
+    }
+    if (!values.name) throw new CommandError(`--name is required, e.g. ${preset?.example ?? CLIENT_PRESETS.web.example}`);
+    const redirectUris = splitList(values['redirect-uri']);
+    if (preset?.needsRedirect && redirectUris.length === 0) throw new CommandError(`--preset ${values.preset} needs --redirect-uri, e.g. ${preset.example}`);
+    if ((values.resource || values['agent-name']) && !preset?.policy) {
+      throw new CommandError('--resource and --agent-name go with --preset agent; for another client set its exchange policy: gatehouse policy client set CLIENT_ID --resource U');
+    }
+    const resources: string[] = [];
+    for (const uri of splitList(values.resource)) {
+      const rs = await deps.resources.findResource(uri);
+      if (!rs) throw new CommandError(`resource ${uri} is not registered (gatehouse resource create --uri ${uri} --scope ...)`);
+      resources.push(rs.uri);
+    }
+    const type = (values.type ?? (values['auth-method'] || values.jwks || values['jwks-uri'] ? 'confidential' : preset?.type)) as 'public' | 'confidential' | undefined;
     const { client, clientSecret } = await deps.clients.createClient({
       name: values.name,
-      type: values.type as 'public' | 'confidential' | undefined,
-      redirectUris: splitList(values['redirect-uri']),
+      type,
+      redirectUris,
       postLogoutRedirectUris: splitList(values['post-logout-redirect-uri']),
-      grantTypes: values.grant ? (splitList(values.grant) as never) : undefined,
-      authMethod: values['auth-method'] as never,
+      grantTypes: (values.grant ? splitList(values.grant) : preset?.grants) as never,
+      authMethod: (values['auth-method'] ?? (type === 'confidential' && !values.jwks && !values['jwks-uri'] ? preset?.authMethod : undefined)) as never,
+      applicationType: (values['application-type'] ?? preset?.applicationType) as never,
       firstParty: Boolean(values['first-party']),
       scope: values.scope,
       backchannelLogoutUri: values['backchannel-logout-uri'],
@@ -176,10 +243,29 @@ const commands: Record<string, Handler> = {
       jwksUri: values['jwks-uri'],
       jwks: values.jwks === undefined ? undefined : parseJwksOption(values.jwks) as never, // shape checked by clientInput
     });
-    await adminAudit(deps, 'admin.client.create', client.clientId);
+    await adminAudit(deps, 'admin.client.create', client.clientId, values.preset ? { preset: values.preset } : {});
+    let policy;
+    if (preset?.policy) {
+      policy = await policyCommands['policy client'](deps, [
+        'set', ...(preset.policy.act ? ['--act'] : []), ...resources.map((r) => `--resource=${r}`),
+        ...(values['agent-name'] ? [`--agent-name=${values['agent-name']}`] : []), '--', client.clientId,
+      ]);
+    }
     // The secret is shown once, here; it is stored encrypted and never printed again.
     const { clientId, ...rest } = client;
-    return { client_id: clientId, ...(clientSecret ? { client_secret: clientSecret } : {}), ...rest };
+    return {
+      client_id: clientId, ...(clientSecret ? { client_secret: clientSecret } : {}), ...rest,
+      ...(values.preset ? { preset: values.preset } : {}), ...(policy ? { exchange_policy: toWire(policy) } : {}),
+    };
+  },
+  async 'client get'(deps, args) {
+    const { values, positionals } = parse(args, { id: one });
+    const id = values.id ?? positionals[0];
+    if (!id) throw new CommandError('client id is required: gatehouse client get CLIENT_ID (gatehouse client list shows the ids)');
+    const client = await deps.clients.findClient(id);
+    if (!client) throw new CommandError(`no client ${id} (gatehouse client list shows the ids)`, 404);
+    const { clientId, ...rest } = client;
+    return { client_id: clientId, ...rest };
   },
   // Issue 7: every login for this client needs a second factor (client metadata require_mfa).
   async 'client require-mfa'(deps, args) {
@@ -235,14 +321,13 @@ const commands: Record<string, Handler> = {
       return [...new Set([...base, ...splitList(add)])].filter((x) => !removed.has(x));
     };
     const m = current.metadata;
-    const firstParty = values['first-party'];
-    if (firstParty !== undefined && firstParty !== 'on' && firstParty !== 'off') throw new CommandError('--first-party takes on or off');
+    const firstParty = onOff(values['first-party'], 'first-party');
     const changes = {
       name: values.name,
       redirectUris: edit(m.redirect_uris, values['redirect-uri'], values['clear-redirect-uris'], values['add-redirect-uri'], values['remove-redirect-uri']),
       postLogoutRedirectUris: edit(m.post_logout_redirect_uris, values['post-logout-redirect-uri'], values['clear-post-logout-redirect-uris'], undefined, undefined),
       grantTypes: edit(m.grant_types, values.grant, false, values['add-grant'], values['remove-grant']),
-      firstParty: firstParty === undefined ? undefined : firstParty === 'on',
+      firstParty,
       scope: values['clear-scope'] ? null : values.scope,
       backchannelLogoutUri: values['clear-backchannel-logout-uri'] ? null : values['backchannel-logout-uri'],
     };
@@ -271,61 +356,6 @@ const commands: Record<string, Handler> = {
     await adminAudit(deps, 'admin.client.delete', id);
     return { deleted: id };
   },
-  async 'resource create'(deps, args) {
-    const { values } = parse(args, {
-      uri: one, name: one, scope: many, scopes: many, ttl: one, signing: one, 'require-mfa': flag, 'default-scope': many, claims: many,
-    });
-    if (!values.uri) throw new CommandError('--uri is required');
-    // The admin API is Gatehouse's own resource (src/admin/api-scopes.ts); a registered twin could be an exchange target.
-    if (isAdminApi(deps.config.ISSUER, values.uri)) throw new CommandError(`${values.uri} is reserved for Gatehouse's admin API`);
-    const { resource, hs256Secret } = await deps.resources.createResource({
-      uri: values.uri,
-      name: values.name,
-      scopes: splitList([...(values.scope ?? []), ...(values.scopes ?? [])]),
-      accessTokenTtl: values.ttl ? Number(values.ttl) : undefined,
-      signing: values.signing as never,
-      requireMfa: Boolean(values['require-mfa']),
-      defaultScopes: values['default-scope'] ? splitList(values['default-scope']) : null,
-      claims: splitList(values.claims) as never,
-    });
-    await adminAudit(deps, 'admin.resource.create', resource.uri, { require_mfa: resource.requireMfa });
-    return { ...resource, ...(hs256Secret ? { hs256_secret: hs256Secret } : {}) };
-  },
-  // Issue 7: token exchange for this resource needs a subject signed in with MFA.
-  async 'resource require-mfa'(deps, args) {
-    const { values, positionals } = parse(args, { uri: one, off: flag });
-    const uri = values.uri ?? positionals[0];
-    if (!uri) throw new CommandError('--uri is required');
-    const resource = await deps.resources.setRequireMfa(uri, !values.off);
-    if (!resource) throw new CommandError(`no resource ${uri}`);
-    await adminAudit(deps, 'admin.resource.require_mfa', resource.uri, { require_mfa: resource.requireMfa });
-    return { uri: resource.uri, require_mfa: resource.requireMfa };
-  },
-  // Issue 14: default scopes (for requests that name none of the resource's) and the user claims its tokens carry.
-  async 'resource update'(deps, args) {
-    const { values, positionals } = parse(args, { uri: one, 'default-scope': many, 'all-scopes-default': flag, claims: many });
-    const uri = values.uri ?? positionals[0];
-    if (!uri) throw new CommandError('--uri is required');
-    if (values['default-scope'] && values['all-scopes-default']) throw new CommandError('give --default-scope or --all-scopes-default, not both');
-    const resource = await deps.resources.updateResource(uri, {
-      defaultScopes: values['all-scopes-default'] ? null : values['default-scope'] ? splitList(values['default-scope']) : undefined,
-      claims: values.claims ? (splitList(values.claims).filter((c) => c !== 'none') as never) : undefined,
-    });
-    if (!resource) throw new CommandError(`no resource ${uri}`);
-    await adminAudit(deps, 'admin.resource.update', resource.uri, { default_scopes: resource.defaultScopes, claims: resource.claims });
-    return resource;
-  },
-  async 'resource list'(deps) {
-    return deps.resources.listResources();
-  },
-  async 'resource delete'(deps, args) {
-    const { values, positionals } = parse(args, { uri: one });
-    const uri = values.uri ?? positionals[0];
-    if (!uri) throw new CommandError('--uri is required');
-    if (!(await deps.resources.deleteResource(uri))) throw new CommandError(`no resource ${uri}`);
-    await adminAudit(deps, 'admin.resource.delete', uri);
-    return { deleted: uri };
-  },
   // Standalone, src/cli/main.ts migrates without assembling the app. Here it runs inside a server
   // (the embedded control socket): start-up has migrated already, so this reports what is newer.
   async migrate(deps) {
@@ -341,6 +371,7 @@ const commands: Record<string, Handler> = {
   async 'keys list'(deps) {
     return deps.keys.list();
   },
+  ...resourceCommands,
   ...policyCommands,
   ...connectionCommands,
   ...importCommands,
@@ -368,9 +399,16 @@ async function assertNotLastAdmin(deps: CommandDeps, userId: string, what: strin
   if (admins.length === 1 && admins[0] === userId) throw new CommandError(`refusing to ${what} the only active administrator; make another admin first`, 409);
 }
 
+/** The user a command names: --id, --email, or the first word (an id, or an address with @). */
+function findUserByArgs(deps: CommandDeps, values: { email?: string; id?: string }, positionals: string[], verb: string) {
+  const word = positionals[0];
+  if (!values.email && !values.id && !word) throw new CommandError(`name the user: gatehouse user ${verb} alice@example.com (or --id ID; gatehouse user list shows them)`);
+  return findUser(deps, values.email ?? (word?.includes('@') ? word : undefined), values.id ?? (word && !word.includes('@') ? word : undefined));
+}
+
 async function findUser(deps: CommandDeps, email?: string, id?: string) {
   const user = id ? await deps.accounts.findUserById(id) : email ? await deps.accounts.findUserByEmail(email) : undefined;
-  if (!user) throw new CommandError(id || email ? `no user ${id ?? email}` : '--email or --id is required');
+  if (!user) throw new CommandError(id || email ? `no user ${id ?? email} (gatehouse user list shows them)` : '--email or --id is required', id || email ? 404 : 400);
   return user;
 }
 
@@ -382,24 +420,24 @@ export function usage(): string {
     '  serve                              start the server (default)',
     '  migrate                            apply database migrations',
     '  user create --email E [--password P] [--name N] [--role R ...] [--verified]',
-    '  user list | user get --email E | user disable --email E | user enable --email E | user delete --email E',
+    '  user list [--limit N] [--offset N] | user get EMAIL|ID | user disable --email E | user enable --email E | user delete --email E',
+    '  user update EMAIL|ID [--name N | --clear-name] [--new-email E] [--verified on|off] [--enabled on|off]',
+    '                [--role R ... (replaces) | --add-role R | --remove-role R]',
     '  user set-password --email E [--password P]   (no --password: a generated one, printed once; ends sessions)',
     '  user set-roles --email E --role R ...',
-    '  role list | role create NAME [--permission P ...] [--description D]',
+    '  role list | role get NAME | role create NAME [--permission P ...] [--description D]',
     '  role update NAME [--permission P ... (replaces)] [--add P ...] [--remove P ...] [--description D] | role delete NAME [--force]',
-    '  client create --name N [--type public|confidential] [--redirect-uri U ...] [--grant G ...]',
-    '                [--post-logout-redirect-uri U ...] [--auth-method client_secret_basic|client_secret_post|client_secret_jwt|private_key_jwt]',
+    `  client create --name N [--preset ${PRESET_NAMES.join('|')}] [--redirect-uri U ...] [--grant G ...]`,
+    '                [--type public|confidential] [--application-type web|native] [--post-logout-redirect-uri U ...]',
+    '                [--auth-method client_secret_basic|client_secret_post|client_secret_jwt|private_key_jwt]',
     '                [--jwks-uri URL | --jwks JSON|@file] [--first-party]   (keys mean private_key_jwt; docs/clients.md)',
     '                [--backchannel-logout-uri U]   (OIDC back-channel logout: a logout token when a session ends)',
-    '                [--ciba-notification-endpoint U] (CIBA ping mode: told there when an approval is answered)',
+    '                [--resource U ... --agent-name N]   (--preset agent: its token-exchange policy)',
     '  client update ID [--name N] [--redirect-uri U ... (replaces) | --add-redirect-uri U | --remove-redirect-uri U | --clear-redirect-uris]',
     '                [--post-logout-redirect-uri U ... | --clear-post-logout-redirect-uris] [--grant G ... (replaces) | --add-grant G | --remove-grant G]',
     '                [--scope S | --clear-scope] [--first-party on|off] [--backchannel-logout-uri U | --clear-backchannel-logout-uri]',
-    '  client list | client delete ID | client require-mfa ID [--off] | client admin-api ID --read|--full|--off',
-    '  resource create --uri U [--scope S ...] [--name N] [--ttl SECONDS] [--signing jwks|hs256] [--require-mfa]',
-    '                  [--default-scope S ...] [--claims roles,permissions]',
-    '  resource update --uri U [--default-scope S ... | --all-scopes-default] [--claims roles,permissions|none]',
-    '  resource list | resource delete --uri U | resource require-mfa --uri U [--off]',
+    '  client list | client get ID | client delete ID | client require-mfa ID [--off] | client admin-api ID --read|--full|--off',
+    ...RESOURCE_USAGE,
     '  keys rotate | keys list',
     '  user reset-mfa --email E | --id ID   (removes authenticators and recovery codes, ends sessions)',
     '  user passkeys --email E | --id ID   |   user remove-passkey --email E | --id ID --passkey PASSKEY_ID',
@@ -408,25 +446,59 @@ export function usage(): string {
     ...LIVEKIT_USAGE,
     ...CONNECTION_USAGE,
     ...IMPORT_USAGE,
+    '',
+    'get and list print a table; add --json for JSON (snake_case fields, stable for scripts). Other commands print JSON.',
+    'Presets (client create --preset): docs/cli.md has what each sets.',
+    'Exit codes: 0 done, 1 failed (configuration, database, server), 2 usage or invalid value, 3 not found, 4 conflict.',
   ].join('\n');
 }
 
-/** Run one command; argv is e.g. ['user', 'create', '--email', 'a@b.c']. */
+/** The usage lines of one command (`client create` → its lines of `gatehouse help`). */
+export function usageOf(name: string): string[] {
+  const lines = usage().split('\n');
+  const out: string[] = [];
+  for (let i = 0; i < lines.length; i++) {
+    if (!lines[i].includes(name)) continue;
+    out.push(lines[i]);
+    // continuation lines are indented deeper and do not start a command
+    while (lines[i + 1]?.startsWith('                ')) out.push(lines[++i]);
+  }
+  return out;
+}
+
+/**
+ * Run one command; argv is e.g. ['user', 'create', '--email', 'a@b.c']. The answer has snake_case
+ * field names (src/admin/wire.ts) wherever it goes: the CLI, the control socket, the admin API.
+ */
 export async function runCommand(deps: CommandDeps, argv: string[]): Promise<unknown> {
   // One-word commands (revoke) take every following argument as options.
   const words = commands[argv[0]] ? 1 : 2;
   const name = argv.slice(0, words).join(' ');
   const handler = commands[name];
-  if (!handler) throw new CommandError(`unknown command "${name}"\n${usage()}`);
-  try {
-    return await handler(deps, argv.slice(words));
-  } catch (err) {
-    if (err instanceof ZodError) {
-      throw new CommandError(err.issues.map((i) => `${i.path.join('.') || 'input'}: ${i.message}`).join('; '));
-    }
-    if (err instanceof CommandError) throw err;
-    if (err instanceof HttpError && err.status < 500) throw new CommandError(err.message, err.status);
-    if (err instanceof Error && /taken|exists|unknown role|already|password/i.test(err.message)) throw new CommandError(err.message);
-    throw err;
+  if (!handler) {
+    const guess = closest(name, COMMAND_NAMES);
+    const hint = guess ? `did you mean "${guess}"?` : 'gatehouse help lists every command';
+    throw new CommandError(`unknown command "${argv.join(' ').slice(0, 60) || '(none)'}"; ${hint}${guess ? `\n${usageOf(guess).join('\n')}` : ''}`);
   }
+  try {
+    return toWire(await handler(deps, argv.slice(words)));
+  } catch (err) {
+    const mistake = asCommandError(err);
+    if (!mistake) throw err;
+    // A usage mistake gets the command's usage after the first line (the admin API shows the first line only).
+    if (mistake.status === 400 && /unknown option|needs a value|is required|Unexpected argument/i.test(mistake.message) && !mistake.message.includes('\n')) {
+      throw new CommandError(`${mistake.message}\nusage:\n${usageOf(name).join('\n')}`, 400);
+    }
+    throw mistake;
+  }
+}
+
+function asCommandError(err: unknown): CommandError | undefined {
+  if (err instanceof ZodError) {
+    return new CommandError(err.issues.map((i) => `${i.path.join('.') || 'input'}: ${i.message}`).join('; '), 400);
+  }
+  if (err instanceof CommandError) return err;
+  if (err instanceof HttpError && err.status < 500) return new CommandError(err.message, err.status);
+  if (err instanceof Error && /taken|exists|unknown role|already|password/i.test(err.message)) return new CommandError(err.message);
+  return undefined;
 }

@@ -6,7 +6,8 @@
 import type { Deps } from '../app.ts';
 import { ConnectionError, type Connection, type ConnectionInput, type Connections } from '../federation/connections.ts';
 import { callbackPath, loggedOutPath } from '../federation/paths.ts';
-import { adminAudit, CommandError, flag, many, one, parse, splitList, type CommandActor } from './args.ts';
+import { toWire } from './wire.ts';
+import { adminAudit, CommandError, flag, many, one, onOff, parse, splitList, type CommandActor } from './args.ts';
 
 type ConnectionCommandDeps = Pick<Deps, 'audit' | 'config'> & CommandActor;
 type Handler = (deps: ConnectionCommandDeps, args: string[]) => Promise<unknown>;
@@ -31,13 +32,6 @@ function jwksOption(v: string | undefined): { keys: { kty: string }[] } | null |
   }
 }
 
-
-function onOff(v: string | undefined, option: string): boolean | undefined {
-  if (v === undefined) return undefined;
-  if (['on', 'true', 'yes', '1'].includes(v)) return true;
-  if (['off', 'false', 'no', '0'].includes(v)) return false;
-  throw new CommandError(`--${option} takes on or off`);
-}
 
 /** --map-role GROUP=ROLE[+ROLE...], repeatable: the upstream group value and the roles it gives. */
 function roleMap(values: string[] | undefined, base: Record<string, string[]> = {}): Record<string, string[]> | undefined {
@@ -94,6 +88,8 @@ function store(deps: ConnectionCommandDeps): Connections {
 function shown(deps: ConnectionCommandDeps, c: Connection) {
   return {
     ...c,
+    // A record of fields (unlike the claim and role maps, which are data): snake_case too (src/admin/wire.ts).
+    idJag: toWire(c.idJag),
     redirect_uri: `${deps.config.ISSUER}${callbackPath}`,
     post_logout_redirect_uri: `${deps.config.ISSUER}${loggedOutPath}`,
   };

@@ -47,7 +47,8 @@ export async function startControlServer(deps: Parameters<typeof runCommand>[0],
         await after?.(argv);
         reply(200, { result });
       } catch (err) {
-        if (err instanceof CommandError) return reply(400, { error: err.message });
+        // The mistake's own status (400, 404, 409): the CLI turns it into its exit code.
+        if (err instanceof CommandError) return reply(err.status, { error: err.message });
         log.error({ err }, 'control command failed');
         reply(500, { error: 'command failed; see the server log' });
       }

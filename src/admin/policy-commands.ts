@@ -46,7 +46,7 @@ const handlers: Record<string, PolicyHandler> = {
       await record(deps, 'admin.policy.client.delete', id);
       return { deleted: id };
     }
-    if (verb !== 'set') throw new CommandError('usage: policy client set|get|delete|list');
+    if (verb !== 'set') throw new CommandError(`${verb ? `unknown verb ${verb}; ` : ''}usage: policy client set|get|delete|list`);
     const { values, positionals } = parse(rest, { livekit: flag, resource: many, scope: many, act: flag, 'agent-name': one });
     const clientId = positional(positionals, 'client id');
     const resources: string[] = [];
@@ -80,7 +80,13 @@ const handlers: Record<string, PolicyHandler> = {
       await record(deps, 'admin.policy.role.delete', role);
       return { deleted: role };
     }
-    if (verb !== 'set') throw new CommandError('usage: policy role set|delete|list');
+    if (verb === 'get') {
+      const role = positional(parse(rest, {}).positionals, 'role');
+      const p = (await store.listRolePolicies()).find((x) => x.role === role);
+      if (!p) throw new CommandError(`no LiveKit policy for role ${role} (its holders join no room through it)`, 404);
+      return p;
+    }
+    if (verb !== 'set') throw new CommandError('usage: policy role set|get|delete|list');
     const { values, positionals } = parse(rest, { room: many, publish: flag, subscribe: flag, data: flag, 'room-admin': flag, 'require-mfa': flag });
     const role = positional(positionals, 'role');
     const roomPatterns = splitList(values.room);
@@ -147,7 +153,7 @@ export const POLICY_USAGE = [
   '  policy client set CLIENT_ID [--livekit] [--resource U ...] [--scope S ...] [--act] [--agent-name N]',
   '  policy client get|delete CLIENT_ID | policy client list',
   '  policy role set ROLE [--room PATTERN ...] [--publish] [--subscribe] [--data] [--room-admin] [--require-mfa]',
-  '  policy role delete ROLE | policy role list',
+  '  policy role get|delete ROLE | policy role list',
   '  policy id-jag set CLIENT_ID --audience ISSUER --target-client-id ID --resource U ... [--scope S ...]',
   '  policy id-jag delete CLIENT_ID --audience ISSUER | policy id-jag list [CLIENT_ID]',
 ];

@@ -9,6 +9,7 @@ import fs from 'node:fs';
 import { loadConfig, ConfigError } from '../config/index.ts';
 import { CommandError, runCommand, usage } from '../admin/commands.ts';
 import { sendControlCommand, sendControlImport } from '../admin/control.ts';
+import { exitCodeFor, formatOutput } from '../admin/output.ts';
 
 function fail(message: string, code = 1): never {
   process.stderr.write(`gatehouse: ${message}\n`);
@@ -32,7 +33,10 @@ export function readFileArguments(argv: string[]): string[] {
 }
 
 export async function cli(rawArgv: string[]): Promise<void> {
-  const argv = readFileArguments(rawArgv);
+  // --json (any command): JSON instead of the table `get` and `list` print (src/admin/output.ts).
+  const json = rawArgv.includes('--json');
+  const argv = readFileArguments(rawArgv.filter((a) => a !== '--json'));
+  const print = (result: unknown) => process.stdout.write(`${formatOutput(argv, JSON.parse(JSON.stringify(result ?? null)), json)}\n`);
   const [cmd] = argv;
   if (!cmd || cmd === 'serve' || cmd === 'start') {
     const { main } = await import('../main.ts');
@@ -54,8 +58,8 @@ export async function cli(rawArgv: string[]): Promise<void> {
   if (config.embedded) {
     const forwarded = await sendControlCommand(config.DATA_DIR, argv);
     if (forwarded) {
-      if (forwarded.status !== 200) fail(forwarded.body.error ?? `server answered ${forwarded.status}`);
-      process.stdout.write(`${JSON.stringify(forwarded.body.result, null, 2)}\n`);
+      if (forwarded.status !== 200) fail(forwarded.body.error ?? `server answered ${forwarded.status}`, exitCodeFor(forwarded.status));
+      print(forwarded.body.result);
       return;
     }
   }
@@ -76,10 +80,9 @@ export async function cli(rawArgv: string[]): Promise<void> {
 
   const deps = await openDeps(config);
   try {
-    const result = await runCommand(deps, argv);
-    process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);
+    print(await runCommand(deps, argv));
   } catch (err) {
-    if (err instanceof CommandError) fail(err.message, 2);
+    if (err instanceof CommandError) fail(err.message, exitCodeFor(err.status));
     throw err;
   } finally {
     await deps.close();

@@ -76,6 +76,11 @@ export const clientInput = z.object({
   /** private_key_jwt: the client's public keys, inline or by URL (exactly one). */
   jwks: publicJwks.optional(),
   jwksUri: jwksUri.optional(),
+  /**
+   * OIDC Registration §2 / RFC 8252: `native` apps redirect to a loopback port (any port matches,
+   * §7.3), a private-use scheme (§7.1) or a claimed https URI; `web` apps to http(s) only.
+   */
+  applicationType: z.enum(['web', 'native']).default('web'),
   firstParty: z.boolean().default(false),
   scope: z.string().optional(),
   /** OIDC Back-Channel Logout 1.0: where Gatehouse POSTs a logout token when a session of this client ends. */
@@ -89,6 +94,17 @@ export const clientInput = z.object({
 }).superRefine((c, ctx) => {
   if (c.grantTypes.includes('authorization_code') && c.redirectUris.length === 0) {
     ctx.addIssue({ code: 'custom', path: ['redirectUris'], message: 'authorization_code clients need at least one redirect URI' });
+  }
+  for (const uri of [...c.redirectUris, ...c.postLogoutRedirectUris]) {
+    const u = URL.parse(uri);
+    if (!u) continue; // redirectUri says why
+    const web = u.protocol === 'https:' || u.protocol === 'http:';
+    if (c.applicationType === 'web' && !web) {
+      ctx.addIssue({ code: 'custom', path: ['redirectUris'], message: `${uri} uses a private-use scheme, which is for native apps: create the client with --preset native (application_type native)` });
+    }
+    if (c.applicationType === 'native' && u.protocol === 'https:' && isLoopback(u.hostname)) {
+      ctx.addIssue({ code: 'custom', path: ['redirectUris'], message: `${uri}: native apps use http on loopback (any port), not https (RFC 8252 §7.3)` });
+    }
   }
   if (c.type === 'public' && c.grantTypes.includes('client_credentials')) {
     ctx.addIssue({ code: 'custom', path: ['grantTypes'], message: 'public clients cannot use client_credentials' });
@@ -180,6 +196,7 @@ export function createClients(db: Queryable, box: SecretBox, changes: Changes = 
         grant_types: c.grantTypes,
         response_types: usesCode ? ['code'] : [],
         token_endpoint_auth_method: authMethod,
+        ...(c.applicationType === 'native' ? { application_type: 'native' } : {}),
         ...(c.jwks ? { jwks: c.jwks } : {}),
         ...(c.jwksUri ? { jwks_uri: c.jwksUri } : {}),
         first_party: c.firstParty,
@@ -221,6 +238,7 @@ export function createClients(db: Queryable, box: SecretBox, changes: Changes = 
         postLogoutRedirectUris: changes.postLogoutRedirectUris ?? m.post_logout_redirect_uris ?? [],
         grantTypes: changes.grantTypes ?? m.grant_types,
         ...(authMethod === 'none' ? {} : { authMethod }),
+        applicationType: m.application_type === 'native' ? 'native' : 'web',
         ...(m.jwks ? { jwks: m.jwks } : {}),
         ...(m.jwks_uri ? { jwksUri: m.jwks_uri } : {}),
         firstParty: changes.firstParty ?? row.first_party,

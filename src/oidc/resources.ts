@@ -31,6 +31,16 @@ export const resourceInput = z.object({
 }).refine((r) => !r.defaultScopes || r.defaultScopes.every((s) => r.scopes.includes(s)), { message: 'default scopes must be among the resource\'s scopes', path: ['defaultScopes'] });
 export type ResourceInput = z.input<typeof resourceInput>;
 
+/** What `resource update` may change; `defaultScopes: null` means all of the resource's scopes. */
+export interface ResourceChanges {
+  name?: string;
+  scopes?: string[];
+  accessTokenTtl?: number;
+  requireMfa?: boolean;
+  defaultScopes?: string[] | null;
+  claims?: TokenClaim[];
+}
+
 export interface ResourceServer {
   uri: string;
   name: string;
@@ -93,18 +103,28 @@ export function createResources(db: Queryable, box: SecretBox, changes: Changes 
       return r.rows[0] && toResource(r.rows[0]);
     },
     /**
-     * Issue 14: change a resource's default scopes and the claims its tokens carry; undefined when no
-     * such resource. `defaultScopes: null` goes back to all of the resource's scopes.
+     * Change a resource in place (issue 14: default scopes and token claims; issue 18: name, scopes,
+     * token lifetime, MFA); undefined when no such resource. The whole is checked as creation checks
+     * it, so default scopes stay among the scopes. `defaultScopes: null` goes back to all of them.
+     * The URI and the signing method stay: they are what tokens and verifiers already rely on.
      */
-    async updateResource(uri: string, change: { defaultScopes?: string[] | null; claims?: TokenClaim[] }): Promise<ResourceServer | undefined> {
+    async updateResource(uri: string, change: ResourceChanges): Promise<ResourceServer | undefined> {
       const current = (await db.query<Row>('SELECT * FROM resource_servers WHERE uri = ANY($1) LIMIT 1', [uriVariants(uri)])).rows[0];
       if (!current) return undefined;
       const next = resourceInput.parse({
-        uri: current.uri, scopes: current.scopes,
+        uri: current.uri,
+        name: change.name ?? current.name,
+        scopes: change.scopes ?? current.scopes,
+        accessTokenTtl: change.accessTokenTtl ?? current.access_token_ttl,
+        requireMfa: change.requireMfa ?? current.require_mfa,
         defaultScopes: change.defaultScopes === undefined ? current.default_scopes : change.defaultScopes,
         claims: change.claims ?? current.token_claims,
       });
-      const r = await db.query<Row>('UPDATE resource_servers SET default_scopes = $2, token_claims = $3 WHERE uri = $1 RETURNING *', [current.uri, next.defaultScopes, next.claims]);
+      const r = await db.query<Row>(
+        `UPDATE resource_servers SET name = $2, scopes = $3, access_token_ttl = $4, require_mfa = $5, default_scopes = $6, token_claims = $7
+          WHERE uri = $1 RETURNING *`,
+        [current.uri, next.name, next.scopes, next.accessTokenTtl, next.requireMfa, next.defaultScopes, next.claims],
+      );
       return toResource(r.rows[0]);
     },
     async deleteResource(uri: string): Promise<boolean> {

@@ -46,9 +46,15 @@ export const stopProcess = (p: ChildProcess) =>
     p.kill('SIGTERM');
   });
 
-/** The `gatehouse` CLI as its own process with `env`; returns its JSON output. */
-export function runCli(env: Record<string, string>, ...argv: string[]) {
+/** The `gatehouse` CLI as its own process with `env`: its exit status and what it printed. */
+export function runCliRaw(env: Record<string, string>, ...argv: string[]) {
   const r = spawnSync(process.execPath, [GATEHOUSE, ...argv], { cwd: ROOT, env: { ...process.env, ...env, LOG_LEVEL: 'warn' }, encoding: 'utf8' });
+  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+/** The `gatehouse` CLI as its own process with `env`; returns its JSON output (`get`/`list` need --json). */
+export function runCli(env: Record<string, string>, ...argv: string[]) {
+  const r = runCliRaw(env, ...argv);
   if (r.status !== 0) throw new Error(`gatehouse ${argv.join(' ')} failed: ${r.stderr}`);
   return JSON.parse(r.stdout);
 }
