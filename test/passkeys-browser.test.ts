@@ -209,7 +209,7 @@ describeEachMode('passkeys in Chromium', (mode) => {
     const res = await api('GET', `/users/${alice.id}/passkeys`);
     expect(res.status).toBe(200);
     const listed = await res.json();
-    expect(listed.passkeys).toEqual([expect.objectContaining({ name: 'Laptop', userId: alice.id, deviceType: expect.any(String) })]);
+    expect(listed.passkeys).toEqual([expect.objectContaining({ name: 'Laptop', user_id: alice.id, device_type: expect.any(String) })]);
     expect(JSON.stringify(listed)).not.toContain(credential.credentialId);
     expect((await api('DELETE', `/users/${alice.id}/passkeys/${listed.passkeys[0].id}`)).status).toBe(204);
     expect((await api('DELETE', `/users/${alice.id}/passkeys/${listed.passkeys[0].id}`)).status).toBe(404);

@@ -123,3 +123,11 @@ export const auditOut = z.looseObject({
   })),
   next_before_id: z.number().int().nullable(),
 });
+export const importOut = z.looseObject({
+  dry_run: z.boolean(), update: z.boolean(), lines: z.number().int(), refused: z.number().int(),
+  refusals: z.array(z.looseObject({ line: z.number().int(), reason: text })),
+});
+export const passkeysOut = z.looseObject({
+  id: text, email: text,
+  passkeys: z.array(z.looseObject({ id: text, name: text, created_at: when, last_used_at: when.nullable() })),
+});

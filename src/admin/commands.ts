@@ -189,7 +189,7 @@ const commands: Record<string, Handler> = {
   async 'user passkeys'(deps, args) {
     const { values, positionals } = parse(args, { email: one, id: one });
     const user = await findUser(deps, values.email ?? positionals[0], values.id);
-    return { id: user.id, email: user.email, passkeys: await createPasskeys(deps.db).list(user.id) };
+    return { id: user.id, email: user.email, passkeys: toWire(await createPasskeys(deps.db).list(user.id)) };
   },
   async 'user remove-passkey'(deps, args) {
     const { values, positionals } = parse(args, { email: one, id: one, passkey: one });

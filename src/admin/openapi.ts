@@ -13,6 +13,8 @@ interface Operation {
   /** Query parameters: name → description (all strings, optional unless `required` names them). */
   query?: Record<string, string>;
   required?: string[];
+  /** A body that is not JSON: its media types (the schema is then a string). */
+  bodyTypes?: string[];
   /** The success answer: a schema (200, or `status`), or undefined for 204. */
   answer?: z.ZodType;
   status?: number;
@@ -34,6 +36,13 @@ export const ADMIN_OPERATIONS: Record<string, Operation> = {
   'POST /users/{id}/reset-mfa': { summary: 'Remove authenticators and recovery codes; ends sessions', tag: 'users', answer: s.resetMfaOut },
   'POST /users/{id}/sign-out': { summary: 'Revoke every session and token of the user', tag: 'users', answer: s.revocationOut },
   'GET /users/{id}/apps': { summary: 'Applications holding a grant of the user', tag: 'users', answer: s.appsOut },
+  'POST /users/import': {
+    summary: 'Import users from another system (the body is the file: JSON lines or CSV); a report of each line', tag: 'users',
+    bodyTypes: ['application/x-ndjson', 'text/csv'], query: { dry_run: 'true: report only', update: 'true: apply lines that differ', format: 'jsonl or csv (else from Content-Type)' },
+    answer: s.importOut,
+  },
+  'GET /users/{id}/passkeys': { summary: "The user's passkeys (names and dates, never key material)", tag: 'users', answer: s.passkeysOut },
+  'DELETE /users/{id}/passkeys/{passkey}': { summary: 'Remove one passkey of the user', tag: 'users' },
 
   'GET /roles': { summary: 'List roles', tag: 'roles', answer: list(s.roleOut) },
   'POST /roles': { summary: 'Create a role', tag: 'roles', body: s.roleCreate, answer: s.roleOut, status: 201 },
@@ -120,6 +129,7 @@ export function adminOpenApi(issuer: string, version: string) {
       ...(isMeta ? { security: [] } : {}),
       ...(params.length ? { parameters: params } : {}),
       ...(op.body ? { requestBody: { required: true, content: json(schemaOf(op.body, 'input')) } } : {}),
+      ...(op.bodyTypes ? { requestBody: { required: true, content: Object.fromEntries(op.bodyTypes.map((t) => [t, { schema: { type: 'string' } }])) } } : {}),
       responses: {
         [status]: op.answer ? { description: 'OK', content: json(schemaOf(op.answer, 'output')) } : { description: 'Done; no body' },
         ...errors,
