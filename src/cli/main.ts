@@ -7,7 +7,7 @@
 // service layer (`assemble`) are imported where a command needs them, and the server only by `serve`.
 import fs from 'node:fs';
 import { loadConfig, ConfigError } from '../config/index.ts';
-import { CommandError, runCommand, usage } from '../admin/commands.ts';
+import { CommandError, runCommand, usage, usageOf } from '../admin/commands.ts';
 import { sendControlCommand, sendControlImport } from '../admin/control.ts';
 import { exitCodeFor, formatOutput } from '../admin/output.ts';
 
@@ -43,7 +43,9 @@ export async function cli(rawArgv: string[]): Promise<void> {
     return main();
   }
   if (cmd === 'help' || cmd === '--help' || cmd === '-h') {
-    process.stdout.write(`${usage()}\n`);
+    // `gatehouse help client create`: that command's lines; otherwise everything.
+    const lines = argv.length > 1 ? usageOf(argv.slice(1).join(' ')) : [];
+    process.stdout.write(`${lines.length ? lines.join('\n') : usage()}\n`);
     return;
   }
   let config;
