@@ -76,7 +76,7 @@ describeEachMode('LiveKit options', (mode) => {
     // The client's options win; the role fills in what the client leaves unset.
     await gh.cli('livekit', 'options', 'set', '--role', 'user', '--max-participants', '8', '--empty-timeout', '300', '--departure-timeout', '20');
     expect(await gh.cli('livekit', 'options', 'set', '--client', web.client_id, '--room-prefix', 'acme_', '--max-participants', '4'))
-      .toEqual({ scope: 'client', name: web.client_id, roomPrefix: 'acme_', maxParticipants: 4 });
+      .toEqual({ scope: 'client', name: web.client_id, room_prefix: 'acme_', max_participants: 4 });
     const config = { maxParticipants: 4, emptyTimeout: 300, departureTimeout: 20 };
 
     const named = await details(user.token, { room_name: `user_${user.id}_standup` });
@@ -122,9 +122,9 @@ describeEachMode('LiveKit options', (mode) => {
     expect(await bad.json()).toMatchObject({ error: 'invalid_request', error_description: expect.stringMatching(/empty-timeout/) });
     const ok = await put(`/livekit/options/roles/user`, { max_participants: 2, departure_timeout: 30 });
     expect(ok.status).toBe(200);
-    expect(await ok.json()).toEqual({ scope: 'role', name: 'user', maxParticipants: 2, departureTimeout: 30 });
+    expect(await ok.json()).toEqual({ scope: 'role', name: 'user', max_participants: 2, departure_timeout: 30 });
     const got = await fetch(`${api}/livekit/options/roles/user`, { headers: { authorization: `Bearer ${admin}` } });
-    expect(await got.json()).toEqual({ scope: 'role', name: 'user', maxParticipants: 2, departureTimeout: 30 });
+    expect(await got.json()).toEqual({ scope: 'role', name: 'user', max_participants: 2, departure_timeout: 30 });
     expect((await details(user.token, { room_name: `user_${user.id}_small` })).claims!.roomConfig).toMatchObject({ maxParticipants: 2, departureTimeout: 30, emptyTimeout: 0 });
     expect((await fetch(`${api}/livekit/options/roles/user`, { method: 'DELETE', headers: { authorization: `Bearer ${admin}` } })).status).toBe(204);
     expect((await fetch(`${api}/livekit/options/roles/user`, { headers: { authorization: `Bearer ${admin}` } })).status).toBe(404);

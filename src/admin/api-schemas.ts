@@ -131,3 +131,7 @@ export const passkeysOut = z.looseObject({
   id: text, email: text,
   passkeys: z.array(z.looseObject({ id: text, name: text, created_at: when, last_used_at: when.nullable() })),
 });
+export const livekitOptionsOut = z.looseObject({
+  scope: z.enum(['client', 'role']), name: text, room_prefix: text.optional(), max_participants: z.number().int().optional(),
+  empty_timeout: z.number().int().optional(), departure_timeout: z.number().int().optional(),
+});

@@ -73,6 +73,13 @@ export const ADMIN_OPERATIONS: Record<string, Operation> = {
   'PUT /policies/roles/{role}': { summary: "Replace a role's LiveKit policy", tag: 'policies', body: s.rolePolicy, answer: s.rolePolicyOut },
   'DELETE /policies/roles/{role}': { summary: "Delete a role's LiveKit policy", tag: 'policies' },
 
+  'GET /livekit/options': { summary: 'List LiveKit options of every client and role', tag: 'livekit', answer: list(s.livekitOptionsOut) },
+  ...Object.fromEntries((['clients', 'roles'] as const).flatMap((kind) => [
+    [`GET /livekit/options/${kind}/{name}`, { summary: `The LiveKit options of one of the ${kind}`, tag: 'livekit', answer: s.livekitOptionsOut }],
+    [`PUT /livekit/options/${kind}/{name}`, { summary: `Replace the LiveKit options of one of the ${kind} (room prefix, participants, timeouts)`, tag: 'livekit', body: s.livekitOptions, answer: s.livekitOptionsOut }],
+    [`DELETE /livekit/options/${kind}/{name}`, { summary: `Delete the LiveKit options of one of the ${kind}`, tag: 'livekit' }],
+  ])),
+
   'GET /connections': { summary: 'List SSO connections', tag: 'connections', answer: list(s.connectionOut) },
   'POST /connections': { summary: 'Create an SSO connection (client_secret is write-only)', tag: 'connections', body: s.connection, answer: s.connectionOut, status: 201 },
   'GET /connections/{name}': { summary: 'An SSO connection', tag: 'connections', answer: s.connectionOut },

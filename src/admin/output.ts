@@ -14,13 +14,15 @@ const LIST_COLUMNS: Record<string, string[]> = {
   'policy client list': ['client_id', 'livekit', 'resources', 'scopes', 'may_act', 'agent_name'],
   'policy role list': ['role', 'room_patterns', 'can_publish', 'can_subscribe', 'can_publish_data', 'room_admin', 'require_mfa'],
   'keys list': ['kid', 'alg', 'created_at', 'retired_at', 'expires_at'],
+  'livekit options list': ['scope', 'name', 'room_prefix', 'max_participants', 'empty_timeout', 'departure_timeout'],
 };
 
 const MAX_CELL = 60;
 
 /** The command's name as the table specs know it: `policy client list`, `user get`, `keys list`. */
 function commandName(argv: string[]): string {
-  return (argv[0] === 'policy' ? argv.slice(0, 3) : argv.slice(0, 2)).join(' ');
+  // Three words where the verb comes third (`policy client list`, `livekit options get`).
+  return argv.slice(0, argv[2] === 'list' || argv[2] === 'get' ? 3 : 2).join(' ');
 }
 
 /** Whether the command prints a table unless --json is given. */
