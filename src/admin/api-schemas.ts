@@ -135,3 +135,4 @@ export const livekitOptionsOut = z.looseObject({
   scope: z.enum(['client', 'role']), name: text, room_prefix: text.optional(), max_participants: z.number().int().optional(),
   empty_timeout: z.number().int().optional(), departure_timeout: z.number().int().optional(),
 });
+export const idJagPolicyOut = z.looseObject({ client_id: text, audience: text, target_client_id: text, resources: texts, scopes: texts.nullish() });

@@ -73,6 +73,10 @@ export const ADMIN_OPERATIONS: Record<string, Operation> = {
   'PUT /policies/roles/{role}': { summary: "Replace a role's LiveKit policy", tag: 'policies', body: s.rolePolicy, answer: s.rolePolicyOut },
   'DELETE /policies/roles/{role}': { summary: "Delete a role's LiveKit policy", tag: 'policies' },
 
+  'GET /policies/id-jag': { summary: 'ID-JAG targets: the other authorization servers each client may get ID-JAGs for', tag: 'policies', query: { client_id: 'one client only' }, answer: list(s.idJagPolicyOut) },
+  'PUT /policies/id-jag/{id}': { summary: "Set one ID-JAG target of a client (one per audience)", tag: 'policies', body: s.idJagPolicy, answer: s.idJagPolicyOut },
+  'DELETE /policies/id-jag/{id}': { summary: 'Delete one ID-JAG target of a client', tag: 'policies', query: { audience: 'the target authorization server' }, required: ['audience'] },
+
   'GET /livekit/options': { summary: 'List LiveKit options of every client and role', tag: 'livekit', answer: list(s.livekitOptionsOut) },
   ...Object.fromEntries((['clients', 'roles'] as const).flatMap((kind) => [
     [`GET /livekit/options/${kind}/{name}`, { summary: `The LiveKit options of one of the ${kind}`, tag: 'livekit', answer: s.livekitOptionsOut }],
