@@ -148,6 +148,21 @@ describe.each(modes)('CIBA in-call approvals (%s)', (mode) => {
     expect(rows).toEqual(expect.arrayContaining(['ciba.request', 'ciba.approve']));
   });
 
+  it("an approval grants a resource's scopes only as the one scope rule allows: none named, none consented", async () => {
+    // The request names no scope of the resource: the approvals page showed none, so approving
+    // cannot consent to any (the rule's defaults would be scopes the user never saw).
+    const started = await ask({ scope: 'openid' });
+    expect(started.status).toBe(200);
+    const refused = await answer(await approvals(), 'approve');
+    expect(refused.status).toBe(400);
+    // The rule's defaults (all the resource's scopes), narrowed to what she holds, then to none.
+    expect(await refused.text()).toMatch(/cannot be approved \(the user has not consented to tools:transfer at /);
+    // Still waiting: the user can deny it instead, and the agent then gets access_denied.
+    expect((await answer(await approvals(), 'deny')).status).toBe(302);
+    await sleep(1100);
+    expect((await poll(started.body.auth_req_id)).body.error).toBe('access_denied');
+  });
+
   it('a denied request is access_denied for the agent', async () => {
     const started = await ask({ binding_message: 'Close account 42' });
     const html = await approvals();

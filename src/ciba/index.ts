@@ -24,6 +24,7 @@ import type { Audit } from '../audit/index.ts';
 import type { Logger } from '../http/log.ts';
 import type { Accounts } from '../accounts/users.ts';
 import type { RevocationStore } from '../revocation/store.ts';
+import { decideScope, OIDC_SCOPES, ScopeRefused, type ScopeResource } from '../authz/scope-rule.ts';
 import { readForm } from '../http/body.ts';
 import { InvalidRequest, NotFound } from '../http/errors.ts';
 import { assertCsrf, CSRF_FIELD, issueCsrf } from '../interaction/csrf.ts';
@@ -32,7 +33,7 @@ import { renderView } from '../interaction/router.ts';
 export const CIBA_GRANT = 'urn:openid:params:grant-type:ciba';
 /** What a binding message may hold: printable text a person can compare with what the agent said. */
 const BINDING_MESSAGE = /^[^\p{C}]{1,120}$/u;
-const OIDC_SCOPES = new Set(['openid', 'profile', 'email', 'roles', 'offline_access']);
+const OIDC_SCOPE_SET = new Set(OIDC_SCOPES);
 
 const channelOf = (userId: string) => `ciba:${userId}`;
 /** The id an approval has in pages and URLs: a hash, so the auth_req_id itself never leaves the server. */
@@ -51,7 +52,7 @@ export interface CibaDeps {
   accounts: Pick<Accounts, 'findUserByEmail' | 'findUserById'>;
   revocations: Pick<RevocationStore, 'check'>;
   keys: { privateJwks(): Promise<{ keys: JWK[] }> };
-  resources: { findResource(uri: string): Promise<{ uri: string; scopes: string[]; requireMfa: boolean } | undefined> };
+  resources: { findResource(uri: string): Promise<(ScopeResource & { requireMfa: boolean }) | undefined> };
   /** The user's permissions, for the resource scopes an approval can grant. */
   permissionsOf(userId: string): Promise<string[]>;
   mailer?: Mailer;
@@ -322,21 +323,26 @@ export function createApprovalsRouter(deps: ApprovalsDeps): Router {
     const { user, row } = pending;
     const provider = deps.provider();
     const request = row.payload;
-    // decideScopes: OIDC scopes as asked; a resource's scopes bounded by the resource and by what the
-    // user holds (the approval is the user's consent for this client and resource).
+    // decideScopes: OIDC scopes as asked; each resource's by the one scope rule (src/authz/scope-rule.ts).
+    // The approval is the user's consent to exactly the scopes the page showed (the request's), so a
+    // request naming none of a resource's scopes grants none of them. The token endpoint applies the
+    // same rule again when the agent polls.
     const grant = new provider.Grant({ accountId: user.id, clientId: request.clientId });
     const asked = (request.scope ?? '').split(' ').filter(Boolean);
-    grant.addOIDCScope(asked.filter((s) => OIDC_SCOPES.has(s)).join(' '));
-    const held = new Set(await deps.permissionsOf(user.id));
+    grant.addOIDCScope(asked.filter((s) => OIDC_SCOPE_SET.has(s)).join(' '));
+    const permissions = await deps.permissionsOf(user.id);
     for (const uri of resourcesOf(request)) {
       const rs = await deps.resources.findResource(uri);
       if (!rs) throw new InvalidRequest('The requested resource is no longer registered.');
       if (rs.requireMfa && !(user.amr ?? []).includes('mfa')) {
         throw new InvalidRequest('This request needs your second factor. Sign in again with it, then approve.');
       }
-      const scopes = asked.filter((s) => rs.scopes.includes(s) && held.has(s));
-      if (!scopes.length && asked.some((s) => rs.scopes.includes(s))) {
-        throw new InvalidRequest('You do not hold the rights this request asks for, so it cannot be approved. Deny it instead.');
+      let scopes: string[];
+      try {
+        scopes = decideScope({ resource: rs, requested: asked, principal: { kind: 'user', permissions }, consent: { scopes: asked } });
+      } catch (err) {
+        if (!(err instanceof ScopeRefused)) throw err;
+        throw new InvalidRequest(`This request cannot be approved (${err.message}). Deny it instead.`);
       }
       grant.addResourceScope(rs.uri, scopes.join(' '));
     }
