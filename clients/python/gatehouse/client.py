@@ -132,9 +132,11 @@ class GatehouseClient:
         participant_name: Optional[str] = None,
         agent_names: Iterable[str] = (),
         participant_metadata: Optional[str] = None,
+        device_id: Optional[str] = None,
     ) -> LiveKitToken:
         """A LiveKit room token for the subject token's user. What it may do in which rooms is Gatehouse's
-        policy, never the request's; without `room` Gatehouse picks a fresh room name."""
+        policy, never the request's; without `room` Gatehouse picks a fresh room name. `device_id`
+        (letters, digits, -) gives the participant its own identity, `user_<sub>_<device>`."""
         body = self._token({
             "grant_type": TOKEN_EXCHANGE,
             "subject_token": subject_token,
@@ -144,6 +146,7 @@ class GatehouseClient:
             "participant_name": participant_name,
             "agent_name": list(agent_names) or None,
             "participant_metadata": participant_metadata,
+            "device_id": device_id,
         })
         return LiveKitToken(
             token=body["access_token"],

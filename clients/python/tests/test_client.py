@@ -82,6 +82,11 @@ def test_exchange_for_livekit_gives_a_room_token_signed_for_livekit(env):
     with pytest.raises(GatehouseError) as e:
         gh.exchange_for_livekit(env.user_token, "someone-elses-room")
     assert e.value.error == "invalid_target"
+    # One identity per device; a bad device id is the request's fault.
+    assert gh.exchange_for_livekit(env.user_token, room, device_id="kiosk-1").participant_identity == f"user_{env.user_sub}_kiosk-1"
+    with pytest.raises(GatehouseError) as e:
+        gh.exchange_for_livekit(env.user_token, room, device_id="not_ok")
+    assert (e.value.status, e.value.error) == (400, "invalid_request")
 
 
 def test_agent_acts_for_the_user_with_the_delegation_token_from_participant_attributes(env):
