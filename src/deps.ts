@@ -8,6 +8,7 @@ import { createMemoryKv, createRedisKv, type Kv } from './store/kv.ts';
 import { migrate } from './store/migrate.ts';
 import { signalLocalWrites, startChangeFeed, type ChangeFeed } from './store/changes.ts';
 import { cachedPolicyStore, createPolicyStore, type PolicyStore } from './exchange/policy.ts';
+import { createLivekitOptions, type LivekitOptionsStore } from './exchange/livekit-options.ts';
 import type { Logger } from './http/log.ts';
 import { createAudit, type Audit } from './audit/index.ts';
 import { createAccounts, type Accounts } from './accounts/users.ts';
@@ -59,6 +60,8 @@ export interface Deps {
   sessionEnds: SessionEnds;
   /** Token-exchange and room policies, cached (src/store/changes.ts). */
   policy: PolicyStore;
+  /** LiveKit options per client and role, cached likewise. */
+  livekitOptions: LivekitOptionsStore;
   /** What keeps this process's caches current (issue 16). */
   changes: ChangeFeed;
 }
@@ -111,6 +114,7 @@ export async function assemble(config: Config, log: Logger, opts: { memoryDb?: b
       clients: createClients(db, box, changes),
       resources: createResources(db, box, changes),
       policy: cachedPolicyStore(createPolicyStore(db), changes),
+      livekitOptions: createLivekitOptions(db, changes),
       revocations,
       limits,
       mfa: createMfa(db, box, { issuer: config.MFA_ISSUER_NAME }),

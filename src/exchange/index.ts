@@ -6,7 +6,6 @@ import type { Deps } from '../app.ts';
 import { ExchangeError, toOidcError } from './errors.ts';
 import { buildExchangeHandler, GRANT_TYPE, noRateLimit, PARAMETERS, REPEATABLE, type ExchangeRateLimit } from './grant.ts';
 import { livekitSettings } from './livekit.ts';
-import { createLivekitOptions } from './livekit-options.ts';
 import { buildKeyRing, type KeyRing } from './tokens.ts';
 import { buildIdJagIssuer, isIdJagRequest } from './id-jag.ts';
 import { createRoomTokens } from '../livekit/room-tokens.ts';
@@ -16,7 +15,7 @@ export { GRANT_TYPE, ACCESS_TOKEN_TYPE, type ExchangeRateLimit } from './grant.t
 export { LIVEKIT_TOKEN_TYPE } from './livekit.ts';
 export { ID_JAG_TOKEN_TYPE } from './id-jag.ts';
 
-type ExchangeAppDeps = Pick<Deps, 'config' | 'db' | 'audit' | 'resources' | 'revocations' | 'keys' | 'accounts' | 'policy'>;
+type ExchangeAppDeps = Pick<Deps, 'config' | 'db' | 'audit' | 'resources' | 'revocations' | 'keys' | 'accounts' | 'policy' | 'livekitOptions'>;
 
 /** Key ring built once per provider instance, on first use; rebuilt after a failure. */
 export function lazyKeyRing(deps: Pick<Deps, 'keys'>): () => Promise<KeyRing> {
@@ -38,7 +37,7 @@ export function registerTokenExchange(provider: Provider, deps: ExchangeAppDeps,
     keyRing: lazyKeyRing(deps),
     livekit: livekitSettings(deps.config),
     roomTokens: createRoomTokens(deps.db, { keepSeconds: originTtl(deps.config) }),
-    livekitOptions: createLivekitOptions(deps.db),
+    livekitOptions: deps.livekitOptions,
     rateLimit: opts.rateLimit ?? noRateLimit,
   };
   const { tokenExchangeGrant, auditProviderRefusal } = buildExchangeHandler(provider, exchangeDeps);

@@ -3,6 +3,7 @@
 // join creates the room. A client's option wins over its users' roles' (the app knows its rooms);
 // among roles, the first by name that sets it.
 import type { Queryable } from '../store/db.ts';
+import { Cached, noChanges, type Changes } from '../store/changes.ts';
 
 /** An option out of range; the message names it (the CLI and admin API answer 400 with it). */
 export class InvalidLivekitOptions extends Error {
@@ -70,17 +71,20 @@ export function mergeOptions(sources: LivekitOptions[]): LivekitOptions {
   return out;
 }
 
-export function createLivekitOptions(db: Queryable) {
+export function createLivekitOptions(db: Queryable, changes: Changes = noChanges) {
+  // Read on every room token: answered from memory, all dropped on any change (src/store/changes.ts).
+  const resolved = new Cached('livekit.options', changes, async (key) => {
+    const [clientId, roles] = JSON.parse(key) as [string, string[]];
+    const { rows } = await db.query<Row>(
+      `SELECT * FROM livekit_options WHERE (scope = 'client' AND name = $1) OR (scope = 'role' AND name = ANY($2))
+        ORDER BY scope, name`, [clientId, roles],
+    );
+    // 'client' sorts before 'role'.
+    return mergeOptions(rows.map(toOptions));
+  }).dropOn('livekit_options', 'everything');
   return {
     /** What applies to a participant of `clientId` with `roles`. */
-    async resolve(clientId: string | undefined, roles: string[]): Promise<LivekitOptions> {
-      const { rows } = await db.query<Row>(
-        `SELECT * FROM livekit_options WHERE (scope = 'client' AND name = $1) OR (scope = 'role' AND name = ANY($2))
-          ORDER BY scope, name`, [clientId ?? '', roles],
-      );
-      // 'client' sorts before 'role'.
-      return mergeOptions(rows.map(toOptions));
-    },
+    resolve: (clientId: string | undefined, roles: string[]): Promise<LivekitOptions> => resolved.get(JSON.stringify([clientId ?? '', [...roles].sort()])),
     async get(scope: OptionsScope, name: string): Promise<StoredOptions | undefined> {
       const { rows } = await db.query<Row>('SELECT * FROM livekit_options WHERE scope = $1 AND name = $2', [scope, name]);
       return rows[0] && toOptions(rows[0]);

@@ -24,10 +24,9 @@ import { clientConsentFor } from '../exchange/consent.ts';
 import { decideScope, ScopeRefused } from '../authz/scope-rule.ts';
 import { originTtl } from '../revocation/ttl.ts';
 import { createRoomTokens } from './room-tokens.ts';
-import { createLivekitOptions } from '../exchange/livekit-options.ts';
 import type { Clients } from '../oidc/clients.ts';
 
-type LivekitDeps = Pick<Deps, 'config' | 'db' | 'audit' | 'resources' | 'revocations' | 'keys' | 'policy'> & { provider: () => Provider; clients: Pick<Clients, 'findMetadata'> };
+type LivekitDeps = Pick<Deps, 'config' | 'db' | 'audit' | 'resources' | 'revocations' | 'keys' | 'policy' | 'livekitOptions'> & { provider: () => Provider; clients: Pick<Clients, 'findMetadata'> };
 
 /** The origins of a client's registered redirect URIs: where its pages run. */
 function redirectOrigins(metadata: Record<string, unknown> | undefined): string[] {
@@ -63,7 +62,7 @@ export function createLivekitRouter(deps: LivekitDeps, opts: { rateLimit?: Excha
   const router = new Router({ prefix: '/livekit' });
   const { policy } = deps;
   const roomTokens = createRoomTokens(deps.db, { keepSeconds: originTtl(deps.config) });
-  const livekitOptions = createLivekitOptions(deps.db);
+  const { livekitOptions } = deps;
   const settings = livekitSettings(deps.config);
   const rateLimit = opts.rateLimit ?? noRateLimit;
   const guestRateLimit = opts.guestRateLimit ?? noRateLimit;

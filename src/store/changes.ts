@@ -16,7 +16,8 @@ export const CHANGES_CHANNEL = 'gatehouse_changes';
 export const CACHE_TTL_MS = 60_000;
 const MAX_ENTRIES = 10_000;
 
-export type ChangedTable = 'users' | 'user_roles' | 'roles' | 'clients' | 'exchange_client_policies' | 'livekit_role_policies' | 'resource_servers';
+export type ChangedTable = 'users' | 'user_roles' | 'roles' | 'clients' | 'exchange_client_policies' | 'livekit_role_policies' | 'resource_servers'
+  | 'livekit_options';
 
 /** What a cache needs from the change feed. */
 export interface Changes {
