@@ -161,7 +161,9 @@ describeEachMode('user import', (mode) => {
   });
 
   it('a wrong password is refused, leaves the imported hash, and counts toward the lockout', async () => {
-    await gh.deps.db.query('INSERT INTO users (id, email, email_key, password_hash) VALUES ($1, $2, $2, $3)', ['locked-1', 'locked@old.example', await bcrypt.hash('right-password', 4)]);
+    const one = path.join(tmp, `locked-${mode}.jsonl`);
+    fs.writeFileSync(one, JSON.stringify({ id: 'locked-1', email: 'locked@old.example', password_hash: await bcrypt.hash('right-password', 4) }));
+    expect(await importFile(one)).toMatchObject({ created: 1 });
     const browser = new Browser();
     const url = oidc.buildAuthorizationUrl(config, { redirect_uri: CALLBACK, scope: 'openid', code_challenge: await oidc.calculatePKCECodeChallenge(oidc.randomPKCECodeVerifier()), code_challenge_method: 'S256' });
     let page = (await browser.follow(url.href, gh.url)).html!;
