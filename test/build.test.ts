@@ -63,7 +63,7 @@ describe('compiled start', () => {
 
   it('runs a command without loading the server: JSON out, nothing on stderr (no oidc-provider notice)', async () => {
     // Embedded mode with no server running: the CLI opens the database itself (and creates it here).
-    const r = await gatehouse(dir, 'client', 'list');
+    const r = await gatehouse(dir, 'client', 'list', '--json');
     expect(r.stderr).toBe('');
     expect(r.status).toBe(0);
     expect(r.stdout).toMatch(/^\[\]\n$/m); // the last line, after any the edits above print
