@@ -9,13 +9,15 @@
 //   did not mint is removed (even one that copied a Gatehouse token's attribute), LiveKit's own
 //   agents stay, and outside such rooms nobody is removed for that;
 // - a valid user is never removed;
-// - with PostgreSQL + Redis, when Redis is unreachable the check fails closed: removed, and why.
+// - with PostgreSQL + Redis, another Gatehouse process that gets the webhook removes the rejoin too;
+//   when Redis is unreachable the check fails closed: removed, and why.
 // The webhook answers after the first removal attempt, so each assertion right after it is exact.
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { decodeJwt } from 'jose';
 import { CALLBACK, codeFlow, describeEachMode, rpConfig, startTestGatehouse, type TestGatehouse } from './helpers/gatehouse.ts';
 import { createTestRedisPrefix } from './helpers/databases.ts';
 import { startTcpProxy, type TcpProxy } from './helpers/tcp-proxy.ts';
+import { spawnGatehouse, stopProcess } from './helpers/process.ts';
 import { fakeRoomService, signWebhook, webhookEvent, type FakeRoomService } from './helpers/livekit.ts';
 
 const KEY = 'APIrejointest';
@@ -26,6 +28,7 @@ describeEachMode('LiveKit: no way back into a room after revocation', (mode) => 
   let gh: TestGatehouse;
   let lk: FakeRoomService;
   let proxy: TcpProxy | undefined;
+  let redis: { url: string; prefix: string } | undefined;
   let web: { client_id: string; client_secret: string };
   let n = 0;
   let sids = 0;
@@ -46,14 +49,14 @@ describeEachMode('LiveKit: no way back into a room after revocation', (mode) => 
   }
 
   /** LiveKit reports a participant (participant_joined or track_published); returns the webhook's status. */
-  async function report(event: 'participant_joined' | 'track_published', room: string, p: { sid?: string; identity: string; attributes?: Record<string, string>; kind?: string }) {
+  async function report(event: 'participant_joined' | 'track_published', room: string, p: { sid?: string; identity: string; attributes?: Record<string, string>; kind?: string }, to = gh.url) {
     const sid = p.sid ?? `PA_${++sids}`;
     const body = webhookEvent(event, {
       room: { name: room, sid: `RM_${room}` },
       participant: { sid, identity: p.identity, joinedAt: String(Math.floor(Date.now() / 1000)), attributes: p.attributes ?? {}, kind: p.kind ?? 'STANDARD' },
       ...(event === 'track_published' ? { track: { sid: `TR_${sid}`, type: 'AUDIO' } } : {}),
     });
-    const res = await fetch(`${gh.url}/livekit/webhook`, { method: 'POST', headers: { 'content-type': 'application/webhook+json', authorization: await signWebhook(body, KEY, SECRET) }, body });
+    const res = await fetch(`${to}/livekit/webhook`, { method: 'POST', headers: { 'content-type': 'application/webhook+json', authorization: await signWebhook(body, KEY, SECRET) }, body });
     return { status: res.status, sid };
   }
   const removalsOf = (identity: string) => lk.calls.filter((c) => c.identity === identity);
@@ -74,6 +77,7 @@ describeEachMode('LiveKit: no way back into a room after revocation', (mode) => 
       const r = await createTestRedisPrefix();
       const url = new URL(r.url);
       proxy = await startTcpProxy(url.hostname, Number(url.port || 6379));
+      redis = { url: r.url, prefix: r.prefix };
       const started = await startTestGatehouse({ mode, env, redis: { url: proxy.url(r.url), prefix: r.prefix } });
       gh = { ...started, close: async () => { await started.close(); await r.cleanup(); } };
     } else {
@@ -188,6 +192,26 @@ describeEachMode('LiveKit: no way back into a room after revocation', (mode) => 
   });
 
   if (mode === 'postgres') {
+    it('a rejoin reported to another Gatehouse process (same PostgreSQL and Redis) is removed there', async () => {
+      const b = await spawnGatehouse({
+        DATABASE_URL: gh.deps.config.DATABASE_URL!, REDIS_URL: redis!.url, REDIS_KEY_PREFIX: redis!.prefix,
+        LIVEKIT_URL: lk.url, LIVEKIT_API_KEY: KEY, LIVEKIT_API_SECRET: SECRET, LIVEKIT_GATEHOUSE_ONLY: '*_locked',
+      });
+      try {
+        // Minted by this process, reported to the other: its record and the revocation are shared.
+        const u = await userInRoom('two_nodes');
+        expect((await report('participant_joined', u.room, u, b.url)).status).toBe(200);
+        expect(removalsOf(u.identity)).toEqual([]);
+        await gh.cli('revoke', '--user', u.id);
+        await until(async () => removalsOf(u.identity).length > 0);
+        const { sid } = await report('participant_joined', u.room, u, b.url);
+        expect(removalsOf(u.identity)).toHaveLength(2);
+        expect(await session(sid)).toMatchObject({ removal_reason: 'revoked_user' });
+      } finally {
+        await stopProcess(b.proc);
+      }
+    }, 120_000);
+
     it('fails closed while Redis is unreachable: the participant is removed, and the audit says why', async () => {
       const u = await userInRoom('outage');
       proxy!.cut('refuse');
