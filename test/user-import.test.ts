@@ -283,7 +283,7 @@ describe('npx gatehouse user import, beside a running embedded server', () => {
       expect(fs.existsSync(path.join(dataDir, 'control.sock'))).toBe(true);
       expect(runCli(env, 'user', 'import', big, '--dry-run')).toMatchObject({ dry_run: true, lines: 800, created: 800 });
       expect(runCli(env, 'user', 'import', big)).toMatchObject({ dry_run: false, lines: 800, created: 800, refused: 0 });
-      expect(runCli(env, 'user', 'get', '--id', 'u799')).toMatchObject({ id: 'u799', email: 'user799@many.example', name: 'User 799' });
+      expect(runCli(env, 'user', 'get', '--id', 'u799', '--json')).toMatchObject({ id: 'u799', email: 'user799@many.example', name: 'User 799' });
     } finally {
       await stopProcess(server.proc);
     }
