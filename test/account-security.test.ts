@@ -182,8 +182,15 @@ describe('account security page', () => {
        VALUES ('PA_1', $1, 'user_x_support', 'user_x', now())`,
       [rows[0].id],
     );
+    // A session Gatehouse ended (a rejoin after revocation) says so in plain words.
+    await gh.deps.db.query(
+      `INSERT INTO room_sessions (participant_sid, user_id, room_name, participant_identity, joined_at, left_at, removed_at, removal_reason)
+       VALUES ('PA_2', $1, 'user_x_removed', 'user_x', now(), now(), now(), 'revoked_user')`,
+      [rows[0].id],
+    );
     const listed = await open(browser, '/account/rooms');
     expect(listed.html).toContain('user_x_support');
     expect(listed.html).toContain('still in the room');
+    expect(listed.html).toContain('removed: your sign-ins were ended');
   });
 });

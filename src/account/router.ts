@@ -33,6 +33,15 @@ import type { Kv } from '../store/kv.ts';
 
 const STATE_COOKIE = 'gh_account_state';
 
+/** Why Gatehouse took a participant out of a room (room_sessions.removal_reason), in plain words. */
+const REMOVAL_TEXT: Record<string, string> = {
+  revoked_user: 'removed: your sign-ins were ended',
+  revoked_session: 'removed: that sign-in was ended',
+  revoked_grant: "removed: the app's access was removed",
+  revocation_unavailable: 'removed: could not be checked at the time',
+  not_issued: 'removed: not joined through this server',
+};
+
 /** The user of the browser's Gatehouse session, or undefined when it has none. */
 export async function sessionAccountId(provider: Provider, ctx: Context): Promise<string | undefined> {
   const session = await provider.Session.get(ctx as never);
@@ -177,7 +186,7 @@ export function createAccountRouter(deps: AccountDeps): Router {
   router.get('/rooms', async function showRoomSessions(ctx: Context) {
     const user = await signedIn(ctx);
     if (!user) return;
-    page(ctx, 'account-rooms', { title: 'Voice rooms you joined', sessions: await deps.rooms.listForUser(user.id, { limit: 100 }) });
+    page(ctx, 'account-rooms', { title: 'Voice rooms you joined', sessions: await deps.rooms.listForUser(user.id, { limit: 100 }), removalText: REMOVAL_TEXT });
   });
 
   addSecurityPages(router, deps, { page, signedIn, refusePassword });
