@@ -6,6 +6,7 @@ import { loadConfig, type Config } from './config/index.ts';
 import { createLogger, type Logger } from './http/log.ts';
 import { assemble, createApp, type Deps, type GatehouseApp } from './app.ts';
 import { startControlServer } from './admin/control.ts';
+import { startIdleCollection } from './http/idle-gc.ts';
 
 export interface RunningGatehouse {
   url: string;
@@ -37,7 +38,11 @@ export async function startGatehouse(opts: StartOptions = {}): Promise<RunningGa
   let handler: http.RequestListener = (_req, res) => {
     res.writeHead(503, { 'content-type': 'application/json', 'retry-after': '1' }).end('{"error":"temporarily_unavailable","error_description":"starting"}');
   };
-  const server = http.createServer((req, res) => handler(req, res));
+  const idle = startIdleCollection();
+  const server = http.createServer((req, res) => {
+    idle.served();
+    handler(req, res);
+  });
   const port = opts.port ?? early.PORT;
   const host = early.HOST;
   await new Promise<void>((resolve, reject) => server.once('error', reject).listen(port, host, resolve));
@@ -71,6 +76,7 @@ export async function startGatehouse(opts: StartOptions = {}): Promise<RunningGa
           // transactions and audit rows written), then the pools close. A keep-alive connection
           // is closed as soon as it is idle, not left to hold the process until its timeout.
           gh.drain();
+          idle.stop();
           await stopControl?.();
           const closed = new Promise<void>((r) => server.close(() => r()));
           server.closeIdleConnections();
@@ -83,6 +89,7 @@ export async function startGatehouse(opts: StartOptions = {}): Promise<RunningGa
       },
     };
   } catch (err) {
+    idle.stop();
     server.close();
     throw err;
   }
