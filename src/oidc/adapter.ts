@@ -82,6 +82,13 @@ const ROTATE = `
    WHERE EXISTS (SELECT 1 FROM spent)
   RETURNING 1`;
 
+/**
+ * A token value no token has: src/revocation/endpoints.ts hands it to oidc-provider in place of a
+ * JWT it introspects or revokes itself, so oidc-provider authenticates the client and answers
+ * "inactive". Looking it up in every token model would be three statements for nothing.
+ */
+export const NO_SUCH_TOKEN = 'gatehouse-structured-token';
+
 /** What oidc-provider's own error says for each one-time model, so a racer reads like a late comer. */
 const ALREADY_USED: Record<string, string> = {
   AuthorizationCode: 'authorization code already consumed',
@@ -156,6 +163,7 @@ export function createAdapterFactory(db: Db, opts: AdapterOptions = {}): Adapter
       if (this.model === 'Client' && opts.clientFinder) {
         return (await opts.clientFinder(id)) as AdapterPayload | undefined;
       }
+      if (id === NO_SUCH_TOKEN) return undefined;
       return findPayload(db, FIND_BY.id, this.model, id);
     }
 

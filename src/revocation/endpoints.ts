@@ -15,6 +15,8 @@ import { InvalidRequest, TemporarilyUnavailable } from '../http/errors.ts';
 import { RevocationUnavailableError, type RevocationService } from './store.ts';
 import { remainingTtl } from './ttl.ts';
 import { readRawBody } from '../http/body.ts';
+import { NO_SUCH_TOKEN } from '../oidc/adapter.ts';
+import { Cached, noChanges, type Changes } from '../store/changes.ts';
 
 export interface StructuredTokenDeps {
   config: Config;
@@ -22,11 +24,13 @@ export interface StructuredTokenDeps {
   resources: Resources;
   keys: SigningKeys;
   audit: Audit;
+  /** Keeps the key set's version current without a statement per request (src/store/changes.ts). */
+  changes?: Changes;
 }
 
 const ROUTES = new Set(['/token/introspection', '/token/revocation']);
 // Not a JWT and not a token oidc-provider could ever find: it answers inactive / 200-no-op for it.
-const PLACEHOLDER = 'gatehouse-structured-token';
+const PLACEHOLDER = NO_SUCH_TOKEN;
 const JWT_SHAPE = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$/;
 
 
@@ -38,9 +42,13 @@ function parseLimit(s: string): number {
 export function structuredTokenEndpoints(deps: StructuredTokenDeps) {
   const limit = parseLimit(deps.config.BODY_LIMIT);
   let ring: { version: string; keys: ReturnType<typeof createLocalJWKSet> } | undefined;
+  // Dropped on every node when a key is added, retired or removed; a retired key reaching its end
+  // changes the version too, which the cache's expiry (a minute) picks up: everything it signed has
+  // expired by then.
+  const keysVersion = new Cached('keys.version', deps.changes ?? noChanges, () => deps.keys.version()).dropOn('signing_keys', 'everything');
 
   async function verifyKeys() {
-    const version = String(await deps.keys.version());
+    const version = String(await keysVersion.get(''));
     if (ring?.version !== version) {
       const jwks = await deps.keys.privateJwks();
       const publicKeys = jwks.keys.map((k: JWK) => {

@@ -17,7 +17,7 @@ export const CACHE_TTL_MS = 60_000;
 const MAX_ENTRIES = 10_000;
 
 export type ChangedTable = 'users' | 'user_roles' | 'roles' | 'clients' | 'exchange_client_policies' | 'livekit_role_policies' | 'resource_servers'
-  | 'livekit_options';
+  | 'livekit_options' | 'signing_keys';
 
 /** What a cache needs from the change feed. */
 export interface Changes {
