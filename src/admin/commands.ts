@@ -432,6 +432,7 @@ export function usage(): string {
     '                [--auth-method client_secret_basic|client_secret_post|client_secret_jwt|private_key_jwt]',
     '                [--jwks-uri URL | --jwks JSON|@file] [--first-party]   (keys mean private_key_jwt; docs/clients.md)',
     '                [--backchannel-logout-uri U]   (OIDC back-channel logout: a logout token when a session ends)',
+    '                [--ciba-notification-endpoint U] (CIBA ping mode: told there when an approval is answered)',
     '                [--resource U ... --agent-name N]   (--preset agent: its token-exchange policy)',
     '  client update ID [--name N] [--redirect-uri U ... (replaces) | --add-redirect-uri U | --remove-redirect-uri U | --clear-redirect-uris]',
     '                [--post-logout-redirect-uri U ... | --clear-post-logout-redirect-uris] [--grant G ... (replaces) | --add-grant G | --remove-grant G]',
@@ -458,7 +459,8 @@ export function usageOf(name: string): string[] {
   const lines = usage().split('\n');
   const out: string[] = [];
   for (let i = 0; i < lines.length; i++) {
-    if (!lines[i].includes(name)) continue;
+    // `  client create …` or `… | client get ID | …`: the command's own line, not a mention of it.
+    if (!lines[i].startsWith(`  ${name}`) && !lines[i].includes(`| ${name}`)) continue;
     out.push(lines[i]);
     // continuation lines are indented deeper and do not start a command
     while (lines[i + 1]?.startsWith('                ')) out.push(lines[++i]);
