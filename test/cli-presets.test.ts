@@ -106,6 +106,8 @@ describe('client presets', () => {
     await expect(typo).rejects.toThrow(/unknown option --redirect; did you mean --redirect-uri\?\nusage:\n {2}client create --name N/);
     await expect(gh.cli('client', 'updte', 'x')).rejects.toThrow(/unknown command "client updte x"; did you mean "client update"\?/);
     await expect(gh.cli('resource', 'create', '--uri')).rejects.toThrow(/--uri needs a value/);
+    await expect(gh.cli('user', 'create', '--name', 'Alice')).rejects.toThrow(/--email is required, e\.g\. gatehouse user create --email alice@example\.com/);
+    await expect(gh.cli('connection', 'create', 'acme', '--issuer', 'https://login.acme.test')).rejects.toThrow(/--client-id is required .*e\.g\. gatehouse connection create acme/);
   });
 
 });

@@ -41,7 +41,7 @@ function parseJwksOption(text: string): unknown {
 const commands: Record<string, Handler> = {
   async 'user create'(deps, args) {
     const { values } = parse(args, { email: one, password: one, name: one, role: many, verified: flag });
-    if (!values.email) throw new CommandError('--email is required');
+    if (!values.email) throw new CommandError('--email is required, e.g. gatehouse user create --email alice@example.com --name Alice --role user');
     const user = await deps.accounts.createUser({
       email: values.email,
       password: values.password,
@@ -151,7 +151,7 @@ const commands: Record<string, Handler> = {
   async 'role create'(deps, args) {
     const { values, positionals } = parse(args, { name: one, description: one, permission: many });
     const name = values.name ?? positionals[0];
-    if (!name) throw new CommandError('a role name is required');
+    if (!name) throw new CommandError('a role name is required, e.g. gatehouse role create support --permission tools:read --description "Support desk"');
     const role = await createRoles(deps.db).createRole({ name, description: values.description, permissions: splitList(values.permission) });
     await adminAudit(deps, 'admin.role.create', name, { permissions: role.permissions });
     return role;

@@ -108,7 +108,7 @@ const handlers: Record<string, Handler> = {
     const { values, positionals } = parseOptions(args);
     const name = positional(positionals, values.name);
     if (!values.issuer) throw new CommandError('--issuer is required (the upstream issuer URL; discovery is read from it)');
-    if (!values['client-id']) throw new CommandError('--client-id is required');
+    if (!values['client-id']) throw new CommandError('--client-id is required (the client id Gatehouse has at the upstream IdP), e.g. gatehouse connection create acme --issuer https://login.acme.com --client-id gatehouse --client-secret S --domain acme.com');
     const connection = await store(deps).create({ ...input(values), name, clientSecret: values['client-secret'] } as ConnectionInput);
     await record(deps, 'admin.connection.create', name, { issuer: connection.issuer, domains: connection.domains });
     return shown(deps, connection);
