@@ -121,9 +121,52 @@ async function refuseReuse(db: Queryable, model: string, grantId: string | null 
   throw new errors.InvalidGrant(ALREADY_USED[model] ?? 'already used');
 }
 
+// An access token with the session it is bound to and the grant behind it, in one statement:
+// oidc-provider reads the session right after the token (session binding) and the exchange reads
+// the grant (its lifetime), each a round trip of its own otherwise.
+const FIND_ACCESS_TOKEN_WITH_ORIGIN = `
+  SELECT a.payload, s.payload AS session, g.payload AS grant
+    FROM oidc_payloads a
+    LEFT JOIN LATERAL (SELECT payload FROM oidc_payloads WHERE model = 'Session' AND uid = a.payload->>'sessionUid'
+                        AND (expires_at IS NULL OR expires_at > now()) LIMIT 1) s ON true
+    LEFT JOIN LATERAL (SELECT payload FROM oidc_payloads WHERE model = 'Grant' AND id = a.grant_id
+                        AND (expires_at IS NULL OR expires_at > now())) g ON true
+   WHERE a.model = 'AccessToken' AND a.id = $1 AND ${LIVE.replaceAll('expires_at', 'a.expires_at')}`;
+
+/**
+ * Rows read ahead for the request in progress (oidc-provider's Provider.ctx): `Session:uid:<uid>`,
+ * `Grant:<id>` → payload (undefined: there is none). Request-scoped, so nothing is shared between
+ * requests; any write of the request clears it.
+ */
+const readAhead = new WeakMap<object, Map<string, AdapterPayload | undefined>>();
+
+async function findAccessTokenWithOrigin(db: Queryable, ctx: object, id: string): Promise<AdapterPayload | undefined> {
+  const r = await db.query<{ payload: AdapterPayload; session: AdapterPayload | null; grant: AdapterPayload | null }>(FIND_ACCESS_TOKEN_WITH_ORIGIN, [id]);
+  const row = r.rows[0];
+  if (!row) return undefined;
+  const ahead = new Map<string, AdapterPayload | undefined>();
+  const t = row.payload as { sessionUid?: string; grantId?: string };
+  if (t.sessionUid) ahead.set(`Session:uid:${t.sessionUid}`, row.session ?? undefined);
+  if (t.grantId) ahead.set(`Grant:${t.grantId}`, row.grant ?? undefined);
+  readAhead.set(ctx, ahead);
+  return row.payload;
+}
+
+/** A row read ahead for this request: [true, payload] when known, [false] when it must be read. */
+function aheadOf(key: string): [true, AdapterPayload | undefined] | [false] {
+  const ctx = Provider.ctx;
+  const ahead = ctx && readAhead.get(ctx);
+  return ahead?.has(key) ? [true, ahead.get(key)] : [false];
+}
+
 async function findPayload(db: Queryable, sql: string, model: string, value: string) {
   const r = await db.query<{ payload: AdapterPayload }>(sql, [model, value]);
   return r.rows[0]?.payload;
+}
+
+function forgetReadAhead() {
+  const ctx = Provider.ctx;
+  if (ctx) readAhead.delete(ctx);
 }
 
 function epochSecondsOrNull(value: unknown): number | null {
@@ -135,6 +178,7 @@ export function createAdapterFactory(db: Db, opts: AdapterOptions = {}): Adapter
     constructor(private readonly model: string) {}
 
     async upsert(id: string, payload: AdapterPayload, expiresIn?: number) {
+      forgetReadAhead();
       if (this.model === 'Client' && opts.clientStore) {
         return opts.clientStore.saveRegistered({ ...payload, client_id: id });
       }
@@ -164,10 +208,22 @@ export function createAdapterFactory(db: Db, opts: AdapterOptions = {}): Adapter
         return (await opts.clientFinder(id)) as AdapterPayload | undefined;
       }
       if (id === NO_SUCH_TOKEN) return undefined;
+      if (this.model === 'AccessToken') {
+        const ctx = Provider.ctx;
+        if (ctx) return findAccessTokenWithOrigin(db, ctx, id);
+      }
+      if (this.model === 'Grant') {
+        const [known, payload] = aheadOf(`Grant:${id}`);
+        if (known) return payload;
+      }
       return findPayload(db, FIND_BY.id, this.model, id);
     }
 
     async findByUid(uid: string) {
+      if (this.model === 'Session') {
+        const [known, payload] = aheadOf(`Session:uid:${uid}`);
+        if (known) return payload;
+      }
       return findPayload(db, FIND_BY.uid, this.model, uid);
     }
 
@@ -176,6 +232,7 @@ export function createAdapterFactory(db: Db, opts: AdapterOptions = {}): Adapter
     }
 
     async consume(id: string) {
+      forgetReadAhead();
       // oidc-provider's refresh grant calls consume() and then saves the successor; the spend waits
       // for that save (see ROTATE). A failure in between leaves the old token usable, as it should.
       const ctx = this.model === 'RefreshToken' ? Provider.ctx : undefined;
@@ -188,6 +245,7 @@ export function createAdapterFactory(db: Db, opts: AdapterOptions = {}): Adapter
     }
 
     async destroy(id: string) {
+      forgetReadAhead();
       if (this.model === 'Client' && opts.clientStore) {
         await opts.clientStore.deleteClient(id);
         return;
@@ -202,6 +260,7 @@ export function createAdapterFactory(db: Db, opts: AdapterOptions = {}): Adapter
      * under another model must still go.
      */
     async revokeByGrantId(grantId: string) {
+      forgetReadAhead();
       await db.query('DELETE FROM oidc_payloads WHERE grant_id = $1 AND model = ANY($2::text[])', [
         grantId,
         [...GRANTABLE_MODELS],
