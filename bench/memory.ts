@@ -65,7 +65,7 @@ const stop = (p: ChildProcess) => new Promise<void>((r) => {
 
 function cli(env: Record<string, string>, ...args: string[]) {
   const t0 = performance.now();
-  const r = spawnSync(CLI[0], [...CLI.slice(1), ...args], { cwd: ROOT, env: { ...process.env, ...env }, encoding: 'utf8' });
+  const r = spawnSync(CLI[0], [...CLI.slice(1), ...args, '--json'], { cwd: ROOT, env: { ...process.env, ...env }, encoding: 'utf8' });
   if (r.status !== 0) throw new Error(`gatehouse ${args.join(' ')}: ${r.stderr}`);
   return { out: JSON.parse(r.stdout), ms: Math.round(performance.now() - t0) };
 }
