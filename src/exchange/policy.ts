@@ -198,7 +198,8 @@ export function createPolicyStore(db: Queryable): PolicyStore {
 export function cachedPolicyStore(store: PolicyStore, changes: Changes): PolicyStore {
   // A client's policy row goes with the client (ON DELETE CASCADE), so a deleted client drops it too.
   const clients = new Cached('policy.client', changes, (id) => store.clientPolicy(id)).dropOn('exchange_client_policies').dropOn('clients');
-  const agents = new Cached('policy.agents', changes, (names) => store.clientsByAgentName(JSON.parse(names)))
+  // Agent names come from requests (room_config.agents): only names some client runs are kept.
+  const agents = new Cached('policy.agents', changes, (names) => store.clientsByAgentName(JSON.parse(names)), (found) => found.length > 0)
     .dropOn('exchange_client_policies', 'everything').dropOn('clients', 'everything');
   const roles = new Cached('policy.roles', changes, (names) => store.rolePolicies(JSON.parse(names))).dropOn('livekit_role_policies', 'everything');
   // A role's permissions reach every user holding it.

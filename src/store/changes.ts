@@ -104,14 +104,20 @@ export async function startChangeFeed(db: Pick<Db, 'listen'>, log?: Pick<Logger,
  * A read-through cache of `load(key)`. The entry holds the lookup's promise from the moment it
  * starts, so parallel misses make one query, and a change that arrives while the query is in flight
  * drops it too (a later request reads again rather than keep an answer from before the change).
- * Rejections are not kept.
+ * Rejections are not kept, nor answers `keep` refuses.
  */
 export class Cached<V> implements CacheStats {
   private readonly entries = new Map<string, { value: Promise<V>; expires: number }>();
   hits = 0;
   misses = 0;
 
-  constructor(readonly name: string, private readonly changes: Changes, private readonly load: (key: string) => Promise<V>) {
+  /**
+   * `keep` says which answers are worth keeping; by default all but "none" (undefined). Keys often
+   * come from requests (a client id, a resource URI): keeping what does not exist would let anyone
+   * fill the cache with made-up names, and would answer for them without the database.
+   */
+  constructor(readonly name: string, private readonly changes: Changes, private readonly load: (key: string) => Promise<V>,
+    private readonly keep: (value: V) => boolean = (v) => v !== undefined) {
     changes.onReset(() => this.clear());
     changes.track(this);
   }
@@ -144,9 +150,10 @@ export class Cached<V> implements CacheStats {
     const value = this.load(key);
     const entry = { value, expires: now + CACHE_TTL_MS };
     this.entries.set(key, entry);
-    value.catch(() => {
+    const forget = () => {
       if (this.entries.get(key) === entry) this.entries.delete(key);
-    });
+    };
+    value.then((v) => { if (!this.keep(v)) forget(); }, forget);
     return value;
   }
 
