@@ -16,7 +16,7 @@ import path from 'node:path';
 import crypto from 'node:crypto';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import autocannon from 'autocannon';
-import { createTestPgDatabase, createTestRedisPrefix } from '../test/helpers/databases.ts';
+import { prepareStore } from './stores.ts';
 
 const ROOT = path.resolve(import.meta.dirname, '..');
 const argv = process.argv.slice(2);
@@ -93,15 +93,7 @@ async function measure(mode: 'embedded' | 'postgres'): Promise<Row> {
   const cleanups: (() => Promise<void>)[] = [];
   let proc: ChildProcess | undefined;
   try {
-    if (mode === 'postgres') {
-      const pg = await createTestPgDatabase();
-      const redis = await createTestRedisPrefix();
-      cleanups.push(pg.drop, redis.cleanup);
-      Object.assign(env, { DATABASE_URL: pg.url, REDIS_URL: redis.url, REDIS_KEY_PREFIX: redis.prefix });
-    } else {
-      env.DATA_DIR = fs.mkdtempSync(path.join(os.tmpdir(), 'gh-memory-'));
-      cleanups.push(async () => fs.rmSync(env.DATA_DIR, { recursive: true, force: true }));
-    }
+    await prepareStore(mode, env, cleanups, 'gh-memory-');
     const first = await start(env, url);
     await stop(first.proc);
     const second = await start(env, url);

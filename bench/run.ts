@@ -25,7 +25,7 @@ import readline from 'node:readline';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { decodeJwt } from 'jose';
 import { Browser, CALLBACK, codeFlow, formOf, rpConfig, startTestGatehouse } from '../test/helpers/gatehouse.ts';
-import { createTestPgDatabase, createTestRedisPrefix } from '../test/helpers/databases.ts';
+import { prepareStore } from './stores.ts';
 import type { LoadResult, LoadSpec } from './load.ts';
 
 const ROOT = path.resolve(import.meta.dirname, '..');
@@ -157,15 +157,7 @@ async function benchMode(mode: 'embedded' | 'postgres', { floor, ceiling }: Base
   };
   const procs: ChildProcess[] = [];
   try {
-    if (mode === 'postgres') {
-      const pg = await createTestPgDatabase();
-      const redis = await createTestRedisPrefix();
-      cleanups.push(pg.drop, redis.cleanup);
-      Object.assign(env, { DATABASE_URL: pg.url, REDIS_URL: redis.url, REDIS_KEY_PREFIX: redis.prefix });
-    } else {
-      env.DATA_DIR = fs.mkdtempSync(path.join(os.tmpdir(), 'gh-bench-'));
-      cleanups.push(async () => fs.rmSync(env.DATA_DIR, { recursive: true, force: true }));
-    }
+    await prepareStore(mode, env, cleanups, 'gh-bench-');
     // Set-up through the CLI's commands in this process; the server process starts after, on the same data.
     const setup = await startTestGatehouse({ mode, env: { ...env, PORT: '0' }, dataDir: env.DATA_DIR, databaseUrl: env.DATABASE_URL,
       redis: env.REDIS_URL ? { url: env.REDIS_URL, prefix: env.REDIS_KEY_PREFIX } : undefined });

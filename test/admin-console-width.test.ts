@@ -2,11 +2,10 @@
 // the long values real deployments have (grant URNs, user ids as actors, audit details, many
 // roles), no table needs a horizontal scroll bar and the page itself does not scroll sideways.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { chromium, type Browser, type Page } from 'playwright-core';
+import type { Browser, Page } from 'playwright-core';
+import { launchChromium } from './helpers/chromium.ts';
 import { ADMIN, startTestGatehouse, type TestGatehouse } from './helpers/gatehouse.ts';
 
-const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
-const CHROMIUM_ARGS = ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'];
 const TX = 'urn:ietf:params:oauth:grant-type:token-exchange';
 const DEVICE = 'urn:ietf:params:oauth:grant-type:device_code';
 
@@ -42,7 +41,7 @@ describe('admin console at 1280 px', () => {
     await gh.cli('user', 'update', userId, '--enabled', 'off');
     await gh.cli('user', 'update', userId, '--enabled', 'on');
 
-    browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
+    browser = await launchChromium();
     page = await (await browser.newContext({ viewport: { width: 1280, height: 800 } })).newPage();
     await page.goto(`${gh.url}/admin/users`);
     await page.getByLabel(/email/i).fill(ADMIN.email);

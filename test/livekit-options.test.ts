@@ -8,7 +8,7 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { decodeJwt } from 'jose';
-import { chromium } from 'playwright-core';
+import { launchChromium } from './helpers/chromium.ts';
 import { Browser, CALLBACK, codeFlow, describeEachMode, formOf, rpConfig, startTestGatehouse, type TestGatehouse } from './helpers/gatehouse.ts';
 import { fakeRoomService, signWebhook, webhookEvent, type FakeRoomService } from './helpers/livekit.ts';
 
@@ -17,7 +17,6 @@ const SECRET = 'options-secret-'.padEnd(40, 'o');
 const TX = 'urn:ietf:params:oauth:grant-type:token-exchange';
 const AT = 'urn:ietf:params:oauth:token-type:access_token';
 const LIVEKIT = 'urn:gatehouse:token-type:livekit';
-const CHROMIUM_ARGS = ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'];
 type Claims = { sub: string; name?: string; video: { room: string }; roomConfig?: Record<string, unknown> };
 
 /** A page server on localhost (another origin than Gatehouse's 127.0.0.1). */
@@ -190,7 +189,7 @@ describeEachMode('LiveKit options', (mode) => {
   if (mode === 'embedded') {
     it('answers CORS for the origins of the client’s redirect URIs, in Chromium; another origin is blocked', async () => {
       const other = await pageServer();
-      const browser = await chromium.launch({ executablePath: process.env.CHROMIUM_PATH ?? '/usr/bin/chromium', args: CHROMIUM_ARGS });
+      const browser = await launchChromium();
       try {
         const call = async (origin: string) => {
           const page = await browser.newPage();

@@ -4,23 +4,20 @@
 // code flow (openid-client as the RP) and read amr from the ID token; replay one assertion in
 // parallel at the verify endpoint (exactly one 2xx); use the passkey as the second factor; a cloned
 // authenticator (sign count going back) is refused; the admin removes it and it no longer signs in.
-import fs from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { chromium, type Browser, type BrowserContext, type CDPSession, type Page } from 'playwright-core';
+import type { Browser, BrowserContext, CDPSession, Page } from 'playwright-core';
+import { CHROMIUM, haveChromium, launchChromium } from './helpers/chromium.ts';
 import * as oidc from 'openid-client';
 import { describeEachMode, rpConfig, localhostIssuer, startTestGatehouse, type TestGatehouse } from './helpers/gatehouse.ts';
 
-const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
-const haveChromium = fs.existsSync(CHROMIUM);
-if (!haveChromium && process.env.REQUIRE_SERVICES === '1') throw new Error(`Chromium not found at ${CHROMIUM}`);
-const CHROMIUM_ARGS = ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run', '--disable-quic'];
 
 const ALICE = { email: 'alice@example.com', password: 'a long and private passphrase' };
 
 describeEachMode('passkeys in Chromium', (mode) => {
-  if (!haveChromium) return void it.skip('needs Chromium');
+  // Under REQUIRE_SERVICES=1 a missing Chromium throws (helpers/chromium.ts) rather than skips.
+  if (!haveChromium) return void it.skip(`needs Chromium at ${CHROMIUM}`);
   let gh: TestGatehouse;
   let browser: Browser;
   let rp: http.Server;
@@ -50,7 +47,7 @@ describeEachMode('passkeys in Chromium', (mode) => {
     await gh.cli('client', 'require-mfa', strict.client_id);
     mfaConfig = await rpConfig(gh, strict.client_id, strict.client_secret);
     alice = await gh.cli('user', 'create', '--email', ALICE.email, '--password', ALICE.password);
-    browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
+    browser = await launchChromium();
     context = await browser.newContext();
     page = await context.newPage();
     page.on('pageerror', (e) => errors.push(e.message));
