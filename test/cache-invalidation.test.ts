@@ -6,6 +6,7 @@
 // deleted.
 import type { ChildProcess } from 'node:child_process';
 import crypto from 'node:crypto';
+import { decodeJwt } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { spawnGatehouse, stopProcess } from './helpers/process.ts';
 import { CALLBACK, codeFlow, rpConfig, startTestGatehouse } from './helpers/gatehouse.ts';
@@ -138,6 +139,26 @@ describe.skipIf(!run)('in-process caches on two processes (PostgreSQL + Redis)',
     expect((await mcpExchange(a, aliceToken)).status).toBe(200);
     await notified(b, again);
     expect((await mcpExchange(b, aliceToken)).status).toBe(200);
+  });
+
+  it("a client's LiveKit options: the next room token on either node carries the new roomConfig", async () => {
+    const roomConfig = async (url: string) => {
+      const r = await livekitExchange(url);
+      expect(r.status, JSON.stringify(r.body)).toBe(200);
+      return decodeJwt(r.body.access_token as string).roomConfig as Record<string, unknown> | undefined;
+    };
+    await warm(livekitExchange, 'livekit.options');
+    const before = await received(b);
+    expect((await adminCall('PUT', `/livekit/options/clients/${web.client_id}`, { max_participants: 3 })).status).toBe(200);
+    expect(await roomConfig(a)).toMatchObject({ maxParticipants: 3 });
+    await notified(b, before);
+    expect(await roomConfig(b)).toMatchObject({ maxParticipants: 3 });
+    // Options removed: no roomConfig on either node.
+    const again = await received(b);
+    expect((await adminCall('DELETE', `/livekit/options/clients/${web.client_id}`, undefined)).status).toBe(204);
+    expect(await roomConfig(a)).toBeUndefined();
+    await notified(b, again);
+    expect(await roomConfig(b)).toBeUndefined();
   });
 
   it("a client's exchange policy: LiveKit taken away is refused on either node's next request", async () => {

@@ -59,7 +59,7 @@ async function isRevoked(revocations: RevocationStore, facts: TokenFacts): Promi
  * jti list, so tokens exchanged with it as actor_token (their `ojti`) die with it. A user's access
  * token needs nothing more: oidc-provider revokes its whole grant (grant.revoked below).
  */
-export function revocationChecks(revocations: RevocationStore | RevocationService, writes?: { config: Config; log: Logger }) {
+export function revocationChecks(revocations: RevocationService, writes: { config: Config; log: Logger }) {
   return function configureRevocationChecks(configuration: Configuration) {
     const findAccount = configuration.findAccount!;
     // oidc-provider passes the token when it resolves the account for refresh, code and device-code
@@ -89,7 +89,7 @@ export function revocationChecks(revocations: RevocationStore | RevocationServic
           if (client.clientAuthMethod === 'none') return false;
           throw new errors.InvalidRequest('client is not authorized to revoke the presented token');
         }
-        if (t.kind === 'ClientCredentials' && t.jti && writes && 'revoke' in revocations) {
+        if (t.kind === 'ClientCredentials' && t.jti) {
           // Awaited before the response, like every writer (awaitRevocationWrites).
           track(ctx, revocations.revoke('jti', t.jti, remainingTtl(t.exp, writes.config), { subject: t.clientId, reason: 'token_revocation' }), writes.log, 'jti');
         }
