@@ -307,7 +307,8 @@ describe('logs', () => {
     log.info({
       req: { headers: { authorization: 'Bearer sekrit-header', cookie: 'sid=sekrit-cookie' } },
       res: { headers: { 'set-cookie': 'sid=sekrit-set-cookie' } },
-      body: { password: 'sekrit-password', client_secret: 'sekrit-client', refresh_token: 'sekrit-refresh', code: 'sekrit-code', subject_token: 'sekrit-subject' },
+      body: { password: 'sekrit-password', client_secret: 'sekrit-client', refresh_token: 'sekrit-refresh', code: 'sekrit-code', subject_token: 'sekrit-subject',
+        assertion: 'sekrit-id-jag', auth_req_id: 'sekrit-ciba', login_hint_token: 'sekrit-hint', client_notification_token: 'sekrit-ping', password_hash: 'sekrit-hash' },
       token: 'sekrit-token',
     }, 'request');
     expect(lines.join('')).not.toMatch(/sekrit/);

@@ -14,6 +14,9 @@ export const REDACT_PATHS = [
   '*.password', '*.client_secret', '*.access_token', '*.refresh_token', '*.id_token',
   '*.subject_token', '*.actor_token', '*.client_assertion', 'req.headers.dpop', '*.code', '*.code_verifier', '*.token', '*.secret',
   '*.device_code', '*.user_code', '*.params', '*.parameters', '*.values',
+  // Issue 19's credentials: the jwt-bearer grant's assertion (an ID-JAG), CIBA's request handle,
+  // login_hint_token and ping bearer, and an imported user's password hash.
+  '*.assertion', '*.auth_req_id', '*.login_hint_token', '*.client_notification_token', '*.password_hash',
   'password', 'client_secret', 'token', 'secret', 'params', 'parameters',
 ];
 
