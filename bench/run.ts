@@ -56,6 +56,28 @@ const serverRssMb = (pid: number) => {
   const children = fs.readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
   return children.length ? children.map(rssMb).join(' + ') : String(rssMb(pid));
 };
+/**
+ * CPU time (user + system, ms) a server process and its children (a cluster's workers) have used so
+ * far, from /proc/<pid>/stat. Unlike req/s it does not move when something else on the machine takes
+ * the core, so CPU per request is the sturdier comparison on a busy machine.
+ */
+const TICK_MS = 1000 / (Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout) || 100);
+const cpuMs = (pid: number): number => {
+  const own = (p: number) => {
+    const stat = fs.readFileSync(`/proc/${p}/stat`, 'utf8');
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(f[11]) + Number(f[12])) * TICK_MS; // utime, stime (fields 14 and 15)
+  };
+  const children = fs.readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
+  return own(pid) + children.reduce((n, c) => n + own(c), 0);
+};
+/** A load run with the server's CPU time per answered request (ms) beside it. */
+type Measured = LoadResult & { cpu: number };
+async function measured(load: Load, spec: LoadSpec, pid: number): Promise<Measured> {
+  const before = cpuMs(pid);
+  const r = await load.run(spec);
+  return { ...r, cpu: (cpuMs(pid) - before) / Math.max(1, r.requests) };
+}
 const SCALE = process.env.BENCH_SCALE !== '0';
 /** How many processes the scale-out column runs, and the cores they are pinned to. */
 const WORKERS = Number(process.env.BENCH_WORKERS ?? 2);
@@ -136,11 +158,13 @@ const LOGIN = 'password sign-in (×argon2 ceiling)';
 
 interface ModeResult {
   label: string;
-  paths: Record<string, { rps: number; p50: number; p99: number; ratio: number; bad: number; sql: number }>;
+  paths: Record<string, { rps: number; p50: number; p99: number; ratio: number; bad: number; sql: number; cpu: number; cpuRatio: number }>;
   rssIdle: string;
   rssAfter: string;
   floorRps: number;
+  floorCpu: number;
   ceilingRps?: number;
+  ceilingCpu?: number;
 }
 
 /** Data for one mode: written in-process (CLI commands), then served by a separate server process. */
@@ -178,13 +202,13 @@ async function benchMode(mode: 'embedded' | 'postgres', { floor, ceiling }: Base
     // BENCH_CPU_PROF=<dir>: the Gatehouse server writes V8 CPU profiles there when it stops (one per
     // thread: the main thread's is the big one; the other is the loader's).
     const prof = process.env.BENCH_CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${path.resolve(process.env.BENCH_CPU_PROF)}`] : [];
-    const proc = await startProcess([process.execPath, ...prof, '--import', 'tsx', 'src/main.ts'], env, async () => (await fetch(`${url}/ready`)).ok);
+    const proc = await startProcess([process.execPath, ...prof, 'bin/gatehouse.js', 'serve'], env, async () => (await fetch(`${url}/ready`)).ok);
     procs.push(proc);
     // Scale-out: the same data (and issuer) served by WORKERS processes on another port, measured beside it.
     const servers: { label: string; url: string; proc: ChildProcess }[] = [{ label: mode, url, proc }];
     if (mode === 'postgres' && SCALE) {
       const clusterUrl = `http://127.0.0.1:${freePort()}`;
-      const cluster = await startProcess([process.execPath, '--import', 'tsx', 'bench/cluster.ts', String(WORKERS)],
+      const cluster = await startProcess([process.execPath, ...prof, '--import', 'tsx', 'bench/cluster.ts', String(WORKERS)],
         { ...env, PORT: new URL(clusterUrl).port, BENCH_WORKER_CORES: HAS_TASKSET ? WORKER_CORES : '' }, async () => (await fetch(`${clusterUrl}/ready`)).ok);
       procs.push(cluster);
       servers.push({ label: `postgres, ${WORKERS} processes`, url: clusterUrl, proc: cluster });
@@ -263,13 +287,13 @@ async function benchMode(mode: 'embedded' | 'postgres', { floor, ceiling }: Base
     // SQL statements per request, from the server's own count (/metrics; one process's, which is
     // the share of the work any process does): the one number here the machine's load does not move.
     const statements = async (at: string) => Number(/^gatehouse_db_statements_total (\d+)/m.exec(await (await fetch(`${at}/metrics`)).text())?.[1] ?? NaN);
-    const samples = servers.map(() => Object.fromEntries(names.map((k) => [k, [] as LoadResult[]])));
+    const samples = servers.map(() => Object.fromEntries(names.map((k) => [k, [] as Measured[]])));
     const sqlSamples = servers.map(() => Object.fromEntries(names.map((k) => [k, [] as number[]])));
-    const floorSamples: LoadResult[] = [];
-    const ceilingSamples: LoadResult[] = [];
+    const floorSamples: Measured[] = [];
+    const ceilingSamples: Measured[] = [];
     for (let round = 0; round < ROUNDS; round++) {
-      floorSamples.push(await load.run(floor.spec));
-      if (names.includes(LOGIN)) ceilingSamples.push(await load.run(ceiling.spec));
+      floorSamples.push(await measured(load, floor.spec, floor.proc.pid!));
+      if (names.includes(LOGIN)) ceilingSamples.push(await measured(load, ceiling.spec, ceiling.proc.pid!));
       for (const name of names) {
         // A/B: each path on one process, then on several, back to back.
         for (const [i, s] of servers.entries()) {
@@ -277,7 +301,7 @@ async function benchMode(mode: 'embedded' | 'postgres', { floor, ceiling }: Base
           // The refresh chains moved on in the last run: fresh chains for each.
           if (spec.kind === 'refresh') spec.refreshTokens = await chains();
           const before = await statements(s.url);
-          const r = await load.run(spec);
+          const r = await measured(load, spec, s.proc.pid!);
           samples[i][name].push(r);
           // A cluster answers /metrics from whichever worker takes the connection: no total to divide.
           sqlSamples[i][name].push(s.proc === proc ? ((await statements(s.url)) - before) / Math.max(1, r.requests) : NaN);
@@ -292,10 +316,12 @@ async function benchMode(mode: 'embedded' | 'postgres', { floor, ceiling }: Base
         if (bad) console.error(`${s.label} ${name}: unexpected answers ${JSON.stringify(ss.map((x) => x.statuses))}`);
         const base = name === LOGIN ? ceilingSamples : floorSamples;
         out[name] = { rps: median(ss.map((x) => x.rps)), p50: median(ss.map((x) => x.p50)), p99: median(ss.map((x) => x.p99)),
-          ratio: median(ss.map((x, j) => x.rps / base[j].rps)), bad, sql: median(sqlSamples[i][name]) };
+          ratio: median(ss.map((x, j) => x.rps / base[j].rps)), bad, sql: median(sqlSamples[i][name]),
+          cpu: median(ss.map((x) => x.cpu)), cpuRatio: median(ss.map((x, j) => base[j].cpu / x.cpu)) };
       }
-      return { label: s.label, paths: out, rssIdle: rssIdle[i], rssAfter: serverRssMb(s.proc.pid!), floorRps: median(floorSamples.map((x) => x.rps)),
-        ceilingRps: ceilingSamples.length ? median(ceilingSamples.map((x) => x.rps)) : undefined };
+      return { label: s.label, paths: out, rssIdle: rssIdle[i], rssAfter: serverRssMb(s.proc.pid!), floorRps: median(floorSamples.map((x) => x.rps)), floorCpu: median(floorSamples.map((x) => x.cpu)),
+        ceilingRps: ceilingSamples.length ? median(ceilingSamples.map((x) => x.rps)) : undefined,
+        ceilingCpu: ceilingSamples.length ? median(ceilingSamples.map((x) => x.cpu)) : undefined };
     });
   } finally {
     for (const p of procs) await stop(p);
@@ -319,14 +345,15 @@ async function main() {
   console.log(`\nGatehouse bench — ${new Date().toISOString().slice(0, 16)}Z, ${os.availableParallelism()} × ${cpu}, Node ${process.version}, load average ${os.loadavg().map((l) => l.toFixed(1)).join(' ')}`);
   console.log(`${HAS_TASKSET ? 'servers on core 0, autocannon on core 1' : 'no taskset: processes not pinned'}; ${CONNECTIONS} connections, ${DURATION} s × ${ROUNDS} round(s), medians; rate limits off\n`);
   const cols = (f: (r: ModeResult) => string) => results.map(f).join(' | ');
-  console.log(`| path | ${cols((r) => `${r.label} req/s | ×floor | p50/p99 ms | SQL/req`)} |`);
-  console.log(`|---|${results.map(() => '---:|---:|---:|---:').join('|')}|`);
-  console.log(`| floor: bare oidc-provider, client credentials | ${cols((r) => `${r.floorRps.toFixed(0)} | 1.00 | | `)} |`);
-  if (results.some((r) => r.ceilingRps)) console.log(`| ceiling: argon2id verification alone | ${cols((r) => `${r.ceilingRps?.toFixed(0) ?? ''} | 1.00 | | `)} |`);
+  const us = (ms: number) => (ms * 1000).toFixed(0);
+  console.log(`| path | ${cols((r) => `${r.label} req/s | ×floor | p50/p99 ms | CPU µs/req (×floor) | SQL/req`)} |`);
+  console.log(`|---|${results.map(() => '---:|---:|---:|---:|---:').join('|')}|`);
+  console.log(`| floor: bare oidc-provider, client credentials | ${cols((r) => `${r.floorRps.toFixed(0)} | 1.00 | | ${us(r.floorCpu)} | `)} |`);
+  if (results.some((r) => r.ceilingRps)) console.log(`| ceiling: argon2id verification alone | ${cols((r) => `${r.ceilingRps?.toFixed(0) ?? ''} | 1.00 | | ${r.ceilingCpu === undefined ? '' : us(r.ceilingCpu)} | `)} |`);
   for (const name of Object.keys(results[0].paths)) {
-    console.log(`| ${name} | ${cols((m) => { const r = m.paths[name]; return `${r.rps.toFixed(0)}${r.bad ? ` (${r.bad} bad)` : ''} | ${r.ratio.toFixed(2)} | ${r.p50.toFixed(0)}/${r.p99.toFixed(0)} | ${Number.isNaN(r.sql) ? '' : r.sql.toFixed(1)}`; })} |`);
+    console.log(`| ${name} | ${cols((m) => { const r = m.paths[name]; return `${r.rps.toFixed(0)}${r.bad ? ` (${r.bad} bad)` : ''} | ${r.ratio.toFixed(2)} | ${r.p50.toFixed(0)}/${r.p99.toFixed(0)} | ${us(r.cpu)} (${r.cpuRatio.toFixed(2)}) | ${Number.isNaN(r.sql) ? '' : r.sql.toFixed(1)}`; })} |`);
   }
-  console.log(`| server RSS idle → after load (MB) | ${cols((r) => `${r.rssIdle} → ${r.rssAfter} | | | `)} |`);
+  console.log(`| server RSS idle → after load (MB) | ${cols((r) => `${r.rssIdle} → ${r.rssAfter} | | | | `)} |`);
   const one = results.find((r) => r.label === 'postgres');
   const several = results.find((r) => r.label.startsWith('postgres, '));
   if (one && several) {
