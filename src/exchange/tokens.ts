@@ -1,10 +1,8 @@
 // Tokens in and out of the exchange: verifying a subject/actor token Gatehouse issued (an RFC 9068
 // JWT signed with our keys, or an opaque token oidc-provider stores), and minting resource tokens.
 import crypto from 'node:crypto';
-import {
-  createLocalJWKSet, decodeProtectedHeader, errors as joseErrors, importJWK, jwtVerify, SignJWT,
-  type JSONWebKeySet, type JWK, type JWTPayload,
-} from 'jose';
+import { decodeProtectedHeader, errors as joseErrors, SignJWT, type JWK, type JWTPayload } from 'jose';
+import { signingKey, signJwt, verificationKeys, verifyJwt, type JwsKey } from '../crypto/jws.ts';
 import type Provider from 'oidc-provider';
 import type { RevocationStore } from '../revocation/store.ts';
 import { jtiDigest, RevocationUnavailableError } from '../revocation/store.ts';
@@ -33,24 +31,20 @@ export interface VerifiedToken {
   ojti?: string[];
 }
 
-/** Our keys, as oidc-provider was built with them: verify with the public halves, sign with ES256. */
+/**
+ * Our keys, as oidc-provider was built with them: verify with the public halves, sign with ES256.
+ * node:crypto key objects (src/crypto/jws.ts): made once per key set, not per token.
+ */
 export interface KeyRing {
-  verifyKeys: ReturnType<typeof createLocalJWKSet>;
-  es256: { kid: string; key: CryptoKey | Uint8Array };
+  verifyKeys: Map<string, JwsKey>;
+  es256: JwsKey;
 }
 
 export async function buildKeyRing(privateJwks: { keys: JWK[] }): Promise<KeyRing> {
-  const publicKeys = privateJwks.keys.map((k) => {
-    const { d: _d, p: _p, q: _q, dp: _dp, dq: _dq, qi: _qi, ...pub } = k;
-    return pub;
-  });
   // privateJwks() lists active signers first.
   const signer = privateJwks.keys.find((k) => k.alg === 'ES256');
   if (!signer?.kid) throw new Error('no ES256 signing key');
-  return {
-    verifyKeys: createLocalJWKSet({ keys: publicKeys } as JSONWebKeySet),
-    es256: { kid: signer.kid, key: await importJWK(signer, 'ES256') },
-  };
+  return { verifyKeys: verificationKeys(privateJwks.keys), es256: signingKey(signer) };
 }
 
 const isJwt = (s: string) => /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$/.test(s);
@@ -80,7 +74,7 @@ async function verifyJwtAccessToken(value: string, what: string, ctx: { issuer: 
   if (!typ || !AT_JWT.has(typ)) throw invalidRequest(`${what} is not an access token`);
   let payload: JWTPayload;
   try {
-    ({ payload } = await jwtVerify(value, ctx.keys.verifyKeys, {
+    ({ payload } = verifyJwt(value, ctx.keys.verifyKeys, {
       issuer: ctx.issuer,
       typ: 'at+jwt',
       algorithms: ['ES256', 'RS256'],
@@ -130,7 +124,7 @@ export async function verifyIdToken(value: string, what: string, ctx: { issuer: 
   if (typ && typ !== 'jwt') throw invalidRequest(`${what} is not an ID token`);
   let payload: JWTPayload;
   try {
-    ({ payload } = await jwtVerify(value, ctx.keys.verifyKeys, { issuer: ctx.issuer, algorithms: ['ES256', 'RS256'], requiredClaims: ['exp', 'iat', 'sub', 'aud'] }));
+    ({ payload } = verifyJwt(value, ctx.keys.verifyKeys, { issuer: ctx.issuer, algorithms: ['ES256', 'RS256'], requiredClaims: ['exp', 'iat', 'sub', 'aud'] }));
   } catch (err) {
     if (err instanceof joseErrors.JWTExpired) throw invalidRequest(`${what} is expired`);
     if (err instanceof joseErrors.JWTClaimValidationFailed && err.claim === 'iss') throw invalidRequest(`${what} was not issued by this server`);
@@ -297,7 +291,13 @@ export async function mintIdJag(keys: KeyRing, t: IdJagInput): Promise<{ token: 
   const now = Math.floor(Date.now() / 1000);
   const jti = crypto.randomBytes(16).toString('base64url');
   const exp = now + t.ttl;
-  const token = await new SignJWT({
+  const token = signJwt(keys.es256, { typ: 'oauth-id-jag+jwt' }, {
+    iss: t.issuer,
+    sub: t.sub,
+    aud: t.audience,
+    jti,
+    iat: now,
+    exp,
     client_id: t.clientId,
     resource: t.resource,
     ...(t.scope.length ? { scope: t.scope.join(' ') } : {}),
@@ -306,15 +306,7 @@ export async function mintIdJag(keys: KeyRing, t: IdJagInput): Promise<{ token: 
     ...(t.amr?.length ? { amr: t.amr } : {}),
     // RECOMMENDED by the draft, for the target server's subject resolution (linking, JIT provisioning).
     ...(t.email ? { email: t.email, email_verified: t.emailVerified === true } : {}),
-  })
-    .setProtectedHeader({ alg: 'ES256', typ: 'oauth-id-jag+jwt', kid: keys.es256.kid })
-    .setIssuer(t.issuer)
-    .setSubject(t.sub)
-    .setAudience(t.audience)
-    .setJti(jti)
-    .setIssuedAt(now)
-    .setExpirationTime(exp)
-    .sign(keys.es256.key);
+  });
   return { token, jti, exp };
 }
 
@@ -323,7 +315,7 @@ export async function mintAccessToken(keys: KeyRing, t: ResourceTokenInput): Pro
   const now = Math.floor(Date.now() / 1000);
   const jti = crypto.randomBytes(16).toString('base64url');
   const exp = now + t.ttl;
-  const jwt = new SignJWT({
+  const claims = {
     ...t.claims,
     client_id: t.clientId,
     scope: t.scope.join(' '),
@@ -334,16 +326,16 @@ export async function mintAccessToken(keys: KeyRing, t: ResourceTokenInput): Pro
     ...(t.act ? { act: t.act } : {}),
     ...(t.mayAct ? { may_act: t.mayAct } : {}),
     ...(t.ojti?.length ? { ojti: t.ojti } : {}),
-  })
-    .setIssuer(t.issuer)
-    .setAudience(t.audience)
-    .setSubject(t.sub)
-    .setJti(jti)
-    .setIssuedAt(now)
-    .setExpirationTime(exp);
+    iss: t.issuer,
+    aud: t.audience,
+    sub: t.sub,
+    jti,
+    iat: now,
+    exp,
+  };
   const token = t.hs256Secret
     // Same key bytes oidc-provider uses for HS256 resources (provider.ts: Buffer.from(secret)).
-    ? await jwt.setProtectedHeader({ alg: 'HS256', typ: 'at+jwt' }).sign(Buffer.from(t.hs256Secret))
-    : await jwt.setProtectedHeader({ alg: 'ES256', typ: 'at+jwt', kid: keys.es256.kid }).sign(keys.es256.key);
+    ? await new SignJWT(claims).setProtectedHeader({ alg: 'HS256', typ: 'at+jwt' }).sign(Buffer.from(t.hs256Secret))
+    : signJwt(keys.es256, { typ: 'at+jwt' }, claims);
   return { token, jti, exp };
 }

@@ -1,6 +1,7 @@
 // oidc-provider configuration. oidc-provider does the protocol; this file only says how Gatehouse
 // wants it: storage, accounts, keys, lifetimes, features, pages. Anything it can do, we configure
 // rather than re-implement.
+import { EXTERNAL_SIGNING_ACK, providerSigningKeys } from './signing.ts';
 import { pug } from '../http/pug.ts';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -112,13 +113,14 @@ type TokenEntities = {
  * scopes are offered and consent asks for them.
  */
 function resourceScopeAtTokenEndpoint(accounts: Accounts, policy: Pick<PolicyStore, 'clientPolicy'>) {
-  return async function decideResourceScope(ctx: KoaContextWithOIDC, rs: ScopeFacts['resource'], client: { metadata(): Record<string, unknown> }): Promise<string[]> {
+  return async function decideResourceScope(ctx: KoaContextWithOIDC, rs: ScopeFacts['resource'], client: { clientId: string }): Promise<string[]> {
     if (ctx.oidc.route !== 'token') return rs.scopes;
     const params = ctx.oidc.params as { grant_type?: string; scope?: string } | undefined;
     let facts: ScopeFacts;
     if (params?.grant_type === 'client_credentials') {
       // A client's allowed scopes: its policy's `--scope` (policy client set), the same cap its exchanges have.
-      const allowed = (await policy.clientPolicy(String(client.metadata().client_id)))?.scopes ?? null;
+      // client.clientId, not metadata(): that builds a snake_cased copy of every property per call.
+      const allowed = (await policy.clientPolicy(client.clientId))?.scopes ?? null;
       facts = { resource: rs, requested: splitScope(params.scope), principal: { kind: 'client', allowed } };
     } else {
       const entities = ctx.oidc.entities as TokenEntities;
@@ -160,7 +162,8 @@ export function buildProvider(deps: ProviderDeps): Provider {
 
   const configuration: Configuration = {
     adapter: createAdapterFactory(deps.db, { clientFinder: (id: string) => clients.findMetadata(id), clientStore: clients }) as never,
-    jwks: deps.jwks as never,
+    // Signed through node:crypto key objects (src/oidc/signing.ts), not WebCrypto.
+    jwks: providerSigningKeys(deps.jwks) as never,
     // Gatehouse's own account pages sign in through the same flow as any app (src/account/router.ts).
     clients: [accountClient(config)] as never,
     cookies: {
@@ -215,6 +218,7 @@ export function buildProvider(deps: ProviderDeps): Provider {
     interactions: { url: (_ctx, interaction) => `/interaction/${interaction.uid}`, policy: interactionPolicyWithMfa({ config, accounts, resources }) },
     features: {
       devInteractions: { enabled: false },
+      externalSigningSupport: { enabled: true, ack: EXTERNAL_SIGNING_ACK },
       introspection: { enabled: true },
       revocation: { enabled: true },
       userinfo: { enabled: true },

@@ -4,9 +4,8 @@
 // placeholder it will not find (oidc-provider reads a pre-parsed body from ctx.req.body), and once
 // it has authenticated the caller and answered, Gatehouse answers for the JWT itself.
 import type { Context, Next } from 'koa';
-import {
-  createLocalJWKSet, decodeJwt, decodeProtectedHeader, jwtVerify, type JSONWebKeySet, type JWK, type JWTPayload,
-} from 'jose';
+import { decodeJwt, decodeProtectedHeader, jwtVerify, type JWTPayload } from 'jose';
+import { verificationKeys, verifyJwt, type JwsKey } from '../crypto/jws.ts';
 import type { Config } from '../config/index.ts';
 import type { Resources } from '../oidc/resources.ts';
 import type { SigningKeys } from '../oidc/keys.ts';
@@ -41,7 +40,7 @@ function parseLimit(s: string): number {
 
 export function structuredTokenEndpoints(deps: StructuredTokenDeps) {
   const limit = parseLimit(deps.config.BODY_LIMIT);
-  let ring: { version: string; keys: ReturnType<typeof createLocalJWKSet> } | undefined;
+  let ring: { version: string; keys: Map<string, JwsKey> } | undefined;
   // Dropped on every node when a key is added, retired or removed; a retired key reaching its end
   // changes the version too, which the cache's expiry (a minute) picks up: everything it signed has
   // expired by then.
@@ -50,12 +49,7 @@ export function structuredTokenEndpoints(deps: StructuredTokenDeps) {
   async function verifyKeys() {
     const version = String(await keysVersion.get(''));
     if (ring?.version !== version) {
-      const jwks = await deps.keys.privateJwks();
-      const publicKeys = jwks.keys.map((k: JWK) => {
-        const { d: _d, p: _p, q: _q, dp: _dp, dq: _dq, qi: _qi, ...pub } = k;
-        return pub;
-      });
-      ring = { version, keys: createLocalJWKSet({ keys: publicKeys } as JSONWebKeySet) };
+      ring = { version, keys: verificationKeys((await deps.keys.privateJwks()).keys) };
     }
     return ring.keys;
   }
@@ -71,7 +65,8 @@ export function structuredTokenEndpoints(deps: StructuredTokenDeps) {
         if (!resource?.hs256Secret) return undefined;
         return (await jwtVerify(token, Buffer.from(resource.hs256Secret), { ...options, algorithms: ['HS256'] })).payload;
       }
-      return (await jwtVerify(token, await verifyKeys(), { ...options, algorithms: ['ES256', 'RS256', 'PS256', 'EdDSA'] })).payload;
+      // Our own keys (ES256, RS256), through node:crypto (src/crypto/jws.ts).
+      return verifyJwt(token, await verifyKeys(), options).payload;
     } catch {
       return undefined;
     }
