@@ -96,9 +96,13 @@ describe.skipIf(!run || !haveRedisServer)('revocation with Redis going away (Pos
     drop = pg.drop;
     dbUrl = pg.url;
     const shared = { mode: 'postgres' as const, databaseUrl: pg.url, redis: { url: redis.url, prefix: 'gh:' } };
-    a = await startTestGatehouse({ ...shared, env: LK });
+    // The wipe test probes one user's exchange from 12 workers for as long as the wipes last, far
+    // past the per-user exchange limit (60 a minute), which would answer 429 instead of the
+    // revocation decision under test. That limit is raised here; every other limit stays on.
+    const env = { ...LK, RATE_LIMIT_EXCHANGE_USER: '100000/1m', RATE_LIMIT_TOKEN_IP: '100000/1m' };
+    a = await startTestGatehouse({ ...shared, env });
     // One issuer behind a load balancer: B answers for tokens A issued.
-    b = await startTestGatehouse({ ...shared, env: { ...LK, ISSUER: a.url } });
+    b = await startTestGatehouse({ ...shared, env: { ...env, ISSUER: a.url } });
     await a.cli('resource', 'create', '--uri', MCP, '--scope', 'tools:read');
     await a.deps.db.query("UPDATE roles SET permissions = permissions || ARRAY['tools:read'] WHERE name = 'user'");
     await a.cli('user', 'create', '--email', ALICE.email, '--password', ALICE.password, '--role', 'user');
