@@ -91,14 +91,14 @@ export const many = (v: unknown) => (Array.isArray(v) ? v : v === undefined || v
 function readParams(ctx: KoaContextWithOIDC): Params {
   const p = ctx.oidc.params as Record<string, unknown>;
   const subjectToken = one(p.subject_token);
-  assertThat(subjectToken, invalidRequest('missing required parameter subject_token'));
-  assertThat(one(p.subject_token_type) === ACCESS_TOKEN_TYPE, invalidRequest(`subject_token_type must be ${ACCESS_TOKEN_TYPE}`));
+  assertThat(subjectToken, () => invalidRequest('missing required parameter subject_token'));
+  assertThat(one(p.subject_token_type) === ACCESS_TOKEN_TYPE, () => invalidRequest(`subject_token_type must be ${ACCESS_TOKEN_TYPE}`));
   const actorToken = one(p.actor_token);
-  if (actorToken) assertThat(one(p.actor_token_type) === ACCESS_TOKEN_TYPE, invalidRequest(`actor_token_type must be ${ACCESS_TOKEN_TYPE}`));
-  else assertThat(!one(p.actor_token_type), invalidRequest('actor_token_type given without actor_token'));
+  if (actorToken) assertThat(one(p.actor_token_type) === ACCESS_TOKEN_TYPE, () => invalidRequest(`actor_token_type must be ${ACCESS_TOKEN_TYPE}`));
+  else assertThat(!one(p.actor_token_type), () => invalidRequest('actor_token_type given without actor_token'));
   const requestedTokenType = one(p.requested_token_type) ?? ACCESS_TOKEN_TYPE;
   assertThat(requestedTokenType === ACCESS_TOKEN_TYPE || requestedTokenType === LIVEKIT_TOKEN_TYPE,
-    invalidRequest(`unsupported requested_token_type; use ${ACCESS_TOKEN_TYPE}, ${LIVEKIT_TOKEN_TYPE} or urn:ietf:params:oauth:token-type:id-jag`));
+    () => invalidRequest(`unsupported requested_token_type; use ${ACCESS_TOKEN_TYPE}, ${LIVEKIT_TOKEN_TYPE} or urn:ietf:params:oauth:token-type:id-jag`));
   return {
     subjectToken,
     actorToken,
@@ -120,7 +120,7 @@ const namesIn = (v: unknown) => (Array.isArray(v) ? v.map(String) : typeof v ===
 export async function activeSubjectUser(deps: Pick<ExchangeDeps, 'revocations' | 'policy'>, subject: VerifiedToken): Promise<UserFacts> {
   await assertNotRevoked(subject, 'subject_token', deps.revocations);
   const user = await deps.policy.user(subject.user!);
-  assertThat(user?.active, invalidRequest('the subject_token user is unknown or disabled'));
+  assertThat(user?.active, () => invalidRequest('the subject_token user is unknown or disabled'));
   return user;
 }
 
@@ -129,7 +129,7 @@ export function buildExchangeHandler(provider: Provider, deps: ExchangeDeps) {
 
   async function checkClientMayExchange(x: Exchange) {
     x.policy = await deps.policy.clientPolicy(x.clientId);
-    assertThat(x.policy, unauthorizedClient('this client has no token-exchange policy'));
+    assertThat(x.policy, () => unauthorizedClient('this client has no token-exchange policy'));
   }
 
   async function verifySubjectToken(x: Exchange) {
@@ -137,7 +137,7 @@ export function buildExchangeHandler(provider: Provider, deps: ExchangeDeps) {
     // Audience binding: a token issued for a resource server is that server's, not a key to more
     // tokens (it could otherwise be replayed by the server that received it, and chains would never end).
     assertBoundToGatehouse(x.subject, 'subject_token', issuer);
-    assertThat(x.subject.user, invalidRequest('subject_token does not represent a user'));
+    assertThat(x.subject.user, () => invalidRequest('subject_token does not represent a user'));
   }
 
   async function checkSubjectNotRevoked(x: Exchange) {
@@ -148,9 +148,9 @@ export function buildExchangeHandler(provider: Provider, deps: ExchangeDeps) {
     if (!x.params!.actorToken) return;
     const actor = await verifyIssuedToken(x.params!.actorToken, 'actor_token', { provider, issuer, keys: await deps.keyRing() });
     assertBoundToGatehouse(actor, 'actor_token', issuer);
-    assertThat(!actor.user, invalidRequest("actor_token must be the agent's own client-credentials token"));
+    assertThat(!actor.user, () => invalidRequest("actor_token must be the agent's own client-credentials token"));
     // A client may not present someone else's actor token.
-    assertThat(actor.clientId === x.clientId, invalidRequest('actor_token was issued to another client'));
+    assertThat(actor.clientId === x.clientId, () => invalidRequest('actor_token was issued to another client'));
     await assertNotRevoked(actor, 'actor_token', deps.revocations);
     x.actor = actor;
   }
@@ -159,8 +159,8 @@ export function buildExchangeHandler(provider: Provider, deps: ExchangeDeps) {
     const s = x.subject!;
     if (x.actor) return; // delegation: decided per target in checkDelegation
     // A delegation token (may_act) is only good in the hands of the agent it names, with its actor_token.
-    assertThat(!s.mayAct, invalidRequest('subject_token names an actor (may_act); present the actor_token of that agent'));
-    assertThat(s.clientId === x.clientId, invalidRequest('subject_token was issued to another client'));
+    assertThat(!s.mayAct, () => invalidRequest('subject_token names an actor (may_act); present the actor_token of that agent'));
+    assertThat(s.clientId === x.clientId, () => invalidRequest('subject_token was issued to another client'));
   }
 
   async function checkRateLimit(x: Exchange, ip: string) {
@@ -172,22 +172,22 @@ export function buildExchangeHandler(provider: Provider, deps: ExchangeDeps) {
     if (p.requestedTokenType === LIVEKIT_TOKEN_TYPE) {
       x.targetType = 'livekit';
       x.target = 'livekit';
-      assertThat(deps.livekit, invalidTarget('LiveKit is not configured on this server (LIVEKIT_URL, LIVEKIT_API_KEY, LIVEKIT_API_SECRET)'));
-      assertThat(x.policy!.livekit, invalidTarget('this client may not exchange for LiveKit tokens'));
-      assertThat(!x.actor && !x.subject!.act, invalidRequest('a delegated token cannot be exchanged for a LiveKit token'));
-      assertThat(p.targets.length === 0, invalidTarget('resource/audience do not apply to LiveKit tokens'));
+      assertThat(deps.livekit, () => invalidTarget('LiveKit is not configured on this server (LIVEKIT_URL, LIVEKIT_API_KEY, LIVEKIT_API_SECRET)'));
+      assertThat(x.policy!.livekit, () => invalidTarget('this client may not exchange for LiveKit tokens'));
+      assertThat(!x.actor && !x.subject!.act, () => invalidRequest('a delegated token cannot be exchanged for a LiveKit token'));
+      assertThat(p.targets.length === 0, () => invalidTarget('resource/audience do not apply to LiveKit tokens'));
       return;
     }
     x.targetType = 'resource';
-    assertThat(p.targets.length > 0, invalidTarget('resource (or audience) is required'));
-    assertThat(p.targets.length === 1, invalidTarget('only one resource per exchange'));
+    assertThat(p.targets.length > 0, () => invalidTarget('resource (or audience) is required'));
+    assertThat(p.targets.length === 1, () => invalidTarget('only one resource per exchange'));
     x.target = p.targets[0];
     const rs = await deps.resources.findResource(x.target);
-    assertThat(rs, invalidTarget('resource is not registered with this server'));
+    assertThat(rs, () => invalidTarget('resource is not registered with this server'));
     x.resource = rs;
     x.target = rs.uri;
     const allowed = new Set(x.policy!.resources.flatMap(uriVariants));
-    assertThat(allowed.has(rs.uri), invalidTarget('this client may not exchange for this resource'));
+    assertThat(allowed.has(rs.uri), () => invalidTarget('this client may not exchange for this resource'));
   }
 
   /**
@@ -198,7 +198,7 @@ export function buildExchangeHandler(provider: Provider, deps: ExchangeDeps) {
    */
   function checkAuthenticationStrength(x: Exchange) {
     if (x.targetType !== 'resource' || !x.resource!.requireMfa) return;
-    assertThat(x.subject!.acr === ACR_MFA, insufficientUserAuthentication(
+    assertThat(x.subject!.acr === ACR_MFA, () => insufficientUserAuthentication(
       `this resource requires multi-factor authentication; sign in again with acr_values=${ACR_MFA}`));
   }
 
@@ -208,14 +208,14 @@ export function buildExchangeHandler(provider: Provider, deps: ExchangeDeps) {
     // RFC 8693 §4.4: may_act names the party authorised to act; a token naming one agent is no
     // good to any other, whatever that agent's policy says.
     if (mayAct) {
-      assertThat(namesIn(mayAct.sub).includes(x.clientId), invalidRequest("subject_token's may_act does not name this client"));
+      assertThat(namesIn(mayAct.sub).includes(x.clientId), () => invalidRequest("subject_token's may_act does not name this client"));
       return;
     }
     // Otherwise the agent's policy must let it act (for this resource: decideTarget checked it is
     // listed), and the user's consent must cover the resource.
-    assertThat(x.policy!.mayAct, invalidRequest('this client may not act for the subject (no may_act naming it and no acting policy)'));
+    assertThat(x.policy!.mayAct, () => invalidRequest('this client may not act for the subject (no may_act naming it and no acting policy)'));
     x.consented = await consentedInGrant(provider, x.subject!, x.resource!.uri);
-    assertThat(x.consented.length > 0, invalidRequest("the user's consent (the grant behind subject_token) does not cover this resource"));
+    assertThat(x.consented.length > 0, () => invalidRequest("the user's consent (the grant behind subject_token) does not cover this resource"));
   }
 
   async function mintResourceToken(x: Exchange) {

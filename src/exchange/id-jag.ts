@@ -50,17 +50,17 @@ export function isIdJagRequest(ctx: KoaContextWithOIDC): boolean {
 function readIdJagParams(ctx: KoaContextWithOIDC): Params {
   const p = ctx.oidc.params as Record<string, unknown>;
   const subjectToken = one(p.subject_token);
-  assertThat(subjectToken, invalidRequest('missing required parameter subject_token'));
+  assertThat(subjectToken, () => invalidRequest('missing required parameter subject_token'));
   const subjectTokenType = one(p.subject_token_type);
   // The draft: implementations MUST accept identity assertions (here: our ID tokens) and MAY accept refresh tokens.
   assertThat(subjectTokenType === ID_TOKEN_TYPE || subjectTokenType === REFRESH_TOKEN_TYPE,
-    invalidRequest(`for an ID-JAG, subject_token_type must be ${ID_TOKEN_TYPE} or ${REFRESH_TOKEN_TYPE}`));
-  assertThat(!one(p.actor_token), invalidRequest('actor_token is not supported for ID-JAG requests'));
+    () => invalidRequest(`for an ID-JAG, subject_token_type must be ${ID_TOKEN_TYPE} or ${REFRESH_TOKEN_TYPE}`));
+  assertThat(!one(p.actor_token), () => invalidRequest('actor_token is not supported for ID-JAG requests'));
   const audiences = many(p.audience);
-  assertThat(audiences.length === 1, invalidTarget("audience is required: exactly one, the other authorization server's issuer"));
+  assertThat(audiences.length === 1, () => invalidTarget("audience is required: exactly one, the other authorization server's issuer"));
   const resources = many(p.resource);
   // The MCP extension (enterprise-managed authorization) makes resource REQUIRED: the MCP server.
-  assertThat(resources.length === 1, invalidTarget('resource is required: exactly one, the resource server at that authorization server'));
+  assertThat(resources.length === 1, () => invalidTarget('resource is required: exactly one, the resource server at that authorization server'));
   return { subjectToken, subjectTokenType, audience: audiences[0], resource: resources[0], scope: one(p.scope) ? splitScope(one(p.scope)) : undefined };
 }
 
@@ -72,7 +72,7 @@ export function buildIdJagIssuer(provider: Provider, deps: ExchangeDeps & { acco
     x.subject = p.subjectTokenType === ID_TOKEN_TYPE
       ? await verifyIdToken(p.subjectToken, 'subject_token', { issuer, keys: await deps.keyRing(), clientId: x.clientId })
       : await verifyRefreshToken(p.subjectToken, 'subject_token', { provider, clientId: x.clientId });
-    assertThat(x.subject.user, invalidRequest('subject_token does not represent a user'));
+    assertThat(x.subject.user, () => invalidRequest('subject_token does not represent a user'));
   }
 
   async function checkSubjectNotRevoked(x: IdJagExchange) {
@@ -83,14 +83,14 @@ export function buildIdJagIssuer(provider: Provider, deps: ExchangeDeps & { acco
   async function decideIdJagTarget(x: IdJagExchange, ctx: KoaContextWithOIDC) {
     const p = x.params!;
     // The draft § Security Considerations: confidential clients only (a public one uses the code flow at the other server).
-    assertThat(ctx.oidc.client!.clientAuthMethod !== 'none', unauthorizedClient('ID-JAGs are issued only to confidential clients'));
+    assertThat(ctx.oidc.client!.clientAuthMethod !== 'none', () => unauthorizedClient('ID-JAGs are issued only to confidential clients'));
     const targets = await deps.policy.listIdJagTargets(x.clientId);
-    assertThat(targets.length, unauthorizedClient('this client may not request ID-JAGs (no ID-JAG policy)'));
+    assertThat(targets.length, () => unauthorizedClient('this client may not request ID-JAGs (no ID-JAG policy)'));
     // Issuer identifiers compare exactly (RFC 8414 §2), but a trailing slash is not worth a refusal.
     const same = (a: string, b: string) => a.replace(/\/+$/, '') === b.replace(/\/+$/, '');
     x.target = targets.find((t) => same(t.audience, p.audience));
-    assertThat(x.target, invalidTarget('this client may not request an ID-JAG for this audience'));
-    assertThat(x.target.resources.some((r) => same(r, p.resource)), invalidTarget('this client may not request an ID-JAG for this resource'));
+    assertThat(x.target, () => invalidTarget('this client may not request an ID-JAG for this audience'));
+    assertThat(x.target.resources.some((r) => same(r, p.resource)), () => invalidTarget('this client may not request an ID-JAG for this resource'));
   }
 
   /**
@@ -124,7 +124,7 @@ export function buildIdJagIssuer(provider: Provider, deps: ExchangeDeps & { acco
     const now = Math.floor(Date.now() / 1000);
     // Never outlives the assertion it came from.
     const ttl = Math.min(ID_JAG_TTL, (s.exp ?? now + ID_JAG_TTL) - now);
-    assertThat(ttl > 0, invalidRequest('subject_token is expired'));
+    assertThat(ttl > 0, () => invalidRequest('subject_token is expired'));
     const user = await deps.accounts.findUserById(s.user!);
     const { token } = await mintIdJag(await deps.keyRing(), {
       issuer, sub: s.user!, audience: x.target!.audience, clientId: x.target!.targetClientId, resource: x.params!.resource,

@@ -108,7 +108,7 @@ export function registerIdJagGrant(provider: Provider, deps: IdJagGrantDeps): vo
 
   function readAssertion(ctx: KoaContextWithOIDC): string {
     const assertion = str((ctx.oidc.params as Record<string, unknown>).assertion);
-    assertThat(assertion, invalidRequest('missing required parameter assertion'));
+    assertThat(assertion, () => invalidRequest('missing required parameter assertion'));
     return assertion;
   }
 
@@ -123,12 +123,12 @@ export function registerIdJagGrant(provider: Provider, deps: IdJagGrantDeps): vo
       throw invalidGrant('assertion is not a JWT');
     }
     // RFC 8725 §3.11: explicit typing keeps an ID token or access token from passing for an ID-JAG.
-    assertThat(typ?.toLowerCase() === ID_JAG_TYP, invalidGrant(`assertion is not an ID-JAG (its typ must be ${ID_JAG_TYP})`));
-    assertThat(iss, invalidGrant('the ID-JAG has no iss'));
+    assertThat(typ?.toLowerCase() === ID_JAG_TYP, () => invalidGrant(`assertion is not an ID-JAG (its typ must be ${ID_JAG_TYP})`));
+    assertThat(iss, () => invalidGrant('the ID-JAG has no iss'));
     // The draft § Cross-Domain Use: an IdP never issues access tokens for an ID-JAG it issued itself.
-    assertThat(!sameIssuer(iss, issuer), invalidGrant('this server does not redeem ID-JAGs it issued itself'));
+    assertThat(!sameIssuer(iss, issuer), () => invalidGrant('this server does not redeem ID-JAGs it issued itself'));
     x.connection = await deps.connections.findIdJagIssuer(iss);
-    assertThat(x.connection, invalidGrant('the ID-JAG issuer is not trusted by this server'));
+    assertThat(x.connection, () => invalidGrant('the ID-JAG issuer is not trusted by this server'));
   }
 
   async function verifyAssertion(x: Redemption, assertion: string) {
@@ -155,32 +155,32 @@ export function registerIdJagGrant(provider: Provider, deps: IdJagGrantDeps): vo
     // The draft § Access Token Request, processing rules: aud is this server's issuer, as a string
     // or an array of exactly that one value (audience injection).
     const aud = Array.isArray(payload.aud) ? payload.aud : [payload.aud];
-    assertThat(aud.length === 1 && typeof aud[0] === 'string' && sameIssuer(aud[0], issuer), invalidGrant("the ID-JAG's aud is not this server's issuer"));
+    assertThat(aud.length === 1 && typeof aud[0] === 'string' && sameIssuer(aud[0], issuer), () => invalidGrant("the ID-JAG's aud is not this server's issuer"));
     const now = Math.floor(Date.now() / 1000);
-    assertThat(payload.iat! <= now + CLOCK_TOLERANCE, invalidGrant('the ID-JAG is issued in the future (iat)'));
-    assertThat(payload.exp! - payload.iat! <= MAX_ASSERTION_LIFETIME, invalidGrant(`the ID-JAG lives longer than ${MAX_ASSERTION_LIFETIME} seconds`));
+    assertThat(payload.iat! <= now + CLOCK_TOLERANCE, () => invalidGrant('the ID-JAG is issued in the future (iat)'));
+    assertThat(payload.exp! - payload.iat! <= MAX_ASSERTION_LIFETIME, () => invalidGrant(`the ID-JAG lives longer than ${MAX_ASSERTION_LIFETIME} seconds`));
     x.claims = payload;
   }
 
   function checkClient(x: Redemption, ctx: KoaContextWithOIDC) {
     // The draft § Security Considerations: only confidential clients.
-    assertThat(ctx.oidc.client!.clientAuthMethod !== 'none', unauthorizedClient('ID-JAGs are redeemed only by confidential clients'));
+    assertThat(ctx.oidc.client!.clientAuthMethod !== 'none', () => unauthorizedClient('ID-JAGs are redeemed only by confidential clients'));
     // The draft: client continuity; the ID-JAG names the client that may redeem it.
-    assertThat(x.claims!.client_id === x.clientId, invalidGrant("the ID-JAG's client_id is not the authenticated client"));
-    assertThat(x.connection!.idJag.clients.includes(x.clientId), unauthorizedClient(`this client may not redeem ID-JAGs from ${x.connection!.name}`));
+    assertThat(x.claims!.client_id === x.clientId, () => invalidGrant("the ID-JAG's client_id is not the authenticated client"));
+    assertThat(x.connection!.idJag.clients.includes(x.clientId), () => unauthorizedClient(`this client may not redeem ID-JAGs from ${x.connection!.name}`));
   }
 
   async function decideResource(x: Redemption, ctx: KoaContextWithOIDC) {
     const claimed = [x.claims!.resource].flat().filter((r): r is string => typeof r === 'string');
     // The MCP extension: the ID-JAG names the MCP server.
-    assertThat(claimed.length, invalidGrant('the ID-JAG names no resource'));
+    assertThat(claimed.length, () => invalidGrant('the ID-JAG names no resource'));
     const asked = str((ctx.oidc.params as Record<string, unknown>).resource);
-    if (asked) assertThat(claimed.includes(asked), invalidTarget('resource is not one the ID-JAG names'));
-    assertThat(asked || claimed.length === 1, invalidTarget('the ID-JAG names several resources; name one with resource'));
+    if (asked) assertThat(claimed.includes(asked), () => invalidTarget('resource is not one the ID-JAG names'));
+    assertThat(asked || claimed.length === 1, () => invalidTarget('the ID-JAG names several resources; name one with resource'));
     const rs = await deps.resources.findResource(asked ?? claimed[0]);
-    assertThat(rs, invalidTarget('the ID-JAG\'s resource is not registered with this server'));
+    assertThat(rs, () => invalidTarget('the ID-JAG\'s resource is not registered with this server'));
     const allowed = new Set(x.connection!.idJag.resources.flatMap(uriVariants));
-    assertThat(allowed.has(rs.uri), invalidTarget(`ID-JAGs from ${x.connection!.name} may not be used for this resource`));
+    assertThat(allowed.has(rs.uri), () => invalidTarget(`ID-JAGs from ${x.connection!.name} may not be used for this resource`));
     x.resource = rs;
   }
 
@@ -192,7 +192,7 @@ export function registerIdJagGrant(provider: Provider, deps: IdJagGrantDeps): vo
     if ('refused' in resolution) throw invalidGrant(`the ID-JAG's user cannot be signed in here: ${resolution.message}`);
     x.how = resolution.how;
     x.user = await deps.policy.user(resolution.user.id);
-    assertThat(x.user?.active, invalidGrant("the ID-JAG's user is disabled here"));
+    assertThat(x.user?.active, () => invalidGrant("the ID-JAG's user is disabled here"));
   }
 
   /**
@@ -220,7 +220,7 @@ export function registerIdJagGrant(provider: Provider, deps: IdJagGrantDeps): vo
   function checkAuthenticationStrength(x: Redemption) {
     if (!x.resource!.requireMfa) return;
     const { acr } = federatedAuthentication(x.connection!, x.claims as Record<string, unknown>);
-    assertThat(acr === ACR_MFA, insufficientUserAuthentication('this resource requires multi-factor authentication at the IdP (and a connection trusted for it: --trust-mfa on)'));
+    assertThat(acr === ACR_MFA, () => insufficientUserAuthentication('this resource requires multi-factor authentication at the IdP (and a connection trusted for it: --trust-mfa on)'));
   }
 
   /** RFC 7523 §3 (7): each ID-JAG once, across every node (Kv SET NX); the key lives as long as the ID-JAG. */
@@ -233,7 +233,7 @@ export function registerIdJagGrant(provider: Provider, deps: IdJagGrantDeps): vo
     } catch {
       throw unavailable('replay protection cannot be checked right now; try again');
     }
-    assertThat(first, invalidGrant('this ID-JAG has already been used (jti); ask the IdP for a new one'));
+    assertThat(first, () => invalidGrant('this ID-JAG has already been used (jti); ask the IdP for a new one'));
   }
 
   async function mintToken(x: Redemption) {

@@ -93,7 +93,7 @@ export class RateLimited extends TooManyRequests {
 }
 
 /** Keys that carry personal data (emails) are stored hashed. */
-export const hashKey = (value: string) => crypto.createHash('sha256').update(value).digest('base64url').slice(0, 32);
+export const hashKey = (value: string) => crypto.hash('sha256', value, 'base64url').slice(0, 32);
 
 const retryAfterSeconds = (ms: number) => Math.max(1, Math.ceil(ms / 1000));
 

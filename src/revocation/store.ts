@@ -129,7 +129,7 @@ const MEMORY_INCARNATION = 'in-process';
 
 // Opaque token values double as their jti: hash them, so no usable token ever appears in a key name,
 // a durable row or a pub/sub message. A jti is stored and published as its digest, `sha256:<hashId>`.
-export const hashId = (id: string) => crypto.createHash('sha256').update(id).digest('base64url').slice(0, 32);
+export const hashId = (id: string) => crypto.hash('sha256', id, 'base64url').slice(0, 32);
 const DIGEST = 'sha256:';
 /** The form a jti is stored in (idempotent: a digest stays itself). */
 export const jtiDigest = (id: string) => (id.startsWith(DIGEST) ? id : DIGEST + hashId(id));

@@ -188,6 +188,16 @@ export function tablesWritten(sql: string): string[] {
  * entries go (writes are rare; keys are the triggers' job).
  */
 export function signalLocalWrites(db: Db, feed: Pick<ChangeFeed, 'announce'>, stats?: { statements: number }): Db {
+  // The statements are the code's own constant texts: each is parsed for the tables it writes once.
+  const parsed = new Map<string, string[]>();
+  const writtenBy = (sql: string) => {
+    let tables = parsed.get(sql);
+    if (!tables) {
+      tables = [...new Set(tablesWritten(sql))];
+      if (parsed.size < 2000) parsed.set(sql, tables);
+    }
+    return tables;
+  };
   const announce = (tables: Iterable<string>) => {
     for (const t of new Set(tables)) feed.announce(t);
   };
@@ -200,7 +210,7 @@ export function signalLocalWrites(db: Db, feed: Pick<ChangeFeed, 'announce'>, st
     async query<T>(sql: string, params?: unknown[]) {
       count();
       const r = await db.query<T>(sql, params);
-      announce(tablesWritten(sql));
+      for (const t of writtenBy(sql)) feed.announce(t);
       return r;
     },
     async transaction(fn) {
@@ -210,7 +220,7 @@ export function signalLocalWrites(db: Db, feed: Pick<ChangeFeed, 'announce'>, st
         async query<T>(sql: string, params?: unknown[]) {
           count();
           const r = await tx.query<T>(sql, params);
-          written.push(...tablesWritten(sql));
+          written.push(...writtenBy(sql));
           return r;
         },
       }));
