@@ -5,7 +5,7 @@
 import crypto from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { createLocalJWKSet, errors, exportJWK, generateKeyPair, jwtVerify, SignJWT, type JWK } from 'jose';
-import { signingKey, signJwt, verificationKeys, verifyJwt } from '../src/crypto/jws.ts';
+import { signHs256Jwt, signingKey, signJwt, verificationKeys, verifyJwt } from '../src/crypto/jws.ts';
 
 async function key(alg: 'ES256' | 'RS256', kid: string): Promise<JWK> {
   const { privateKey } = await generateKeyPair(alg, { extractable: true });
@@ -71,5 +71,15 @@ describe('node:crypto JWS', async () => {
     expect(() => verifyJwt(signJwt(k, { typ: 'at+jwt' }, { ...claims(), exp: now() - 10 }), ring)).toThrow(errors.JWTExpired);
     const { client_id: _c, ...noClient } = claims();
     expect(() => verifyJwt(signJwt(k, { typ: 'at+jwt' }, noClient), ring, { requiredClaims: ['client_id'] })).toThrow(errors.JWTClaimValidationFailed);
+  });
+  it('HS256 (LiveKit room tokens): jose verifies it with the secret as UTF-8 bytes, and a wrong secret or a changed payload fails', async () => {
+    const secret = 'a-livekit-api-secret-of-32-chars!';
+    const token = signHs256Jwt(secret, { iss: 'APIkey', sub: 'user_1', video: { roomJoin: true, room: 'r' }, exp: now() + 60 });
+    const { payload, protectedHeader } = await jwtVerify(token, new TextEncoder().encode(secret), { issuer: 'APIkey' });
+    expect(protectedHeader).toEqual({ alg: 'HS256' });
+    expect(payload).toMatchObject({ sub: 'user_1', video: { roomJoin: true, room: 'r' } });
+    await expect(jwtVerify(token, new TextEncoder().encode(`${secret}x`))).rejects.toThrow(errors.JWSSignatureVerificationFailed);
+    const [h, , sig] = token.split('.');
+    await expect(jwtVerify(`${h}.${b64({ iss: 'APIkey', sub: 'admin', exp: now() + 60 })}.${sig}`, new TextEncoder().encode(secret))).rejects.toThrow(errors.JWSSignatureVerificationFailed);
   });
 });

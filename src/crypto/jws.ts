@@ -43,6 +43,17 @@ export function signJwt(k: JwsKey, header: Record<string, unknown>, payload: Rec
   return `${input}.${signBytes(k, Buffer.from(input)).toString('base64url')}`;
 }
 
+/**
+ * A compact HS256 JWS of `payload` with the header `{"alg":"HS256"}`, what a LiveKit server takes
+ * (its API secret, as UTF-8 bytes, is the key). jose's SignJWT does the same through WebCrypto with a
+ * new secret key object and a copy of the payload per claim set.
+ */
+export function signHs256Jwt(secret: string | crypto.KeyObject, payload: Record<string, unknown>): string {
+  const input = `${HS256_HEADER}.${b64(JSON.stringify(payload))}`;
+  return `${input}.${crypto.createHmac('sha256', secret).update(input).digest('base64url')}`;
+}
+const HS256_HEADER = b64('{"alg":"HS256"}');
+
 /** A private JWK of ours (RS256 or ES256, with kid) as a signing key. */
 export function signingKey(jwk: JWK): JwsKey {
   if (!jwk.kid || !jwk.alg || !ALGS.has(jwk.alg)) throw new Error(`signing key without kid or with an unsupported alg (${jwk.alg})`);
