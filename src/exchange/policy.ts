@@ -125,11 +125,11 @@ export function createPolicyStore(db: Queryable): PolicyStore {
       );
       const row = u.rows[0];
       if (!row) return undefined;
-      const { roles, ...user } = row;
+      // Named fields, not `{ ...user, roles, … }` (docs/performance.md: the Node 20 spread quirk).
       return {
-        ...user,
-        roles: roles.map((x) => x.role),
-        permissions: [...new Set(roles.flatMap((x) => x.permissions))].sort(),
+        id: row.id, email: row.email, name: row.name, active: row.active,
+        roles: row.roles.map((x) => x.role),
+        permissions: [...new Set(row.roles.flatMap((x) => x.permissions))].sort(),
       };
     },
     async setClientPolicy(p) {
