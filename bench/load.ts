@@ -27,6 +27,11 @@ export interface LoadSpec {
   redirectUri?: string;
   /** login: the form (email, password, _csrf) and the CSRF cookie it was issued with; authPath as for code. */
   form?: Record<string, string>;
+  /**
+   * static only: an open loop at this many requests a second, spaced evenly (runPaced), instead of
+   * as fast as answers come back. autocannon's own rate sends each second's requests in one burst.
+   */
+  rate?: number;
 }
 
 export interface LoadResult {
@@ -88,7 +93,63 @@ function requestsFor(spec: LoadSpec): autocannon.Request[] | undefined {
 
 const lower = (headers: Record<string, unknown> | undefined) => Object.fromEntries(Object.entries(headers ?? {}).map(([k, v]) => [k.toLowerCase(), v])) as Record<string, any>;
 
+/**
+ * An open loop: request i is due at start + i/rate, sent then over a keep-alive pool of
+ * `connections` sockets (queued when all are busy), and its latency counts from when it was due, so
+ * a server that falls behind shows it in the latency instead of slowing the load down.
+ */
+async function runPaced(spec: LoadSpec): Promise<LoadResult> {
+  const http = await import('node:http');
+  const agent = new http.Agent({ keepAlive: true, maxSockets: spec.connections });
+  const target = new URL(spec.url);
+  const body = Buffer.from(spec.body ?? '');
+  const headers = { ...spec.headers, 'content-length': String(body.length) };
+  const rate = spec.rate!;
+  const total = Math.round(rate * spec.duration);
+  const latencies: number[] = [];
+  const statuses: Record<string, number> = {};
+  let errors = 0;
+  let sent = 0;
+  let finished = 0;
+  const start = performance.now();
+  const send = (due: number) => {
+    const req = http.request({ agent, host: target.hostname, port: target.port, path: target.pathname + target.search, method: spec.method ?? 'POST', headers, timeout: 10_000 }, (res) => {
+      res.resume();
+      res.on('end', () => {
+        latencies.push(performance.now() - due);
+        statuses[res.statusCode!] = (statuses[res.statusCode!] ?? 0) + 1;
+        finished++;
+      });
+    });
+    req.on('error', () => { errors++; finished++; });
+    req.on('timeout', () => req.destroy(new Error('timeout')));
+    req.end(body);
+  };
+  await new Promise<void>((resolve) => {
+    const tick = setInterval(() => {
+      const dueNow = Math.min(total, Math.floor(((performance.now() - start) / 1000) * rate));
+      for (; sent < dueNow; sent++) send(start + (sent / rate) * 1000);
+      if (sent >= total) {
+        clearInterval(tick);
+        const wait = setInterval(() => {
+          if (finished >= total) { clearInterval(wait); resolve(); }
+        }, 5);
+      }
+    }, 1);
+  });
+  agent.destroy();
+  latencies.sort((a, b) => a - b);
+  const pct = (q: number) => latencies[Math.min(latencies.length - 1, Math.floor(q * latencies.length))] ?? NaN;
+  const elapsed = (performance.now() - start) / 1000;
+  const bad = Object.entries(statuses).filter(([c]) => c !== '200').reduce((n, [, v]) => n + v, 0) + errors;
+  return { rps: latencies.length / elapsed, p50: pct(0.5), p99: pct(0.99), requests: latencies.length, bad: bad + (latencies.length ? 0 : 1), statuses };
+}
+
 export async function runLoad(spec: LoadSpec): Promise<LoadResult> {
+  if (spec.rate) {
+    if (spec.kind !== 'static') throw new Error('a fixed rate is for static specs');
+    return runPaced(spec);
+  }
   const r = await autocannon({
     url: spec.url,
     connections: spec.connections,

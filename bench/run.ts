@@ -14,6 +14,9 @@
 //
 //   BENCH_DURATION (s, default 5; quick 2)   BENCH_CONNECTIONS (default 20)   BENCH_ROUNDS (default 3; quick 1)
 //   BENCH_PATHS=refresh,code  only the paths whose names contain one of these
+//   BENCH_RATE (req/s, default 1000; 0 skips)  client credentials and the two exchanges once more at
+//                             this fixed rate, with the floor at the same rate: latency where the
+//                             server is not saturated (issue 16: p99 ≤ 10 ms at 1,000 req/s)
 //   BENCH_CPU_PROF=<dir>      the Gatehouse server writes a CPU profile (node --cpu-prof) there
 //   BENCH_SCALE=0             skip the scale-out column: in PostgreSQL mode the same data is also served by
 //                             two processes (bench/cluster.ts), measured in the same rounds, A/B
@@ -79,6 +82,10 @@ async function measured(load: Load, spec: LoadSpec, pid: number): Promise<Measur
   return { ...r, cpu: (cpuMs(pid) - before) / Math.max(1, r.requests) };
 }
 const SCALE = process.env.BENCH_SCALE !== '0';
+const RATE = Number(process.env.BENCH_RATE ?? 1000);
+/** The paths issue 16 sets a latency goal for, run once more at RATE. */
+const FIXED_RATE_PATHS = ['client credentials', 'exchange → LiveKit', 'exchange → MCP'];
+const FLOOR = 'floor: bare oidc-provider, client credentials';
 /** How many processes the scale-out column runs, and the cores they are pinned to. */
 const WORKERS = Number(process.env.BENCH_WORKERS ?? 2);
 // With 3 cores or more: one core more than the single process (core 1 stays the load generator's).
@@ -156,8 +163,11 @@ type Baselines = { floor: Awaited<ReturnType<typeof startFloor>>; ceiling: Await
 /** Paths measured against the argon2 ceiling instead of the floor. */
 const LOGIN = 'password sign-in (×argon2 ceiling)';
 
+interface FixedRate { rps: number; p50: number; p99: number; bad: number }
 interface ModeResult {
   label: string;
+  /** At BENCH_RATE: the floor, then the FIXED_RATE_PATHS measured. */
+  fixed?: Record<string, FixedRate>;
   paths: Record<string, { rps: number; p50: number; p99: number; ratio: number; bad: number; sql: number; cpu: number; cpuRatio: number }>;
   rssIdle: string;
   rssAfter: string;
@@ -308,6 +318,17 @@ async function benchMode(mode: 'embedded' | 'postgres', { floor, ceiling }: Base
         }
       }
     }
+    // Latency at a fixed rate (the single process): the floor first, then each path, once each.
+    const fixed: Record<string, FixedRate> = {};
+    const fixedNames = names.filter((n) => FIXED_RATE_PATHS.includes(n));
+    if (RATE > 0 && fixedNames.length) {
+      const at = async (name: string, spec: LoadSpec) => {
+        const r = await load.run({ ...spec, rate: RATE });
+        fixed[name] = { rps: r.rps, p50: r.p50, p99: r.p99, bad: r.bad };
+      };
+      await at(FLOOR, floor.spec);
+      for (const name of fixedNames) await at(name, specs[0][name]);
+    }
     return servers.map((s, i) => {
       const out: ModeResult['paths'] = {};
       for (const name of names) {
@@ -319,7 +340,7 @@ async function benchMode(mode: 'embedded' | 'postgres', { floor, ceiling }: Base
           ratio: median(ss.map((x, j) => x.rps / base[j].rps)), bad, sql: median(sqlSamples[i][name]),
           cpu: median(ss.map((x) => x.cpu)), cpuRatio: median(ss.map((x, j) => base[j].cpu / x.cpu)) };
       }
-      return { label: s.label, paths: out, rssIdle: rssIdle[i], rssAfter: serverRssMb(s.proc.pid!), floorRps: median(floorSamples.map((x) => x.rps)), floorCpu: median(floorSamples.map((x) => x.cpu)),
+      return { label: s.label, paths: out, fixed: i === 0 && Object.keys(fixed).length ? fixed : undefined, rssIdle: rssIdle[i], rssAfter: serverRssMb(s.proc.pid!), floorRps: median(floorSamples.map((x) => x.rps)), floorCpu: median(floorSamples.map((x) => x.cpu)),
         ceilingRps: ceilingSamples.length ? median(ceilingSamples.map((x) => x.rps)) : undefined,
         ceilingCpu: ceilingSamples.length ? median(ceilingSamples.map((x) => x.cpu)) : undefined };
     });
@@ -364,9 +385,18 @@ async function main() {
     console.log(`\nscale-out, ${several.label} over one (req/s, same rounds): ${Object.keys(one.paths).map((n) => `${n} ${(several.paths[n].rps / one.paths[n].rps).toFixed(2)}×`).join('; ')}`);
     console.log(`(the ${WORKERS} processes pinned to cores ${HAS_TASKSET ? WORKER_CORES : 'none'}${HAS_TASKSET && os.availableParallelism() < 3 ? ': on 2 cores, the single process\'s core, so this is the cost of a second process, not its gain' : ''}; PostgreSQL and Redis run on the same machine, unpinned)`);
   }
+  const withFixed = results.filter((r) => r.fixed);
+  if (withFixed.length) {
+    console.log(`\nat a fixed ${RATE} req/s (${CONNECTIONS} connections, ${DURATION} s, once; one process):\n`);
+    console.log(`| path | ${withFixed.map((r) => `${r.label} req/s | p50/p99 ms`).join(' | ')} |`);
+    console.log(`|---|${withFixed.map(() => '---:|---:').join('|')}|`);
+    for (const name of Object.keys(withFixed[0].fixed!)) {
+      console.log(`| ${name} | ${withFixed.map((r) => { const f = r.fixed![name]; return f ? `${f.rps.toFixed(0)}${f.bad ? ` (${f.bad} bad)` : ''} | ${f.p50.toFixed(0)}/${f.p99.toFixed(0)}` : ' | '; }).join(' | ')} |`);
+    }
+  }
   console.log('\nauthorize + code redemption: GET /auth (signed-in session) → 303 with a code, then POST /token; counted per code.');
   console.log(`password sign-in: GET /auth → 303 to the sign-in page, then POST email + password → 303; counted per sign-in, ratio to the argon2 ceiling.`);
-  if (results.some((r) => Object.values(r.paths).some((p) => p.bad))) process.exitCode = 1;
+  if (results.some((r) => Object.values(r.paths).some((p) => p.bad) || Object.values(r.fixed ?? {}).some((f) => f.bad))) process.exitCode = 1;
 }
 
 main().catch((err) => {
