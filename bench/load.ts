@@ -113,15 +113,27 @@ async function runPaced(spec: LoadSpec): Promise<LoadResult> {
   let finished = 0;
   const start = performance.now();
   const send = (due: number) => {
+    // Each request counts once: an answer, or an error (before the answer or cut off in its body).
+    let settled = false;
+    const fail = () => {
+      if (settled) return;
+      settled = true;
+      errors++;
+      finished++;
+    };
     const req = http.request({ agent, host: target.hostname, port: target.port, path: target.pathname + target.search, method: spec.method ?? 'POST', headers, timeout: 10_000 }, (res) => {
       res.resume();
+      res.on('error', fail);
       res.on('end', () => {
+        if (settled) return;
+        settled = true;
         latencies.push(performance.now() - due);
         statuses[res.statusCode!] = (statuses[res.statusCode!] ?? 0) + 1;
         finished++;
       });
     });
-    req.on('error', () => { errors++; finished++; });
+    req.on('error', fail);
+    req.on('close', () => { if (!settled) fail(); });
     req.on('timeout', () => req.destroy(new Error('timeout')));
     req.end(body);
   };

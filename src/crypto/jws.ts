@@ -48,7 +48,7 @@ export function signJwt(k: JwsKey, header: Record<string, unknown>, payload: Rec
  * (its API secret, as UTF-8 bytes, is the key). jose's SignJWT does the same through WebCrypto with a
  * new secret key object and a copy of the payload per claim set.
  */
-export function signHs256Jwt(secret: string | crypto.KeyObject, payload: Record<string, unknown>): string {
+export function signHs256Jwt(secret: string, payload: Record<string, unknown>): string {
   const input = `${HS256_HEADER}.${b64(JSON.stringify(payload))}`;
   return `${input}.${crypto.createHmac('sha256', secret).update(input).digest('base64url')}`;
 }
